@@ -1,0 +1,129 @@
+// circular_conv (MOL's "fully-connected convolution"): schema, argument checks and the CPU binding.
+#include "circular_conv/circular_conv.h"
+
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <tuple>
+
+#include "circular_conv/circular_conv_kernels.h"
+#include "core/checks.h"
+
+namespace facekernels {
+
+using torch::headeronly::ScalarType;
+using torch::stable::Tensor;
+
+CircularConvProblem check_circular_conv(const char* op, const Tensor& x, const Tensor& weight,
+                                        const std::optional<Tensor>& bias, int64_t dim) {
+  check_dim(op, "x", x, 4, "[B, C, H, W]");
+  check_dim(op, "weight", weight, 2, "[C, L]");
+  FK_CHECK(dim == 2 || dim == 3 || dim == -2 || dim == -1, op, "dim must be one of 2, 3, -2, -1 (H or W), got ",
+           dim);
+  const int axis = dim < 0 ? static_cast<int>(dim + 4) : static_cast<int>(dim);
+  check_floating_dtype(op, "x", x);
+  check_same_dtype(op, "weight", weight, "x", x);
+  check_same_device(op, "weight", weight, "x", x);
+  const int64_t channels = x.size(1), length = x.size(axis), taps = weight.size(1);
+  FK_CHECK(weight.size(0) == channels, op, "weight must have shape [C, L] with C = x.size(1) = ", channels,
+           ", got ", shape_string(weight));
+  FK_CHECK(taps >= 1 && taps <= length, op, "weight must have 1 <= L <= x.size(", axis, ") = ", length,
+           " taps, got L = ", taps, " (weight shape ", shape_string(weight), ", x shape ", shape_string(x), ")");
+  if (bias.has_value()) {
+    const Tensor& b = *bias;
+    FK_CHECK(b.dim() == 1 && b.size(0) == channels, op, "bias must have shape [", channels, "] (C of x), got ",
+             shape_string(b));
+    check_same_dtype(op, "bias", b, "x", x);
+    check_same_device(op, "bias", b, "x", x);
+  }
+  return {x.size(0), channels, x.size(2), x.size(3), taps, axis};
+}
+
+CircularConvProblem check_circular_conv_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight,
+                                                 int64_t dim) {
+  const char* op = "_circular_conv_backward";
+  CircularConvProblem p = check_circular_conv(op, x, weight, std::nullopt, dim);
+  check_dim(op, "grad_out", grad_out, 4, "[B, C, H, W]");
+  bool same = true;
+  for (int64_t i = 0; i < 4; ++i) same = same && grad_out.size(i) == x.size(i);
+  FK_CHECK(same, op, "grad_out must have the shape of x ", shape_string(x), ", got ", shape_string(grad_out));
+  check_same_dtype(op, "grad_out", grad_out, "x", x);
+  check_same_device(op, "grad_out", grad_out, "x", x);
+  return p;
+}
+
+namespace {
+
+Tensor circular_conv_cpu(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, int64_t dim) {
+  const CircularConvProblem p = check_circular_conv("circular_conv", x, weight, bias, dim);
+  const Tensor xc = torch::stable::contiguous(x);
+  const Tensor wc = torch::stable::contiguous(weight);
+  const std::optional<Tensor> bc =
+      bias.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*bias)) : std::nullopt;
+  Tensor y = torch::stable::new_empty(xc, xc.sizes());
+  if (y.numel() == 0) return y;
+  const cpu::CircularConvKernels& kernels = FK_CPU_DISPATCH(cpu::circular_conv_kernels);
+  auto run = [&](auto* tag, auto forward) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    cpu::CircularConvForwardArgs<T> a{static_cast<const T*>(xc.data_ptr()),
+                                      static_cast<const T*>(wc.data_ptr()),
+                                      bc ? static_cast<const T*>(bc->data_ptr()) : nullptr,
+                                      static_cast<T*>(y.data_ptr()),
+                                      p.batch, p.channels, p.height, p.width, p.taps, p.axis};
+    forward(a);
+  };
+  if (xc.scalar_type() == ScalarType::Float) run(static_cast<float*>(nullptr), kernels.forward_f32);
+  else run(static_cast<double*>(nullptr), kernels.forward_f64);
+  return y;
+}
+
+std::tuple<Tensor, Tensor, Tensor> circular_conv_backward_cpu(const Tensor& grad_out, const Tensor& x,
+                                                              const Tensor& weight, int64_t dim, bool need_x,
+                                                              bool need_weight, bool need_bias) {
+  const CircularConvProblem p = check_circular_conv_backward(grad_out, x, weight, dim);
+  const Tensor gc = torch::stable::contiguous(grad_out);
+  const Tensor xc = torch::stable::contiguous(x);
+  const Tensor wc = torch::stable::contiguous(weight);
+  // Gradients that are not asked for come back as empty [0] tensors (the fake kernel agrees).
+  Tensor grad_x = torch::stable::new_empty(xc, need_x ? xc.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
+  Tensor grad_w = torch::stable::new_empty(wc, need_weight ? wc.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
+  Tensor grad_b = torch::stable::new_empty(wc, {need_bias ? p.channels : 0});
+  const bool any_plane = p.batch * p.channels * p.height * p.width > 0;
+  if (!any_plane) {
+    // Empty batch (or no channels): the weight and bias gradients are sums over nothing.
+    if (need_weight) torch::stable::zero_(grad_w);
+    if (need_bias) torch::stable::zero_(grad_b);
+    return {grad_x, grad_w, grad_b};
+  }
+  const cpu::CircularConvKernels& kernels = FK_CPU_DISPATCH(cpu::circular_conv_kernels);
+  auto run = [&](auto* tag, auto backward) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    cpu::CircularConvBackwardArgs<T> a{static_cast<const T*>(gc.data_ptr()),
+                                       static_cast<const T*>(xc.data_ptr()),
+                                       static_cast<const T*>(wc.data_ptr()),
+                                       need_x ? static_cast<T*>(grad_x.data_ptr()) : nullptr,
+                                       need_weight ? static_cast<T*>(grad_w.data_ptr()) : nullptr,
+                                       need_bias ? static_cast<T*>(grad_b.data_ptr()) : nullptr,
+                                       p.batch, p.channels, p.height, p.width, p.taps, p.axis};
+    backward(a);
+  };
+  if (xc.scalar_type() == ScalarType::Float) run(static_cast<float*>(nullptr), kernels.backward_f32);
+  else run(static_cast<double*>(nullptr), kernels.backward_f64);
+  return {grad_x, grad_w, grad_b};
+}
+
+}  // namespace
+}  // namespace facekernels
+
+STABLE_TORCH_LIBRARY_FRAGMENT(facekernels, m) {
+  m.def("circular_conv(Tensor x, Tensor weight, Tensor? bias=None, int dim=2) -> Tensor");
+  m.def(
+      "_circular_conv_backward(Tensor grad_out, Tensor x, Tensor weight, int dim, bool need_x, "
+      "bool need_weight, bool need_bias) -> (Tensor, Tensor, Tensor)");
+}
+
+STABLE_TORCH_LIBRARY_IMPL(facekernels, CPU, m) {
+  m.impl("circular_conv", TORCH_BOX(&facekernels::circular_conv_cpu));
+  m.impl("_circular_conv_backward", TORCH_BOX(&facekernels::circular_conv_backward_cpu));
+}

@@ -1,0 +1,320 @@
+// CPU kernels of circular_conv, compiled once per SIMD level (FK_CPU_CAPABILITY) and written as plain
+// fixed-width loops that the compiler turns into vector code for that level.
+//
+// Each [H, W] plane is first extended circularly by L - 1 along the convolved axis (a copy in L1), so
+// every tap reads a contiguous shifted window: along H the extension is a flat array in which tap t of
+// output j sits at j + t * W (contiguous in j whatever W is); along W each row is extended. The sums run
+// over register tiles with eight vector accumulators; the weight gradient takes eight taps per pass.
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
+#include "circular_conv/circular_conv_kernels.h"
+#include "core/parallel.h"
+
+#define FK_CONCAT_(a, b) a##b
+#define FK_CONCAT(a, b) FK_CONCAT_(a, b)
+
+namespace facekernels::cpu {
+namespace {
+
+#if defined(FK_CPU_CAPABILITY_AVX512)
+constexpr int kVectorBytes = 64;
+#elif defined(FK_CPU_CAPABILITY_AVX2)
+constexpr int kVectorBytes = 32;
+#else
+constexpr int kVectorBytes = 16;
+#endif
+
+// Scratch memory. This file is compiled once per SIMD level, so it instantiates no std:: templates: an
+// inline function emitted with AVX-512 code in one copy could be the one the linker keeps for all.
+template <typename T>
+class Scratch {
+ public:
+  // Cache-line aligned, so that rows of a multiple of 16 floats never split a vector load.
+  explicit Scratch(int64_t n)
+      : data_(n > 0 ? static_cast<T*>(std::aligned_alloc(64, (sizeof(T) * n + 63) / 64 * 64)) : nullptr) {
+    if (n > 0 && data_ == nullptr) throw std::bad_alloc();
+  }
+  ~Scratch() { std::free(data_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  T* data() { return data_; }
+  T& operator[](int64_t i) { return data_[i]; }
+
+ private:
+  T* data_;
+};
+
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Short copies inline: a libc memcpy call per row costs as much as the row itself at these sizes. (The
+// kernel sources build with -fno-tree-loop-distribute-patterns so this loop is not turned back into one.)
+template <typename T>
+inline void copy_n(T* __restrict dst, const T* __restrict src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+template <typename T>
+constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(T));
+
+// Vectors of the compiled width through GCC/Clang vector extensions: the tiles below hold their
+// accumulators in explicitly named vector registers rather than relying on the compiler to registerise
+// a 2-D array (it spills them).
+template <typename T>
+struct VecOf {
+  typedef T type __attribute__((vector_size(kVectorBytes)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+
+template <typename T>
+inline Vec<T> load(const T* p) {
+  Vec<T> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void store(T* p, Vec<T> v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+template <typename T>
+inline T horizontal_sum(Vec<T> v) {
+  T s = 0;
+  for (int i = 0; i < kLanes<T>; ++i) s += v[i];
+  return s;
+}
+
+// A register tile of R rows x M vectors:
+//   out[r * os + i] = b + sum_{t<L} k[t] * e[r * es + t * ts + i].
+template <typename T, int R, int M>
+inline void conv_tile(T* out, int64_t os, const T* e, int64_t es, int64_t ts, const T* k, int64_t taps, T b) {
+  constexpr int V = kLanes<T>;
+  Vec<T> acc[R][M];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < M; ++m) acc[r][m] = Vec<T>{} + b;
+  for (int64_t t = 0; t < taps; ++t) {
+    const T kt = k[t];
+    const T* src = e + t * ts;
+    for (int r = 0; r < R; ++r)
+      for (int m = 0; m < M; ++m) acc[r][m] += kt * load<T>(src + r * es + m * V);
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < M; ++m) store<T>(out + r * os + m * V, acc[r][m]);
+}
+
+// The same for a single column (the ragged edge of rows shorter than a vector).
+template <typename T, int R>
+inline void conv_column(T* out, int64_t os, const T* e, int64_t es, int64_t ts, const T* k, int64_t taps,
+                        T b) {
+  T acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = b;
+  for (int64_t t = 0; t < taps; ++t)
+    for (int r = 0; r < R; ++r) acc[r] += k[t] * e[r * es + t * ts];
+  for (int r = 0; r < R; ++r) out[r * os] = acc[r];
+}
+
+// The sum over `rows` rows of `len` outputs. Tiles keep eight vector accumulators in flight (FMA latency
+// times throughput), as 4 rows x 2 vectors or 1 row x 8 vectors.
+template <typename T>
+void conv_rows(T* out, int64_t os, const T* e, int64_t es, int64_t ts, int64_t rows, int64_t len,
+               const T* k, int64_t taps, T b) {
+  constexpr int V = kLanes<T>;
+  int64_t r = 0;
+  for (; r + 4 <= rows && len < 8 * V; r += 4) {
+    T* o = out + r * os;
+    const T* x = e + r * es;
+    int64_t j = 0;
+    for (; j + 2 * V <= len; j += 2 * V) conv_tile<T, 4, 2>(o + j, os, x + j, es, ts, k, taps, b);
+    for (; j + V <= len; j += V) conv_tile<T, 4, 1>(o + j, os, x + j, es, ts, k, taps, b);
+    for (; j < len; ++j) conv_column<T, 4>(o + j, os, x + j, es, ts, k, taps, b);
+  }
+  for (; r < rows; ++r) {
+    T* o = out + r * os;
+    const T* x = e + r * es;
+    int64_t j = 0;
+    for (; j + 8 * V <= len; j += 8 * V) conv_tile<T, 1, 8>(o + j, os, x + j, es, ts, k, taps, b);
+    for (; j + 2 * V <= len; j += 2 * V) conv_tile<T, 1, 2>(o + j, os, x + j, es, ts, k, taps, b);
+    for (; j + V <= len; j += V) conv_tile<T, 1, 1>(o + j, os, x + j, es, ts, k, taps, b);
+    for (; j < len; ++j) conv_column<T, 1>(o + j, os, x + j, es, ts, k, taps, b);
+  }
+}
+
+// Q taps at once of the weight gradient:
+//   out[q] = sum_{r < rows, i < len} a[r * as + i] * e[r * es + q * ts + i],
+// one accumulator per tap, each vector of `a` loaded once for all Q taps.
+template <typename T, int Q>
+inline void dot_taps_block(const T* a, int64_t as, const T* e, int64_t es, int64_t ts, int64_t rows,
+                           int64_t len, double* out) {
+  constexpr int V = kLanes<T>;
+  Vec<T> acc[Q];
+  T tail[Q];
+  for (int q = 0; q < Q; ++q) {
+    acc[q] = Vec<T>{};
+    tail[q] = 0;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* ar = a + r * as;
+    const T* er = e + r * es;
+    int64_t i = 0;
+    for (; i + V <= len; i += V) {
+      const Vec<T> av = load<T>(ar + i);
+      for (int q = 0; q < Q; ++q) acc[q] += av * load<T>(er + q * ts + i);
+    }
+    for (; i < len; ++i)
+      for (int q = 0; q < Q; ++q) tail[q] += ar[i] * er[q * ts + i];
+  }
+  for (int q = 0; q < Q; ++q) out[q] = static_cast<double>(horizontal_sum<T>(acc[q]) + tail[q]);
+}
+
+template <typename T>
+void dot_taps(const T* a, int64_t as, const T* e, int64_t es, int64_t ts, int64_t rows, int64_t len,
+              int64_t taps, double* out) {
+  int64_t t = 0;
+  for (; t + 8 <= taps; t += 8) dot_taps_block<T, 8>(a, as, e + t * ts, es, ts, rows, len, out + t);
+  for (; t + 4 <= taps; t += 4) dot_taps_block<T, 4>(a, as, e + t * ts, es, ts, rows, len, out + t);
+  for (; t < taps; ++t) dot_taps_block<T, 1>(a, as, e + t * ts, es, ts, rows, len, out + t);
+}
+
+// Circular extensions of a [H, W] plane by L - 1, starting at `offset` (0 for the forward, -(L-1) for
+// the correlation in the backward):
+//   along H: ext[r][w] = src[(r + offset) mod H][w], r < H + L - 1 (the flat form: tap t of output j
+//            sits at ext_flat[j + t * W], contiguous in j)
+//   along W: ext[h][j] = src[h][(j + offset) mod W], j < W + L - 1
+template <typename T>
+void extend_along_h(T* ext, const T* src, int64_t height, int64_t width, int64_t taps, int64_t offset) {
+  int64_t r_src = ((offset % height) + height) % height;
+  for (int64_t r = 0; r < height + taps - 1; ++r) {
+    copy_n(ext + r * width, src + r_src * width, width);
+    if (++r_src == height) r_src = 0;
+  }
+}
+
+template <typename T>
+void extend_along_w(T* ext, const T* src, int64_t height, int64_t width, int64_t taps, int64_t offset) {
+  const int64_t ext_width = width + taps - 1;
+  const int64_t start = ((offset % width) + width) % width;
+  for (int64_t h = 0; h < height; ++h) {
+    const T* row = src + h * width;
+    T* dst = ext + h * ext_width;
+    int64_t j = 0, c = start;
+    while (j < ext_width) {
+      const int64_t n = min64(width - c, ext_width - j);
+      copy_n(dst + j, row + c, n);
+      j += n;
+      c = 0;
+    }
+  }
+}
+
+// One plane's geometry in the extended layout, for either axis.
+struct Layout {
+  int64_t ext_size;    // elements of the extended plane
+  int64_t rows, len;   // outputs are `rows` rows of `len`, row stride `len`
+  int64_t ext_stride;  // row stride of the extension
+  int64_t tap_stride;  // distance between taps in the extension
+};
+
+inline Layout layout(int axis, int64_t height, int64_t width, int64_t taps) {
+  if (axis == 2) return {(height + taps - 1) * width, 1, height * width, height * width, width};
+  return {height * (width + taps - 1), height, width, width + taps - 1, 1};
+}
+
+template <typename T>
+void extend(int axis, T* ext, const T* src, int64_t height, int64_t width, int64_t taps, int64_t offset) {
+  if (axis == 2) extend_along_h(ext, src, height, width, taps, offset);
+  else extend_along_w(ext, src, height, width, taps, offset);
+}
+
+template <typename T>
+void forward(const CircularConvForwardArgs<T>& a) {
+  const int64_t H = a.height, W = a.width, L = a.taps, plane = H * W;
+  const Layout g = layout(a.axis, H, W, L);
+  parallel_for(0, a.batch * a.channels, 1, [&](int64_t begin, int64_t end) {
+    Scratch<T> ext(g.ext_size);
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t c = p % a.channels;
+      extend(a.axis, ext.data(), a.x + p * plane, H, W, L, 0);
+      conv_rows(a.y + p * plane, g.len, ext.data(), g.ext_stride, g.tap_stride, g.rows, g.len,
+                a.weight + c * L, L, a.bias ? a.bias[c] : T(0));
+    }
+  });
+}
+
+template <typename T>
+void backward(const CircularConvBackwardArgs<T>& a) {
+  const int64_t H = a.height, W = a.width, L = a.taps, plane = H * W, C = a.channels;
+  const int64_t planes = a.batch * C;
+  const Layout g = layout(a.axis, H, W, L);
+  const bool need_w = a.grad_weight != nullptr, need_b = a.grad_bias != nullptr;
+
+  // grad_x is the circular correlation sum_t w[t] gy[i - t] = sum_s w[L-1-s] gy[i - (L-1) + s]: the
+  // forward kernel with reversed taps on an extension starting at -(L-1).
+  Scratch<T> reversed(a.grad_x ? C * L : 0);
+  for (int64_t c = 0; c < (a.grad_x ? C : 0); ++c)
+    for (int64_t t = 0; t < L; ++t) reversed[c * L + t] = a.weight[c * L + L - 1 - t];
+
+  // Per-plane partial sums of grad_weight (L) and grad_bias (1), reduced over the batch afterwards in
+  // double and in a fixed order, so results do not depend on the thread count.
+  const int64_t stride = L + 1;
+  Scratch<double> partial((need_w || need_b) ? planes * stride : 0);
+
+  parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+    Scratch<T> ext(g.ext_size);
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t c = p % C;
+      const T* gy = a.grad_y + p * plane;
+      if (a.grad_x) {
+        extend(a.axis, ext.data(), gy, H, W, L, -(L - 1));
+        conv_rows(a.grad_x + p * plane, g.len, ext.data(), g.ext_stride, g.tap_stride, g.rows, g.len,
+                  reversed.data() + c * L, L, T(0));
+      }
+      double* part = (need_w || need_b) ? partial.data() + p * stride : nullptr;
+      if (need_w) {
+        // grad_w[t] = sum_i gy[i] x[i + t] (circularly): the extension of x read at tap t.
+        extend(a.axis, ext.data(), a.x + p * plane, H, W, L, 0);
+        dot_taps(gy, g.len, ext.data(), g.ext_stride, g.tap_stride, g.rows, g.len, L, part);
+      }
+      if (need_b) {
+        constexpr int V = kLanes<T>;
+        T s[4 * V] = {};
+        int64_t j = 0;
+        for (; j + 4 * V <= plane; j += 4 * V)
+          for (int i = 0; i < 4 * V; ++i) s[i] += gy[j + i];
+        double total = 0;
+        for (; j < plane; ++j) total += gy[j];
+        for (int i = 0; i < 4 * V; ++i) total += s[i];
+        part[L] = total;
+      }
+    }
+  });
+
+  if (need_w || need_b) {
+    parallel_for(0, C, 16, [&](int64_t c_begin, int64_t c_end) {
+      for (int64_t c = c_begin; c < c_end; ++c) {
+        for (int64_t t = 0; t < (need_w ? L : 0); ++t) {
+          double s = 0;
+          for (int64_t b = 0; b < a.batch; ++b) s += partial[(b * C + c) * stride + t];
+          a.grad_weight[c * L + t] = static_cast<T>(s);
+        }
+        if (need_b) {
+          double s = 0;
+          for (int64_t b = 0; b < a.batch; ++b) s += partial[(b * C + c) * stride + L];
+          a.grad_bias[c] = static_cast<T>(s);
+        }
+      }
+    });
+  }
+}
+
+}  // namespace
+
+const CircularConvKernels& FK_CONCAT(circular_conv_kernels_, FK_CPU_CAPABILITY)() {
+  static const CircularConvKernels table{&forward<float>, &forward<double>, &backward<float>,
+                                         &backward<double>};
+  return table;
+}
+
+}  // namespace facekernels::cpu

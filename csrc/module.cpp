@@ -1,0 +1,60 @@
+// facekernels._C: importing it registers every op (the STABLE_TORCH_LIBRARY blocks of the linked
+// sources run at load time); build_info() reports how this binary was built and what it dispatches to.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+
+#include "core/cpu_capability.h"
+#include "core/parallel.h"
+
+namespace py = pybind11;
+
+namespace {
+
+std::string target_version_string() {
+  const uint64_t v = TORCH_TARGET_VERSION;
+  std::ostringstream s;
+  s << ((v >> 56) & 0xff) << "." << ((v >> 48) & 0xff);
+  return s.str();
+}
+
+py::list split(const std::string& csv) {
+  py::list out;
+  std::stringstream s(csv);
+  std::string item;
+  while (std::getline(s, item, ',')) {
+    if (!item.empty()) out.append(item);
+  }
+  return out;
+}
+
+py::dict build_info() {
+  py::dict info;
+  info["version"] = FK_VERSION;
+  info["torch_target_version"] = target_version_string();
+#ifdef FK_WITH_CUDA
+  info["cuda"] = true;
+  info["cuda_archs"] = split(FK_CUDA_ARCHS);
+#else
+  info["cuda"] = false;
+  info["cuda_archs"] = py::list();
+#endif
+  info["num_threads"] = facekernels::parallel_num_threads();
+  info["cpu_capabilities_compiled"] = split(FK_CPU_CAPABILITY_LIST);
+  const char* level = facekernels::cpu_capability_name(facekernels::cpu_capability());
+  py::dict per_kernel;
+  // Every CPU kernel source is compiled for the same levels and dispatches through cpu_capability().
+  per_kernel["circular_conv"] = level;
+  info["cpu_capability"] = level;
+  info["cpu_kernels"] = per_kernel;
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "facekernels native extension: registers the facekernels:: ops with torch";
+  m.def("build_info", &build_info, "How this build was made and which SIMD level each CPU kernel runs");
+}

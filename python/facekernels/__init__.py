@@ -1,0 +1,23 @@
+"""facekernels: fused C++/CUDA kernels for face-analysis models, as drop-in torch ops.
+
+Importing the package loads the native extension, which registers every ``torch.ops.facekernels`` op.
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: F401  (torch's libraries must be loaded before the extension)
+
+from . import _C
+from . import ops, nn  # noqa: E402
+from .ops import circular_conv
+
+__version__: str = _C.build_info()["version"]
+
+
+def build_info() -> dict:
+    """How the native extension was built: version, torch target version, CUDA kernels and
+    architectures, thread count, and the CPU SIMD level each kernel dispatches to."""
+    return _C.build_info()
+
+
+__all__ = ["build_info", "circular_conv", "ops", "nn", "__version__"]

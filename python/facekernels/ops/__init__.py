@@ -1,0 +1,6 @@
+"""The facekernels ops: public functions over ``torch.ops.facekernels``, with fake and autograd
+registrations."""
+
+from .circular_conv import circular_conv
+
+__all__ = ["circular_conv"]

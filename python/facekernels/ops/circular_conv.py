@@ -1,0 +1,77 @@
+"""circular_conv: the global circular depthwise convolution of MOL's FCC block."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._registration import register_autocast
+
+__all__ = ["circular_conv"]
+
+
+def circular_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, dim: int = 2) -> Tensor:
+    r"""Circular depthwise convolution along H (``dim=2``/``-2``) or W (``dim=3``/``-1``).
+
+    For ``dim=2``::
+
+        y[b, c, h, w] = bias[c] + sum_{t=0}^{L-1} weight[c, t] * x[b, c, (h + t) mod H, w]
+
+    and the same along W for ``dim=3``. This is MOL's "fully-connected convolution": with L = H it mixes
+    every position of a column (row) with a per-channel kernel, as ``F.conv2d`` over the input
+    concatenated with its own first ``L - 1`` rows (columns) with ``groups=C`` computes it.
+
+    Args:
+        x: ``[B, C, H, W]``, float32/float64 on CPU, float16/bfloat16/float32 on CUDA; any strides.
+        weight: ``[C, L]`` with ``1 <= L <= x.size(dim)``, the same dtype and device as ``x``.
+        bias: ``[C]`` or ``None``.
+        dim: the convolved axis, one of 2, 3, -2, -1.
+
+    Returns:
+        ``[B, C, H, W]``, contiguous. Differentiable in ``x``, ``weight`` and ``bias``.
+    """
+    return torch.ops.facekernels.circular_conv.default(x, weight, bias, dim)
+
+
+@torch.library.register_fake("facekernels::circular_conv")
+def _circular_conv_fake(x: Tensor, weight: Tensor, bias: Tensor | None, dim: int) -> Tensor:
+    return x.new_empty(x.shape)
+
+
+@torch.library.register_fake("facekernels::_circular_conv_backward")
+def _circular_conv_backward_fake(
+    grad_out: Tensor, x: Tensor, weight: Tensor, dim: int, need_x: bool, need_weight: bool, need_bias: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    return (
+        x.new_empty(x.shape if need_x else (0,)),
+        weight.new_empty(weight.shape if need_weight else (0,)),
+        weight.new_empty((weight.shape[0] if need_bias else 0,)),
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, bias, dim = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.dim = dim
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad_out: Tensor):
+    x, weight = ctx.saved_tensors
+    need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+    need_bias = bool(need_bias and ctx.has_bias)
+    if not (need_x or need_weight or need_bias):
+        return None, None, None, None
+    grad_x, grad_weight, grad_bias = torch.ops.facekernels._circular_conv_backward.default(
+        grad_out, x, weight, ctx.dim, need_x, need_weight, need_bias
+    )
+    return (
+        grad_x if need_x else None,
+        grad_weight if need_weight else None,
+        grad_bias if need_bias else None,
+        None,
+    )
+
+
+torch.library.register_autograd("facekernels::circular_conv", _backward, setup_context=_setup_context)
+register_autocast("circular_conv")
