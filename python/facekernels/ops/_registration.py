@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 _LIB = torch.library.Library("facekernels", "FRAGMENT")
+
+
+def check_same_device(op: str, **tensors: Tensor | None) -> None:
+    """Raise if the given tensors are not all on one device. Fake kernels call it: the dispatcher would
+    otherwise route a mix of real and meta tensors to the fake kernel and return a meta result."""
+    first_name, first = None, None
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        if first is None:
+            first_name, first = name, t
+        elif t.device != first.device:
+            raise RuntimeError(
+                f"{op}: {name} must be on the same device as {first_name} ({first.device}), got {t.device}"
+            )
 
 
 def _cast(value: object, dtype: torch.dtype) -> object:

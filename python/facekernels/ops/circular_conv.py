@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._registration import register_autocast
+from ._registration import check_same_device, register_autocast
 
 __all__ = ["circular_conv"]
 
@@ -34,7 +34,8 @@ def circular_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, dim: in
 
 
 @torch.library.register_fake("facekernels::circular_conv")
-def _circular_conv_fake(x: Tensor, weight: Tensor, bias: Tensor | None, dim: int) -> Tensor:
+def _circular_conv_fake(x: Tensor, weight: Tensor, bias: Tensor | None = None, dim: int = 2) -> Tensor:
+    check_same_device("circular_conv", x=x, weight=weight, bias=bias)
     return x.new_empty(x.shape)
 
 
@@ -58,19 +59,21 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad_out: Tensor):
     x, weight = ctx.saved_tensors
-    need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
-    need_bias = bool(need_bias and ctx.has_bias)
-    if not (need_x or need_weight or need_bias):
-        return None, None, None, None
-    grad_x, grad_weight, grad_bias = torch.ops.facekernels._circular_conv_backward.default(
-        grad_out, x, weight, ctx.dim, need_x, need_weight, need_bias
-    )
-    return (
-        grad_x if need_x else None,
-        grad_weight if need_weight else None,
-        grad_bias if need_bias else None,
-        None,
-    )
+    # The dispatcher drops trailing arguments equal to their defaults (bias=None, dim=2), so
+    # needs_input_grad may be shorter than the schema; answer exactly as many as were passed.
+    passed = len(ctx.needs_input_grad)
+    need_x, need_weight = ctx.needs_input_grad[:2]
+    need_bias = bool(ctx.has_bias and passed > 2 and ctx.needs_input_grad[2])
+    grads = [None] * passed
+    if need_x or need_weight or need_bias:
+        grad_x, grad_weight, grad_bias = torch.ops.facekernels._circular_conv_backward.default(
+            grad_out, x, weight, ctx.dim, need_x, need_weight, need_bias
+        )
+        grads[0] = grad_x if need_x else None
+        grads[1] = grad_weight if need_weight else None
+        if need_bias:
+            grads[2] = grad_bias
+    return tuple(grads)
 
 
 torch.library.register_autograd("facekernels::circular_conv", _backward, setup_context=_setup_context)

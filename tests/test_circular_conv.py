@@ -1,0 +1,268 @@
+"""circular_conv on CPU: values and gradients against a float64 reference, the torch.library contract,
+torch.compile, strides, odd and empty shapes, and every bad input the op must refuse."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import facekernels
+from facekernels.ops import circular_conv
+
+
+def reference(x, weight, bias, dim):
+    """Plain float64 definition: y[..., i, ...] = bias + sum_t weight[c, t] * x[..., (i + t) mod n, ...]."""
+    axis = dim % 4
+    n = x.shape[axis]
+    x64, w64 = x.double(), weight.double()
+    y = torch.zeros_like(x64)
+    for t in range(weight.shape[1]):
+        index = torch.tensor([(i + t) % n for i in range(n)], device=x.device)
+        y = y + w64[:, t].view(1, -1, 1, 1) * x64.index_select(axis, index)
+    if bias is not None:
+        y = y + bias.double().view(1, -1, 1, 1)
+    return y
+
+
+TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float64: dict(atol=1e-12, rtol=1e-12)}
+
+SHAPES = [  # (B, C, H, W, L, dim)
+    (2, 3, 5, 7, 4, 2),
+    (2, 3, 5, 7, 6, 3),
+    (1, 1, 1, 1, 1, 2),
+    (1, 1, 1, 1, 1, 3),
+    (3, 2, 16, 16, 16, 2),   # MOL's FCC: L = H
+    (3, 2, 16, 16, 16, 3),
+    (2, 4, 9, 33, 9, -2),    # rows longer than a register tile, ragged tails
+    (2, 4, 33, 9, 9, -1),
+    (1, 5, 8, 3, 1, 2),      # L = 1: a per-channel scale
+    (2, 3, 4, 70, 70, 3),    # L = W, wide rows
+    (2, 2, 70, 5, 17, 2),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_forward_backward_match_reference(shape, dtype, with_bias):
+    b, c, h, w, taps, dim = shape
+    x = torch.randn(b, c, h, w, dtype=dtype, requires_grad=True)
+    weight = torch.randn(c, taps, dtype=dtype, requires_grad=True)
+    bias = torch.randn(c, dtype=dtype, requires_grad=True) if with_bias else None
+    y = circular_conv(x, weight, bias, dim)
+    assert y.shape == x.shape and y.dtype == dtype and y.is_contiguous()
+
+    leaves = [t.detach().double().requires_grad_() for t in (x, weight)]
+    bias64 = bias.detach().double().requires_grad_() if with_bias else None
+    ref = reference(leaves[0], leaves[1], bias64, dim)
+    torch.testing.assert_close(y.double(), ref, **TOL[dtype])
+
+    grad = torch.randn_like(ref)
+    y.backward(grad.to(dtype))
+    ref.backward(grad)
+    scale = max(1.0, h * w * b / 64)  # sums over B*H*W grow the float32 rounding of the weight gradient
+    tol = TOL[dtype]
+    torch.testing.assert_close(x.grad.double(), leaves[0].grad, **tol)
+    torch.testing.assert_close(weight.grad.double(), leaves[1].grad, atol=tol["atol"] * scale, rtol=tol["rtol"] * scale)
+    if with_bias:
+        torch.testing.assert_close(bias.grad.double(), bias64.grad, atol=tol["atol"] * scale, rtol=tol["rtol"] * scale)
+
+
+def test_matches_mol_conv2d_formulation():
+    """MOL computes it as a depthwise conv2d over the input concatenated with its first L-1 rows."""
+    x = torch.randn(4, 6, 16, 16)
+    weight = torch.randn(6, 16)
+    bias = torch.randn(6)
+    along_h = F.conv2d(torch.cat((x, x[:, :, :-1]), 2), weight.view(6, 1, 16, 1), bias, groups=6)
+    along_w = F.conv2d(torch.cat((x, x[:, :, :, :-1]), 3), weight.view(6, 1, 1, 16), bias, groups=6)
+    torch.testing.assert_close(circular_conv(x, weight, bias, 2), along_h, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(circular_conv(x, weight, bias, 3), along_w, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_gradcheck(dim):
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: circular_conv(*a, dim=dim), (x, weight, bias))
+    assert torch.autograd.gradcheck(lambda a, b: circular_conv(a, b, None, dim), (x, weight))
+
+
+def test_partial_gradients():
+    """Only the gradients asked for are computed; the others stay None."""
+    x = torch.randn(2, 3, 5, 6, requires_grad=True)
+    weight = torch.randn(3, 4)
+    bias = torch.randn(3, requires_grad=True)
+    circular_conv(x, weight, bias).sum().backward()
+    assert x.grad is not None and bias.grad is not None and weight.grad is None
+    torch.testing.assert_close(bias.grad, torch.full((3,), 60.0))
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_opcheck(dim):
+    x = torch.randn(2, 3, 5, 6, requires_grad=True)
+    weight = torch.randn(3, 5, requires_grad=True)
+    bias = torch.randn(3, requires_grad=True)
+    torch.library.opcheck(torch.ops.facekernels.circular_conv.default, (x, weight, bias, dim))
+    torch.library.opcheck(torch.ops.facekernels.circular_conv.default, (x, weight, None, dim))
+    grad = torch.randn(2, 3, 5, 6)
+    for mask in itertools.product([True, False], repeat=3):
+        torch.library.opcheck(
+            torch.ops.facekernels._circular_conv_backward.default,
+            (grad, x.detach(), weight.detach(), dim, *mask),
+        )
+
+
+def test_torch_compile_fullgraph():
+    def block(x, w1, w2, b):
+        return torch.relu(circular_conv(x, w1, b, 2)) + circular_conv(x, w2, None, 3)
+
+    compiled = torch.compile(block, fullgraph=True, dynamic=False)
+    args = [torch.randn(2, 3, 8, 8, requires_grad=True), torch.randn(3, 8, requires_grad=True),
+            torch.randn(3, 5, requires_grad=True), torch.randn(3, requires_grad=True)]
+    expected = block(*args)
+    expected.sum().backward()
+    grads = [a.grad.clone() for a in args]
+    for a in args:
+        a.grad = None
+    out = compiled(*args)
+    out.sum().backward()
+    torch.testing.assert_close(out, expected)
+    for a, g in zip(args, grads):
+        torch.testing.assert_close(a.grad, g)
+
+
+def test_strided_inputs():
+    base = torch.randn(2, 8, 13, 14, dtype=torch.float64)
+    x = base[:, ::2, 1::1, ::2]            # channel- and width-strided view
+    x_cl = torch.randn(2, 4, 12, 7, dtype=torch.float64).to(memory_format=torch.channels_last)
+    weight_full = torch.randn(6, 4, dtype=torch.float64)
+    weight = weight_full.t()               # [4, 6], non-contiguous
+    bias = torch.randn(8, dtype=torch.float64)[::2]
+    for xi in (x, x_cl):
+        for dim in (2, 3):
+            w = weight[:, : min(6, xi.shape[dim])]
+            y = circular_conv(xi, w, bias, dim)
+            assert y.is_contiguous()
+            torch.testing.assert_close(y, reference(xi, w, bias, dim))
+    x = x.clone().requires_grad_()
+    g_out = torch.randn(2, 12, 4, 7, dtype=torch.float64).transpose(1, 2)  # strided upstream gradient
+    circular_conv(x, weight, bias, 2).backward(g_out)
+    x64 = x.detach().clone().requires_grad_()
+    reference(x64, weight, bias, 2).backward(g_out)
+    torch.testing.assert_close(x.grad, x64.grad)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 5, 6), (2, 0, 5, 6)])
+def test_empty(shape):
+    c = shape[1]
+    x = torch.randn(*shape, requires_grad=True)
+    weight = torch.randn(c, 3, requires_grad=True)
+    bias = torch.randn(c, requires_grad=True)
+    y = circular_conv(x, weight, bias, 2)
+    assert y.shape == shape
+    y.sum().backward()
+    assert x.grad.shape == shape
+    torch.testing.assert_close(weight.grad, torch.zeros_like(weight))
+    torch.testing.assert_close(bias.grad, torch.zeros_like(bias))
+
+
+def test_cpu_capabilities_agree(tmp_path):
+    """The SIMD levels compiled in give the same result (run in subprocesses with the level lowered)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, facekernels\n"
+        "torch.manual_seed(0)\n"
+        "x = torch.randn(3, 4, 19, 23); w = torch.randn(4, 11); b = torch.randn(4)\n"
+        "g = torch.randn(3, 4, 19, 23)\n"
+        "outs = []\n"
+        "for d in (2, 3):\n"
+        "    outs.append(facekernels.circular_conv(x, w, b, d))\n"
+        "    outs.extend(torch.ops.facekernels._circular_conv_backward(g, x, w, d, True, True, True))\n"
+        "torch.save((facekernels.build_info()['cpu_capability'], outs), sys.argv[1])\n"
+    )
+    results = {}
+    for level in ("default", "avx2", "avx512"):
+        path = tmp_path / f"{level}.pt"
+        env = dict(os.environ, FACEKERNELS_CPU_CAPABILITY=level)
+        subprocess.run([sys.executable, "-c", "import sys\n" + script, str(path)], env=env, check=True)
+        results[level] = torch.load(path)
+    assert results["default"][0] == "default"
+    base = results["default"][1]
+    for level, (used, outs) in results.items():
+        for a, b in zip(outs, base):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5, msg=f"{level} ({used}) differs from default")
+
+
+def test_autocast_cpu_mixed_dtypes():
+    """Under CPU autocast a bfloat16 activation meets a float32 weight: the op runs in float32."""
+    x = torch.randn(2, 3, 6, 6).bfloat16()
+    weight = torch.randn(3, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = circular_conv(x, weight, None, 2)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, reference(x.float(), weight, None, 2).float(), atol=1e-5, rtol=1e-5)
+
+
+def test_build_info():
+    info = facekernels.build_info()
+    assert info["torch_target_version"] == "2.10"
+    assert info["version"] == facekernels.__version__
+    assert info["cpu_kernels"]["circular_conv"] in info["cpu_capabilities_compiled"] or \
+        info["cpu_kernels"]["circular_conv"].upper() in info["cpu_capabilities_compiled"]
+    assert info["num_threads"] == torch.get_num_threads()
+    assert isinstance(info["cuda"], bool)
+
+
+# ---- bad inputs: each raises with the op, the argument, what was expected and what came -------------
+
+def _args(**over):
+    args = dict(x=torch.randn(2, 3, 5, 6), weight=torch.randn(3, 4), bias=torch.randn(3), dim=2)
+    args.update(over)
+    return args
+
+
+BAD = [
+    ("L > size(dim)", _args(weight=torch.randn(3, 6)), r"weight must have 1 <= L <= x.size\(2\) = 5 taps, got L = 6"),
+    ("L > size(W)", _args(weight=torch.randn(3, 7), dim=3), r"weight must have 1 <= L <= x.size\(3\) = 6 taps, got L = 7"),
+    ("L = 0", _args(weight=torch.randn(3, 0)), r"weight must have 1 <= L .* got L = 0"),
+    ("weight C", _args(weight=torch.randn(4, 4)), r"weight must have shape \[C, L\] with C = x.size\(1\) = 3, got \[4, 4\]"),
+    ("weight rank", _args(weight=torch.randn(3, 1, 4)), r"weight must be a 2-D tensor \[C, L\], got a 3-D"),
+    ("bias length", _args(bias=torch.randn(4)), r"bias must have shape \[3\] \(C of x\), got \[4\]"),
+    ("bias rank", _args(bias=torch.randn(3, 1)), r"bias must have shape \[3\]"),
+    ("x 3-D", _args(x=torch.randn(3, 5, 6)), r"x must be a 4-D tensor \[B, C, H, W\], got a 3-D tensor of shape \[3, 5, 6\]"),
+    ("x 5-D", _args(x=torch.randn(1, 2, 3, 5, 6)), r"x must be a 4-D tensor"),
+    ("integer x", _args(x=torch.ones(2, 3, 5, 6, dtype=torch.int64), weight=torch.ones(3, 4, dtype=torch.int64), bias=None),
+     r"x must be float32 or float64 on CPU, got int64"),
+    ("half on CPU", _args(x=torch.randn(2, 3, 5, 6).half(), weight=torch.randn(3, 4).half(), bias=None),
+     r"x must be float32 or float64 on CPU, got float16"),
+    ("mixed dtypes", _args(weight=torch.randn(3, 4, dtype=torch.float64)), r"weight must have the same dtype as x \(float32\), got float64"),
+    ("mixed bias dtype", _args(bias=torch.randn(3, dtype=torch.float64)), r"bias must have the same dtype as x"),
+    ("dim 1", _args(dim=1), r"dim must be one of 2, 3, -2, -1 \(H or W\), got 1"),
+    ("dim 4", _args(dim=4), r"dim must be one of 2, 3, -2, -1"),
+    ("dim -3", _args(dim=-3), r"dim must be one of 2, 3, -2, -1 \(H or W\), got -3"),
+]
+
+
+@pytest.mark.parametrize("name,args,match", BAD, ids=[b[0] for b in BAD])
+def test_bad_inputs_raise(name, args, match):
+    with pytest.raises(RuntimeError, match=r"circular_conv: " + match):
+        circular_conv(**args)
+
+
+def test_bad_input_mixed_devices():
+    """A CPU x with a weight elsewhere (meta here; CUDA in the CUDA tests) is refused, not computed."""
+    with pytest.raises(RuntimeError, match=r"circular_conv: weight must be on the same device as x \(cpu\), got meta"):
+        circular_conv(torch.randn(2, 3, 5, 6), torch.randn(3, 4, device="meta"))
+    with pytest.raises(RuntimeError, match=r"circular_conv: bias must be on the same device as x \(cpu\), got meta"):
+        circular_conv(torch.randn(2, 3, 5, 6), torch.randn(3, 4), torch.randn(3, device="meta"))
+
+
+def test_backward_op_checks_grad_shape():
+    x, w = torch.randn(2, 3, 5, 6), torch.randn(3, 4)
+    with pytest.raises(RuntimeError, match=r"_circular_conv_backward: grad_out must have the shape of x \[2, 3, 5, 6\], got \[2, 3, 5, 5\]"):
+        torch.ops.facekernels._circular_conv_backward(torch.randn(2, 3, 5, 5), x, w, 2, True, True, True)
