@@ -41,6 +41,9 @@ class FCC(nn.Module):
         bias: learnable per-channel biases of the four convolutions.
     """
 
+    # The circular convolution this block runs; benchmark peers swap in plain-PyTorch versions.
+    circular = staticmethod(circular_conv)
+
     def __init__(
         self,
         dim: int = 64,
@@ -116,14 +119,14 @@ class FCC(nn.Module):
         x1, x2 = torch.chunk(x, 2, dim=1)
         y1 = self.pre_Norm_1(x1 + self._pe(self.meta_pe_1_H, h, 2))
         y2 = self.pre_Norm_2(x2 + self._pe(self.meta_pe_1_W, w, 3))
-        y1 = circular_conv(y1, self._kernel(self.meta_kernel_1_H, h, 2), self.meta_1_H_bias, 2)
-        y2 = circular_conv(y2, self._kernel(self.meta_kernel_1_W, w, 3), self.meta_1_W_bias, 3)
+        y1 = self.circular(y1, self._kernel(self.meta_kernel_1_H, h, 2), self.meta_1_H_bias, 2)
+        y2 = self.circular(y2, self._kernel(self.meta_kernel_1_W, w, 3), self.meta_1_W_bias, 3)
         if self.mid_mix:
             y1, y2 = torch.chunk(F.channel_shuffle(torch.cat((y1, y2), dim=1), 2), 2, dim=1)
         y1 = y1 + self._pe(self.meta_pe_2_W, w, 3)
         y2 = y2 + self._pe(self.meta_pe_2_H, h, 2)
-        z1 = circular_conv(y1, self._kernel(self.meta_kernel_2_W, w, 3), self.meta_2_W_bias, 3)
-        z2 = circular_conv(y2, self._kernel(self.meta_kernel_2_H, h, 2), self.meta_2_H_bias, 2)
+        z1 = self.circular(y1, self._kernel(self.meta_kernel_2_W, w, 3), self.meta_2_W_bias, 3)
+        z2 = self.circular(y2, self._kernel(self.meta_kernel_2_H, h, 2), self.meta_2_H_bias, 2)
         return torch.cat((x1 + z1, x2 + z2), dim=1)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,

@@ -1,0 +1,51 @@
+# facekernels: the two commands are `make bench` and `make test`; both set up .venv on a fresh machine.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+BENCH_ARGS ?=
+PYTEST_ARGS ?=
+# Build tools and test/bench dependencies (torch is pinned separately: any other request can pull a
+# multi-GB CUDA build).
+DEPS := numpy scikit-build-core pybind11 cmake ninja pytest expecttest pytest-benchmark matplotlib
+
+.PHONY: all venv install test bench bench-pytest gpu-check wheel clean
+
+all: test
+
+$(VENV)/.deps: Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q $(DEPS) "$(TORCH)"
+	touch $@
+
+venv: $(VENV)/.deps
+
+# Always rebuilds (incrementally, in build/): the extension is compiled against the torch in .venv.
+install: venv
+	$(PIP) install -q --no-build-isolation --no-deps .
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m facekernels bench $(BENCH_ARGS)
+
+# The pytest-benchmark suites over the same workloads (bench/bench_*.py).
+bench-pytest: install
+	$(PY) -m pytest -q bench --benchmark-only --benchmark-columns=median,iqr,rounds $(PYTEST_ARGS)
+
+wheel: install
+	$(PIP) wheel -q --no-build-isolation --no-deps -w dist .
+
+# On a GPU machine with no network: the system python3 already holds torch with CUDA, nvcc, cmake,
+# ninja, pybind11, scikit-build-core and pytest. Builds with CUDA, runs the CUDA tests and the CUDA
+# benchmark, and leaves logs and results under $(OUT) when it is set.
+GPU_OUT := $(if $(OUT),$(OUT),gpu-out)
+gpu-check:
+	bash tools/gpu_check.sh "$(GPU_OUT)"
+
+clean:
+	rm -rf build dist _skbuild *.egg-info bench/results gpu-out

@@ -1,0 +1,42 @@
+// Torch-free CUDA launchers of circular_conv, called by csrc/circular_conv/circular_conv_cuda.cpp.
+//
+// Every pointer is to contiguous device memory of the given dtype: x, y, grad_y, grad_x are
+// [B, C, H, W], weight and grad_weight [C, L], bias and grad_bias [C]. Sums accumulate in float32 for
+// every dtype. Work is enqueued on `stream`; each launcher returns the first launch error (or
+// cudaSuccess) and never synchronises.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace facekernels::cuda {
+
+enum class DType : int { Float32, Float16, BFloat16 };
+
+struct CircularConvShape {
+  int64_t batch, channels, height, width, taps;
+  int axis;  // 2: along H, 3: along W
+};
+
+// y[b, c, h, w] = bias[c] + sum_{t<L} weight[c, t] * x[b, c, (h + t) mod H, w] (axis 2; likewise along W
+// for axis 3). bias may be nullptr.
+cudaError_t circular_conv_forward(const void* x, const void* weight, const void* bias, void* y,
+                                  const CircularConvShape& shape, DType dtype, cudaStream_t stream);
+
+// float32 elements of scratch memory circular_conv_backward needs for these arguments (0: none, and
+// `workspace` may then be nullptr).
+int64_t circular_conv_backward_workspace_size(const CircularConvShape& shape, bool need_weight, bool need_bias);
+
+// The gradients whose pointers are non-null:
+//   grad_x[b, c, h, w] = sum_{t<L} weight[c, t] * grad_y[b, c, (h - t) mod H, w]
+//   grad_weight[c, t]  = sum_{b, h, w} grad_y[b, c, h, w] * x[b, c, (h + t) mod H, w]
+//   grad_bias[c]       = sum_{b, h, w} grad_y[b, c, h, w]
+// (axis 2; likewise along W). The reductions are deterministic: a fixed order that depends only on
+// the shape, no atomics. `workspace` holds circular_conv_backward_workspace_size(shape, grad_weight !=
+// nullptr, grad_bias != nullptr) floats.
+cudaError_t circular_conv_backward(const void* grad_y, const void* x, const void* weight, void* grad_x,
+                                   void* grad_weight, void* grad_bias, float* workspace,
+                                   const CircularConvShape& shape, DType dtype, cudaStream_t stream);
+
+}  // namespace facekernels::cuda

@@ -1,0 +1,1 @@
+"""Benchmark harness and workloads (`python -m facekernels bench`)."""

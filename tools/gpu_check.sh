@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# make gpu-check: build facekernels with CUDA on a GPU machine (no network), run the CUDA tests and the
+# CUDA benchmark. Logs and results go to the folder given as $1. Meant to finish in well under 8 minutes.
+set -uo pipefail
+out=${1:-gpu-out}
+mkdir -p "$out"
+py=${GPU_PYTHON:-python3}
+status=0
+{
+  echo "== machine"; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
+  $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+  nproc
+} 2>&1 | tee "$out/summary.log"
+
+echo "== build (FACEKERNELS_CUDA=on, sm_90 only for speed: FACEKERNELS_CUDA_ARCHS=90)"
+start=$(date +%s)
+FACEKERNELS_CUDA=on CMAKE_ARGS="-DFACEKERNELS_CUDA_ARCHS=${FACEKERNELS_CUDA_ARCHS:-90}" \
+  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+  $py -m pip install --no-build-isolation --no-deps --no-index -Cbuild-dir=build/gpu -v . >"$out/build.log" 2>&1 \
+  || { echo "build failed; see build.log"; tail -50 "$out/build.log"; exit 1; }
+echo "built in $(( $(date +%s) - start )) s"
+cd /tmp || exit 1
+$py -c "import facekernels, json; print(json.dumps(facekernels.build_info()))" | tee -a "$out/summary.log"
+cd - >/dev/null || exit 1
+
+echo "== CUDA tests"
+$py -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tee "$out/test_cuda.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+echo "== CPU tests (short)"
+$py -m pytest -q -x -p no:cacheprovider tests -k "not capabilities" 2>&1 | tail -5 | tee -a "$out/summary.log"
+
+echo "== CUDA benchmark"
+$py -m facekernels bench --device cuda --out "$out/bench" 2>&1 | tee "$out/bench_cuda.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+rm -f "$out"/bench/latest-*   # keep the files that come back within the device tool's limit
+exit $status
