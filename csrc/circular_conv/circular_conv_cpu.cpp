@@ -48,13 +48,6 @@ class Scratch {
 
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// Short copies inline: a libc memcpy call per row costs as much as the row itself at these sizes. (The
-// kernel sources build with -fno-tree-loop-distribute-patterns so this loop is not turned back into one.)
-template <typename T>
-inline void copy_n(T* __restrict dst, const T* __restrict src, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
-}
-
 template <typename T>
 constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(T));
 
@@ -85,6 +78,21 @@ inline T horizontal_sum(Vec<T> v) {
   T s = 0;
   for (int i = 0; i < kLanes<T>; ++i) s += v[i];
   return s;
+}
+
+// Short row copies inline (a libc call per row costs as much as the row here): whole vectors, then one
+// last vector overlapping the previous one instead of a scalar tail. The kernel sources build with
+// -fno-tree-loop-distribute-patterns so the scalar loop is not turned back into a memcpy call.
+template <typename T>
+inline void copy_n(T* __restrict dst, const T* __restrict src, int64_t n) {
+  constexpr int V = kLanes<T>;
+  if (n < V) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+    return;
+  }
+  int64_t i = 0;
+  for (; i + V <= n; i += V) store<T>(dst + i, load<T>(src + i));
+  if (i < n) store<T>(dst + n - V, load<T>(src + n - V));
 }
 
 // A register tile of R rows x M vectors:
@@ -193,12 +201,13 @@ void extend_along_h(T* ext, const T* src, int64_t height, int64_t width, int64_t
 }
 
 template <typename T>
-void extend_along_w(T* ext, const T* src, int64_t height, int64_t width, int64_t taps, int64_t offset) {
+void extend_along_w(T* ext, const T* src, int64_t height, int64_t width, int64_t taps, int64_t offset,
+                    int64_t ext_stride) {
   const int64_t ext_width = width + taps - 1;
   const int64_t start = ((offset % width) + width) % width;
   for (int64_t h = 0; h < height; ++h) {
     const T* row = src + h * width;
-    T* dst = ext + h * ext_width;
+    T* dst = ext + h * ext_stride;
     int64_t j = 0, c = start;
     while (j < ext_width) {
       const int64_t n = min64(width - c, ext_width - j);
@@ -217,26 +226,31 @@ struct Layout {
   int64_t tap_stride;  // distance between taps in the extension
 };
 
+// Along W each extended row starts on a cache line, so only the tap offset misaligns a load.
+template <typename T>
 inline Layout layout(int axis, int64_t height, int64_t width, int64_t taps) {
   if (axis == 2) return {(height + taps - 1) * width, 1, height * width, height * width, width};
-  return {height * (width + taps - 1), height, width, width + taps - 1, 1};
+  constexpr int64_t line = 64 / sizeof(T);
+  const int64_t stride = (width + taps - 1 + line - 1) / line * line;
+  return {height * stride, height, width, stride, 1};
 }
 
 template <typename T>
-void extend(int axis, T* ext, const T* src, int64_t height, int64_t width, int64_t taps, int64_t offset) {
+void extend(int axis, const Layout& g, T* ext, const T* src, int64_t height, int64_t width, int64_t taps,
+            int64_t offset) {
   if (axis == 2) extend_along_h(ext, src, height, width, taps, offset);
-  else extend_along_w(ext, src, height, width, taps, offset);
+  else extend_along_w(ext, src, height, width, taps, offset, g.ext_stride);
 }
 
 template <typename T>
 void forward(const CircularConvForwardArgs<T>& a) {
   const int64_t H = a.height, W = a.width, L = a.taps, plane = H * W;
-  const Layout g = layout(a.axis, H, W, L);
+  const Layout g = layout<T>(a.axis, H, W, L);
   parallel_for(0, a.batch * a.channels, 1, [&](int64_t begin, int64_t end) {
     Scratch<T> ext(g.ext_size);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t c = p % a.channels;
-      extend(a.axis, ext.data(), a.x + p * plane, H, W, L, 0);
+      extend(a.axis, g, ext.data(), a.x + p * plane, H, W, L, 0);
       conv_rows(a.y + p * plane, g.len, ext.data(), g.ext_stride, g.tap_stride, g.rows, g.len,
                 a.weight + c * L, L, a.bias ? a.bias[c] : T(0));
     }
@@ -247,7 +261,7 @@ template <typename T>
 void backward(const CircularConvBackwardArgs<T>& a) {
   const int64_t H = a.height, W = a.width, L = a.taps, plane = H * W, C = a.channels;
   const int64_t planes = a.batch * C;
-  const Layout g = layout(a.axis, H, W, L);
+  const Layout g = layout<T>(a.axis, H, W, L);
   const bool need_w = a.grad_weight != nullptr, need_b = a.grad_bias != nullptr;
 
   // grad_x is the circular correlation sum_t w[t] gy[i - t] = sum_s w[L-1-s] gy[i - (L-1) + s]: the
@@ -267,14 +281,14 @@ void backward(const CircularConvBackwardArgs<T>& a) {
       const int64_t c = p % C;
       const T* gy = a.grad_y + p * plane;
       if (a.grad_x) {
-        extend(a.axis, ext.data(), gy, H, W, L, -(L - 1));
+        extend(a.axis, g, ext.data(), gy, H, W, L, -(L - 1));
         conv_rows(a.grad_x + p * plane, g.len, ext.data(), g.ext_stride, g.tap_stride, g.rows, g.len,
                   reversed.data() + c * L, L, T(0));
       }
       double* part = (need_w || need_b) ? partial.data() + p * stride : nullptr;
       if (need_w) {
         // grad_w[t] = sum_i gy[i] x[i + t] (circularly): the extension of x read at tap t.
-        extend(a.axis, ext.data(), a.x + p * plane, H, W, L, 0);
+        extend(a.axis, g, ext.data(), a.x + p * plane, H, W, L, 0);
         dot_taps(gy, g.len, ext.data(), g.ext_stride, g.tap_stride, g.rows, g.len, L, part);
       }
       if (need_b) {

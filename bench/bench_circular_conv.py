@@ -1,0 +1,33 @@
+"""pytest-benchmark suite over the circular_conv and FCC workloads: `make bench-pytest`.
+
+Each workload's candidates (facekernels and its plain-PyTorch peers) are timed forward and
+forward+backward; compare them with --benchmark-group-by=param:workload,param:mode.
+"""
+
+import pytest
+import torch
+
+from facekernels.bench.harness import _make_step
+from workloads import WORKLOADS
+
+CASES = [
+    (w, mode, name)
+    for w in WORKLOADS
+    if w.op in ("circular_conv", "fcc")
+    for mode in w.modes
+    for name in ("facekernels", "conv2d", "fft")
+]
+
+
+@pytest.mark.parametrize("workload,mode,candidate", CASES,
+                         ids=[f"{w.name}-{m}-{c}" for w, m, c in CASES])
+def test_bench(benchmark, workload, mode, candidate):
+    case = workload.build("cpu")
+    if candidate not in case.candidates:
+        pytest.skip(f"{workload.name} has no {candidate} peer")
+    with torch.no_grad():
+        out = case.candidates["facekernels"](*case.inputs)
+    step = _make_step(case.candidates[candidate], case, mode, torch.randn_like(out))
+    benchmark.group = f"{workload.name} {mode}"
+    benchmark.extra_info.update(flops=workload.flops_forward, workload=workload.name, mode=mode)
+    benchmark(step)

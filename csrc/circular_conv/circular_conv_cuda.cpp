@@ -1,0 +1,114 @@
+// circular_conv: the CUDA binding (argument checks shared with the CPU binding, outputs allocated with
+// torch, kernels from cuda/circular_conv launched on the current stream).
+#include <cuda_runtime_api.h>
+
+// aoti_torch_get_current_cuda_stream comes from the AOTInductor C shim (declared under USE_CUDA, with no
+// TORCH_FEATURE_VERSION guard, so it is part of the 2.10 surface we target, exported by libtorch_cuda).
+// The stable C++ alternative, torch::stable::accelerator::getCurrentStream(i).nativeHandle(), only
+// exists from TORCH_TARGET_VERSION 2.13 on.
+#include <torch/csrc/inductor/aoti_torch/c/shim.h>
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/macros.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+
+#include "circular_conv/circular_conv.h"
+#include "cuda/circular_conv/circular_conv.h"
+
+namespace facekernels {
+namespace {
+
+using torch::headeronly::ScalarType;
+using torch::stable::Tensor;
+
+cudaStream_t current_stream(int32_t device_index) {
+  void* stream = nullptr;
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(device_index, &stream));
+  return static_cast<cudaStream_t>(stream);
+}
+
+// check_circular_conv has already restricted CUDA tensors to these three.
+cuda::DType cuda_dtype(const Tensor& t) {
+  switch (t.scalar_type()) {
+    case ScalarType::Half: return cuda::DType::Float16;
+    case ScalarType::BFloat16: return cuda::DType::BFloat16;
+    default: return cuda::DType::Float32;
+  }
+}
+
+cuda::CircularConvShape cuda_shape(const CircularConvProblem& p) {
+  return {p.batch, p.channels, p.height, p.width, p.taps, p.axis};
+}
+
+void check_launch(cudaError_t err, const char* op) {
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string(op) + ": CUDA error " + cudaGetErrorName(err) + ": " +
+                             cudaGetErrorString(err));
+  }
+}
+
+Tensor circular_conv_cuda(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, int64_t dim) {
+  const CircularConvProblem p = check_circular_conv("circular_conv", x, weight, bias, dim);
+  const torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
+  const Tensor xc = torch::stable::contiguous(x);
+  const Tensor wc = torch::stable::contiguous(weight);
+  const std::optional<Tensor> bc =
+      bias.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*bias)) : std::nullopt;
+  Tensor y = torch::stable::new_empty(xc, xc.sizes());
+  if (y.numel() == 0) return y;
+  check_launch(cuda::circular_conv_forward(xc.data_ptr(), wc.data_ptr(), bc ? bc->data_ptr() : nullptr,
+                                           y.data_ptr(), cuda_shape(p), cuda_dtype(xc),
+                                           current_stream(xc.get_device_index())),
+               "circular_conv");
+  return y;
+}
+
+std::tuple<Tensor, Tensor, Tensor> circular_conv_backward_cuda(const Tensor& grad_out, const Tensor& x,
+                                                               const Tensor& weight, int64_t dim, bool need_x,
+                                                               bool need_weight, bool need_bias) {
+  const CircularConvProblem p = check_circular_conv_backward(grad_out, x, weight, dim);
+  const torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
+  const Tensor gc = torch::stable::contiguous(grad_out);
+  const Tensor xc = torch::stable::contiguous(x);
+  const Tensor wc = torch::stable::contiguous(weight);
+  // Gradients that are not asked for come back as empty [0] tensors (as on CPU; the fake kernel agrees).
+  Tensor grad_x = torch::stable::new_empty(xc, need_x ? xc.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
+  Tensor grad_w =
+      torch::stable::new_empty(wc, need_weight ? wc.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
+  Tensor grad_b = torch::stable::new_empty(wc, {need_bias ? p.channels : 0});
+  const bool any_plane = p.batch * p.channels * p.height * p.width > 0;
+  if (!any_plane) {
+    // Empty batch (or no channels): the weight and bias gradients are sums over nothing.
+    if (need_weight) torch::stable::zero_(grad_w);
+    if (need_bias) torch::stable::zero_(grad_b);
+    return {grad_x, grad_w, grad_b};
+  }
+  if (!(need_x || need_weight || need_bias)) return {grad_x, grad_w, grad_b};
+  const cuda::CircularConvShape shape = cuda_shape(p);
+  // Float32 scratch for the deterministic two-pass reduction, from torch's caching allocator.
+  const int64_t workspace_size = cuda::circular_conv_backward_workspace_size(shape, need_weight, need_bias);
+  std::optional<Tensor> workspace;
+  if (workspace_size > 0) workspace = torch::stable::new_empty(xc, {workspace_size}, ScalarType::Float);
+  check_launch(cuda::circular_conv_backward(gc.data_ptr(), xc.data_ptr(), wc.data_ptr(),
+                                            need_x ? grad_x.data_ptr() : nullptr,
+                                            need_weight ? grad_w.data_ptr() : nullptr,
+                                            need_bias ? grad_b.data_ptr() : nullptr,
+                                            workspace ? static_cast<float*>(workspace->data_ptr()) : nullptr, shape,
+                                            cuda_dtype(xc), current_stream(xc.get_device_index())),
+               "_circular_conv_backward");
+  return {grad_x, grad_w, grad_b};
+}
+
+}  // namespace
+}  // namespace facekernels
+
+STABLE_TORCH_LIBRARY_IMPL(facekernels, CUDA, m) {
+  m.impl("circular_conv", TORCH_BOX(&facekernels::circular_conv_cuda));
+  m.impl("_circular_conv_backward", TORCH_BOX(&facekernels::circular_conv_backward_cuda));
+}
