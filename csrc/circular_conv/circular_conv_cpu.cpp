@@ -152,38 +152,57 @@ void conv_rows(T* out, int64_t os, const T* e, int64_t es, int64_t ts, int64_t r
 
 // Q taps at once of the weight gradient:
 //   out[q] = sum_{r < rows, i < len} a[r * as + i] * e[r * es + q * ts + i],
-// one accumulator per tap, each vector of `a` loaded once for all Q taps.
-template <typename T, int Q>
-inline void dot_taps_block(const T* a, int64_t as, const T* e, int64_t es, int64_t ts, int64_t rows,
+// one accumulator per tap, each vector of `a` loaded once for all Q taps. The (row, vector) pairs run as
+// one flat loop so the accumulators stay in registers across rows (short rows, as 16-wide planes have,
+// would otherwise spill and reload them every row). UnitTap: ts == 1, so tap offsets are immediates.
+template <typename T, int Q, bool UnitTap>
+inline void dot_taps_block(const T* a, int64_t as, const T* e, int64_t es, int64_t ts_runtime, int64_t rows,
                            int64_t len, double* out) {
   constexpr int V = kLanes<T>;
+  const int64_t ts = UnitTap ? 1 : ts_runtime;
   Vec<T> acc[Q];
-  T tail[Q];
-  for (int q = 0; q < Q; ++q) {
-    acc[q] = Vec<T>{};
-    tail[q] = 0;
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* ar = a + r * as;
-    const T* er = e + r * es;
+  for (int q = 0; q < Q; ++q) acc[q] = Vec<T>{};
+  const int64_t row_vectors = len / V;
+  const int64_t full = row_vectors * V;
+  if (row_vectors > 0) {
+    const T* ar = a;
+    const T* er = e;
     int64_t i = 0;
-    for (; i + V <= len; i += V) {
+    for (int64_t k = rows * row_vectors; k > 0; --k) {
       const Vec<T> av = load<T>(ar + i);
       for (int q = 0; q < Q; ++q) acc[q] += av * load<T>(er + q * ts + i);
+      i += V;
+      if (i == full) {
+        i = 0;
+        ar += as;
+        er += es;
+      }
     }
-    for (; i < len; ++i)
-      for (int q = 0; q < Q; ++q) tail[q] += ar[i] * er[q * ts + i];
+  }
+  T tail[Q];
+  for (int q = 0; q < Q; ++q) tail[q] = 0;
+  if (full < len) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = full; i < len; ++i)
+        for (int q = 0; q < Q; ++q) tail[q] += a[r * as + i] * e[r * es + q * ts + i];
   }
   for (int q = 0; q < Q; ++q) out[q] = static_cast<double>(horizontal_sum<T>(acc[q]) + tail[q]);
+}
+
+template <typename T, bool UnitTap>
+void dot_taps_impl(const T* a, int64_t as, const T* e, int64_t es, int64_t ts, int64_t rows, int64_t len,
+                   int64_t taps, double* out) {
+  int64_t t = 0;
+  for (; t + 8 <= taps; t += 8) dot_taps_block<T, 8, UnitTap>(a, as, e + t * ts, es, ts, rows, len, out + t);
+  for (; t + 4 <= taps; t += 4) dot_taps_block<T, 4, UnitTap>(a, as, e + t * ts, es, ts, rows, len, out + t);
+  for (; t < taps; ++t) dot_taps_block<T, 1, UnitTap>(a, as, e + t * ts, es, ts, rows, len, out + t);
 }
 
 template <typename T>
 void dot_taps(const T* a, int64_t as, const T* e, int64_t es, int64_t ts, int64_t rows, int64_t len,
               int64_t taps, double* out) {
-  int64_t t = 0;
-  for (; t + 8 <= taps; t += 8) dot_taps_block<T, 8>(a, as, e + t * ts, es, ts, rows, len, out + t);
-  for (; t + 4 <= taps; t += 4) dot_taps_block<T, 4>(a, as, e + t * ts, es, ts, rows, len, out + t);
-  for (; t < taps; ++t) dot_taps_block<T, 1>(a, as, e + t * ts, es, ts, rows, len, out + t);
+  if (ts == 1) dot_taps_impl<T, true>(a, as, e, es, ts, rows, len, taps, out);
+  else dot_taps_impl<T, false>(a, as, e, es, ts, rows, len, taps, out);
 }
 
 // Circular extensions of a [H, W] plane by L - 1, starting at `offset` (0 for the forward, -(L-1) for

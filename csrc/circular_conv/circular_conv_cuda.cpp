@@ -53,7 +53,8 @@ void check_launch(cudaError_t err, const char* op) {
   }
 }
 
-Tensor circular_conv_cuda(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, int64_t dim) {
+Tensor circular_conv_cuda(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
+                          int64_t dim) {
   const CircularConvProblem p = check_circular_conv("circular_conv", x, weight, bias, dim);
   const torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
   const Tensor xc = torch::stable::contiguous(x);
@@ -62,10 +63,10 @@ Tensor circular_conv_cuda(const Tensor& x, const Tensor& weight, const std::opti
       bias.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*bias)) : std::nullopt;
   Tensor y = torch::stable::new_empty(xc, xc.sizes());
   if (y.numel() == 0) return y;
-  check_launch(cuda::circular_conv_forward(xc.data_ptr(), wc.data_ptr(), bc ? bc->data_ptr() : nullptr,
-                                           y.data_ptr(), cuda_shape(p), cuda_dtype(xc),
-                                           current_stream(xc.get_device_index())),
-               "circular_conv");
+  check_launch(
+      cuda::circular_conv_forward(xc.data_ptr(), wc.data_ptr(), bc ? bc->data_ptr() : nullptr, y.data_ptr(),
+                                  cuda_shape(p), cuda_dtype(xc), current_stream(xc.get_device_index())),
+      "circular_conv");
   return y;
 }
 
@@ -78,7 +79,8 @@ std::tuple<Tensor, Tensor, Tensor> circular_conv_backward_cuda(const Tensor& gra
   const Tensor xc = torch::stable::contiguous(x);
   const Tensor wc = torch::stable::contiguous(weight);
   // Gradients that are not asked for come back as empty [0] tensors (as on CPU; the fake kernel agrees).
-  Tensor grad_x = torch::stable::new_empty(xc, need_x ? xc.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
+  Tensor grad_x =
+      torch::stable::new_empty(xc, need_x ? xc.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
   Tensor grad_w =
       torch::stable::new_empty(wc, need_weight ? wc.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
   Tensor grad_b = torch::stable::new_empty(wc, {need_bias ? p.channels : 0});
@@ -95,12 +97,11 @@ std::tuple<Tensor, Tensor, Tensor> circular_conv_backward_cuda(const Tensor& gra
   const int64_t workspace_size = cuda::circular_conv_backward_workspace_size(shape, need_weight, need_bias);
   std::optional<Tensor> workspace;
   if (workspace_size > 0) workspace = torch::stable::new_empty(xc, {workspace_size}, ScalarType::Float);
-  check_launch(cuda::circular_conv_backward(gc.data_ptr(), xc.data_ptr(), wc.data_ptr(),
-                                            need_x ? grad_x.data_ptr() : nullptr,
-                                            need_weight ? grad_w.data_ptr() : nullptr,
-                                            need_bias ? grad_b.data_ptr() : nullptr,
-                                            workspace ? static_cast<float*>(workspace->data_ptr()) : nullptr, shape,
-                                            cuda_dtype(xc), current_stream(xc.get_device_index())),
+  check_launch(cuda::circular_conv_backward(
+                   gc.data_ptr(), xc.data_ptr(), wc.data_ptr(), need_x ? grad_x.data_ptr() : nullptr,
+                   need_weight ? grad_w.data_ptr() : nullptr, need_bias ? grad_b.data_ptr() : nullptr,
+                   workspace ? static_cast<float*>(workspace->data_ptr()) : nullptr, shape, cuda_dtype(xc),
+                   current_stream(xc.get_device_index())),
                "_circular_conv_backward");
   return {grad_x, grad_w, grad_b};
 }

@@ -20,7 +20,8 @@
 // accumulating its positions' products with kTaps shifted x values in registers, and reduces the
 // block with a fixed shuffle tree. The number of splits depends only on the shape; with more than one
 // split, the partial sums go to float32 scratch and a second kernel adds them in split order. The
-// result is bit-for-bit reproducible: no atomics, no dependence on the device or timing.
+// result is bit-for-bit reproducible: no atomics, no dependence on the device, on timing or on which
+// of the gradients are asked for.
 #include "circular_conv.h"
 
 #include <cuda_bf16.h>
@@ -35,9 +36,9 @@ namespace facekernels::cuda {
 namespace {
 
 constexpr int kWarp = 32;
-constexpr int kThreads = 256;       // threads per block, and most work items in a tile
-constexpr int kRowsPerThread = 3;   // consecutive positions along the axis per work item
-constexpr int64_t kTapChunk = 64;   // taps staged per pass by the forward and the correlation
+constexpr int kThreads = 256;      // threads per block, and most work items in a tile
+constexpr int kRowsPerThread = 3;  // consecutive positions along the axis per work item
+constexpr int64_t kTapChunk = 64;  // taps staged per pass by the forward and the correlation
 constexpr int64_t kMaxGridBlocks = int64_t{1} << 20;  // grid-stride loops cover the rest
 // Blocks the weight/bias reduction aims for (about eight per SM on the largest GPUs); a shape constant,
 // not a device query, so the summation order is the same on every GPU.
@@ -189,7 +190,7 @@ __global__ void __launch_bounds__(kThreads)
   float* const shared = reinterpret_cast<float*>(shared_storage);
   const int chunk_max = static_cast<int>(min64(g.taps, kTapChunk));
   const int line_stride = (g.tile_rows + chunk_max - 1) * g.tile_cols;
-  float* const ext = shared;                                    // [tile_lines][line_stride]
+  float* const ext = shared;                                       // [tile_lines][line_stride]
   float* const taps_shared = shared + g.tile_lines * line_stride;  // [tile_lines][chunk_max]
   const Item it = item_of(g);
   const int64_t line_size = g.length * g.inner;
@@ -213,7 +214,8 @@ __global__ void __launch_bounds__(kThreads)
         load_extension(ext + line * line_stride, src + (o.line0 + line) * line_size, g, first,
                        g.tile_rows + chunk - 1, o.col0, o.cols_here);
       }
-      for (int k = static_cast<int>(threadIdx.x); k < o.lines_here * chunk; k += static_cast<int>(blockDim.x)) {
+      for (int k = static_cast<int>(threadIdx.x); k < o.lines_here * chunk;
+           k += static_cast<int>(blockDim.x)) {
         const int line = k / chunk, t = k - line * chunk;
         const int64_t c = ((o.line0 + line) / lines_per_run) % channels;
         const int64_t tap = kCorrelate ? g.taps - 1 - (tap0 + t) : tap0 + t;
@@ -294,8 +296,8 @@ __global__ void __launch_bounds__(kThreads)
         for (int line = 0; line < o.lines_here; ++line) {
           const int64_t l = o.line0 + line;
           const int64_t p = ((l / lines_per_run) * channels + c) * lines_per_run + l % lines_per_run;
-          load_extension(ext + line * line_stride, x + p * line_size, g, first, g.tile_rows + kTaps - 1, o.col0,
-                         o.cols_here);
+          load_extension(ext + line * line_stride, x + p * line_size, g, first, g.tile_rows + kTaps - 1,
+                         o.col0, o.cols_here);
         }
         __syncthreads();
       }
@@ -350,11 +352,17 @@ __global__ void __launch_bounds__(kThreads)
       float total = 0.f;
       for (int w = 0; w < warps; ++w) total += warp_sums[w * (kTaps + 1) + t];
       if (is_bias) {
-        if (splits == 1) grad_bias[c] = from_float<T>(total);
-        else partial_bias[split * channels + c] = total;
+        if (splits == 1) {
+          grad_bias[c] = from_float<T>(total);
+        } else {
+          partial_bias[split * channels + c] = total;
+        }
       } else {
-        if (splits == 1) grad_weight[c * g.taps + tap0 + t] = from_float<T>(total);
-        else partial_weight[(split * channels + c) * g.taps + tap0 + t] = total;
+        if (splits == 1) {
+          grad_weight[c * g.taps + tap0 + t] = from_float<T>(total);
+        } else {
+          partial_weight[(split * channels + c) * g.taps + tap0 + t] = total;
+        }
       }
     }
     __syncthreads();  // warp_sums is free again
@@ -410,14 +418,15 @@ cudaError_t run_conv_tiles(const T* src, const T* weight, const T* bias, T* dst,
   const Tiling g = make_tiling(v.lines, v.length, v.inner, s.taps);
   const int64_t chunk_max = min64(s.taps, kTapChunk);
   const size_t shared_bytes =
-      sizeof(float) * static_cast<size_t>(g.tile_lines * ((g.tile_rows + chunk_max - 1) * g.tile_cols + chunk_max));
+      sizeof(float) *
+      static_cast<size_t>(g.tile_lines * ((g.tile_rows + chunk_max - 1) * g.tile_cols + chunk_max));
   const int64_t tiles = g.tiles_lines * g.tiles_rows * g.tiles_cols;
   if (correlate) {
-    return launch(conv_tiles_kernel<T, true>, tiles, g.threads, shared_bytes, stream, src, weight, bias, dst, g,
-                  s.channels, v.lines_per_run);
+    return launch(conv_tiles_kernel<T, true>, tiles, g.threads, shared_bytes, stream, src, weight, bias, dst,
+                  g, s.channels, v.lines_per_run);
   }
-  return launch(conv_tiles_kernel<T, false>, tiles, g.threads, shared_bytes, stream, src, weight, bias, dst, g,
-                s.channels, v.lines_per_run);
+  return launch(conv_tiles_kernel<T, false>, tiles, g.threads, shared_bytes, stream, src, weight, bias, dst,
+                g, s.channels, v.lines_per_run);
 }
 
 struct ReductionPlan {
@@ -434,43 +443,48 @@ ReductionPlan plan_reduction(const CircularConvShape& s, bool need_weight) {
   plan.chunks = need_weight ? ceil_div(s.taps, plan.taps_per_block) : 1;
   const Tiling& g = plan.tiling;
   const int64_t units = g.tiles_lines * g.tiles_rows * g.tiles_cols;
-  const int64_t blocks_per_split = s.channels * plan.chunks;
-  plan.splits = max64(1, min64(units, ceil_div(kTargetReductionBlocks, blocks_per_split)));
+  // From the channel count alone (not the tap chunks), so that grad_bias sums in the same order whether
+  // grad_weight is asked for or not.
+  plan.splits = max64(1, min64(units, ceil_div(kTargetReductionBlocks, s.channels)));
   return plan;
 }
 
 template <typename T, int kTaps>
-cudaError_t launch_weight_bias_grad(const T* grad_y, const T* x, T* grad_weight, T* grad_bias, float* workspace,
-                                    const CircularConvShape& s, const ReductionPlan& plan, cudaStream_t stream) {
+cudaError_t launch_weight_bias_grad(const T* grad_y, const T* x, T* grad_weight, T* grad_bias,
+                                    float* workspace, const CircularConvShape& s, const ReductionPlan& plan,
+                                    cudaStream_t stream) {
   const bool need_weight = grad_weight != nullptr, need_bias = grad_bias != nullptr;
   const LineView v = line_view(s);
   const Tiling& g = plan.tiling;
   // With one split the block sums go straight to the gradients and there is no workspace.
   float* partial_weight = plan.splits > 1 ? workspace : nullptr;
-  float* partial_bias = plan.splits > 1 ? workspace + (need_weight ? plan.splits * s.channels * s.taps : 0) : nullptr;
-  const size_t shared_bytes = sizeof(float) * static_cast<size_t>(
-      (need_weight ? g.tile_lines * (g.tile_rows + kTaps - 1) * g.tile_cols : 0) +
-      g.threads / kWarp * (kTaps + 1));
-  cudaError_t err = launch(weight_bias_grad_kernel<T, kTaps>, s.channels * plan.chunks * plan.splits, g.threads,
-                           shared_bytes, stream, grad_y, x, g, s.channels, v.lines_per_run, plan.chunks,
-                           plan.splits, need_weight, need_bias, grad_weight, grad_bias, partial_weight, partial_bias);
+  float* partial_bias =
+      plan.splits > 1 ? workspace + (need_weight ? plan.splits * s.channels * s.taps : 0) : nullptr;
+  const size_t shared_bytes =
+      sizeof(float) *
+      static_cast<size_t>((need_weight ? g.tile_lines * (g.tile_rows + kTaps - 1) * g.tile_cols : 0) +
+                          g.threads / kWarp * (kTaps + 1));
+  cudaError_t err =
+      launch(weight_bias_grad_kernel<T, kTaps>, s.channels * plan.chunks * plan.splits, g.threads,
+             shared_bytes, stream, grad_y, x, g, s.channels, v.lines_per_run, plan.chunks, plan.splits,
+             need_weight, need_bias, grad_weight, grad_bias, partial_weight, partial_bias);
   if (err != cudaSuccess || plan.splits == 1) return err;
   if (need_weight) {
     const int64_t count = s.channels * s.taps;
-    err = launch(sum_splits_kernel<T>, ceil_div(count, kThreads), kThreads, 0, stream, partial_weight, grad_weight,
-                 count, plan.splits);
+    err = launch(sum_splits_kernel<T>, ceil_div(count, kThreads), kThreads, 0, stream, partial_weight,
+                 grad_weight, count, plan.splits);
     if (err != cudaSuccess) return err;
   }
   if (need_bias) {
-    err = launch(sum_splits_kernel<T>, ceil_div(s.channels, kThreads), kThreads, 0, stream, partial_bias, grad_bias,
-                 s.channels, plan.splits);
+    err = launch(sum_splits_kernel<T>, ceil_div(s.channels, kThreads), kThreads, 0, stream, partial_bias,
+                 grad_bias, s.channels, plan.splits);
   }
   return err;
 }
 
 template <typename T>
-cudaError_t backward_typed(const T* grad_y, const T* x, const T* weight, T* grad_x, T* grad_weight, T* grad_bias,
-                           float* workspace, const CircularConvShape& s, cudaStream_t stream) {
+cudaError_t backward_typed(const T* grad_y, const T* x, const T* weight, T* grad_x, T* grad_weight,
+                           T* grad_bias, float* workspace, const CircularConvShape& s, cudaStream_t stream) {
   if (element_count(s) == 0) {
     // Sums over nothing.
     cudaError_t err = cudaSuccess;
@@ -490,9 +504,12 @@ cudaError_t backward_typed(const T* grad_y, const T* x, const T* weight, T* grad
   const ReductionPlan plan = plan_reduction(s, grad_weight != nullptr);
   if (plan.splits > 1 && workspace == nullptr) return cudaErrorInvalidValue;
   switch (plan.taps_per_block) {
-    case 8: return launch_weight_bias_grad<T, 8>(grad_y, x, grad_weight, grad_bias, workspace, s, plan, stream);
-    case 16: return launch_weight_bias_grad<T, 16>(grad_y, x, grad_weight, grad_bias, workspace, s, plan, stream);
-    default: return launch_weight_bias_grad<T, 32>(grad_y, x, grad_weight, grad_bias, workspace, s, plan, stream);
+    case 8:
+      return launch_weight_bias_grad<T, 8>(grad_y, x, grad_weight, grad_bias, workspace, s, plan, stream);
+    case 16:
+      return launch_weight_bias_grad<T, 16>(grad_y, x, grad_weight, grad_bias, workspace, s, plan, stream);
+    default:
+      return launch_weight_bias_grad<T, 32>(grad_y, x, grad_weight, grad_bias, workspace, s, plan, stream);
   }
 }
 
@@ -515,12 +532,13 @@ cudaError_t circular_conv_forward(const void* x, const void* weight, const void*
   if (element_count(shape) == 0) return cudaSuccess;
   return dispatch_dtype(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    return run_conv_tiles<T>(static_cast<const T*>(x), static_cast<const T*>(weight), static_cast<const T*>(bias),
-                             static_cast<T*>(y), false, shape, stream);
+    return run_conv_tiles<T>(static_cast<const T*>(x), static_cast<const T*>(weight),
+                             static_cast<const T*>(bias), static_cast<T*>(y), false, shape, stream);
   });
 }
 
-int64_t circular_conv_backward_workspace_size(const CircularConvShape& shape, bool need_weight, bool need_bias) {
+int64_t circular_conv_backward_workspace_size(const CircularConvShape& shape, bool need_weight,
+                                              bool need_bias) {
   if (!valid_shape(shape) || element_count(shape) == 0 || !(need_weight || need_bias)) return 0;
   const ReductionPlan plan = plan_reduction(shape, need_weight);
   if (plan.splits == 1) return 0;
@@ -534,8 +552,9 @@ cudaError_t circular_conv_backward(const void* grad_y, const void* x, const void
   return dispatch_dtype(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     return backward_typed<T>(static_cast<const T*>(grad_y), static_cast<const T*>(x),
-                             static_cast<const T*>(weight), static_cast<T*>(grad_x), static_cast<T*>(grad_weight),
-                             static_cast<T*>(grad_bias), workspace, shape, stream);
+                             static_cast<const T*>(weight), static_cast<T*>(grad_x),
+                             static_cast<T*>(grad_weight), static_cast<T*>(grad_bias), workspace, shape,
+                             stream);
   });
 }
 

@@ -26,15 +26,17 @@ cudaError_t circular_conv_forward(const void* x, const void* weight, const void*
 
 // float32 elements of scratch memory circular_conv_backward needs for these arguments (0: none, and
 // `workspace` may then be nullptr).
-int64_t circular_conv_backward_workspace_size(const CircularConvShape& shape, bool need_weight, bool need_bias);
+int64_t circular_conv_backward_workspace_size(const CircularConvShape& shape, bool need_weight,
+                                              bool need_bias);
 
 // The gradients whose pointers are non-null:
 //   grad_x[b, c, h, w] = sum_{t<L} weight[c, t] * grad_y[b, c, (h - t) mod H, w]
 //   grad_weight[c, t]  = sum_{b, h, w} grad_y[b, c, h, w] * x[b, c, (h + t) mod H, w]
 //   grad_bias[c]       = sum_{b, h, w} grad_y[b, c, h, w]
-// (axis 2; likewise along W). The reductions are deterministic: a fixed order that depends only on
-// the shape, no atomics. `workspace` holds circular_conv_backward_workspace_size(shape, grad_weight !=
-// nullptr, grad_bias != nullptr) floats.
+// (axis 2; likewise along W). The reductions are deterministic: no atomics, and a summation order
+// that depends only on the shape (not on the device, nor on which gradients are asked for).
+// `workspace` holds circular_conv_backward_workspace_size(shape, grad_weight != nullptr,
+// grad_bias != nullptr) floats.
 cudaError_t circular_conv_backward(const void* grad_y, const void* x, const void* weight, void* grad_x,
                                    void* grad_weight, void* grad_bias, float* workspace,
                                    const CircularConvShape& shape, DType dtype, cudaStream_t stream);

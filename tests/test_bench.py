@@ -1,0 +1,49 @@
+"""The benchmark harness and CLI run end to end and write what they promise (no timing asserted)."""
+
+import json
+
+import pytest
+import torch
+
+from facekernels.bench import cli, harness, workloads
+
+
+def test_workloads_declare_costs():
+    for w in workloads.WORKLOADS:
+        assert w.flops_forward > 0 and w.bytes_forward > 0 and w.flops_backward > 0, w.name
+        case = w.build("cpu")
+        assert "facekernels" in case.candidates and case.peers
+        with torch.no_grad():
+            ours = case.candidates["facekernels"](*case.inputs)
+            for peer in case.peers:
+                torch.testing.assert_close(case.candidates[peer](*case.inputs), ours, atol=1e-4, rtol=1e-4)
+
+
+def test_time_interleaved_reports_median_and_iqr():
+    stats = harness.time_interleaved({"a": lambda: torch.ones(10).sum(), "b": lambda: torch.zeros(3)}, "cpu", 5)
+    for s in stats.values():
+        assert s["median_s"] > 0 and s["iqr_s"] >= 0 and s["samples"] == 5
+
+
+def test_cli_quick_run_writes_json_and_chart(tmp_path, capsys):
+    rc = cli.main(["--ops", "fcc_branch_h", "--quick", "--no-compile", "--repeats", "3", "--out", str(tmp_path)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "fcc_branch_h" in printed and "ceilings" in printed
+    result = json.loads((tmp_path / "latest-cpu.json").read_text())
+    meta = result["meta"]
+    for key in ("commit", "torch", "cpu", "threads", "build_info", "date"):
+        assert key in meta
+    assert result["ceilings"]["copy_gbps"] > 0 and result["ceilings"]["sgemm_gflops"] > 0
+    rows = result["results"]
+    assert {r["mode"] for r in rows} == {"forward", "forward+backward"}
+    for r in rows:
+        assert set(r["speedup"]) == {"conv2d", "fft"}
+        assert r["max_abs_diff_vs_facekernels"]["conv2d"] < 1e-4
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "latest-cpu.png").stat().st_size > 1000
+
+
+def test_cli_rejects_unknown_ops():
+    with pytest.raises(SystemExit):
+        cli.main(["--ops", "no_such_op", "--quick"])
