@@ -164,7 +164,17 @@ inline void dot_taps_block(const T* a, int64_t as, const T* e, int64_t es, int64
   for (int q = 0; q < Q; ++q) acc[q] = Vec<T>{};
   const int64_t row_vectors = len / V;
   const int64_t full = row_vectors * V;
-  if (row_vectors > 0) {
+  if (row_vectors >= 8 || rows == 1) {
+    // Long rows: the plain row loop (its inner trip count amortises the row change).
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* ar = a + r * as;
+      const T* er = e + r * es;
+      for (int64_t i = 0; i < full; i += V) {
+        const Vec<T> av = load<T>(ar + i);
+        for (int q = 0; q < Q; ++q) acc[q] += av * load<T>(er + q * ts + i);
+      }
+    }
+  } else if (row_vectors > 0) {
     const T* ar = a;
     const T* er = e;
     int64_t i = 0;

@@ -14,7 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device to run on")
     p.add_argument("--quick", action="store_true", help="fewer repeats, smaller ceilings")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--repeats", type=int, default=None, help="samples per candidate (default 40, quick 10)")
+    p.add_argument("--repeats", type=int, default=None, help="samples per candidate (default 25, quick 8)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd peers")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for JSON and PNG results")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")

@@ -42,9 +42,13 @@ def _time_once(fn: Callable[[], object], device: str, inner: int) -> float:
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], object]], device: str, repeats: int, min_sample_s: float = 2e-3
+    fns: dict[str, Callable[[], object]], device: str, repeats: int, min_sample_s: float = 1e-2
 ) -> dict[str, dict]:
-    """Median and IQR (seconds) of each callable; each sample runs enough calls to last min_sample_s."""
+    """Median and IQR (seconds) of each callable; each sample runs enough calls to last min_sample_s.
+
+    Samples of about 10 ms: the first call after switching candidates pays for the previous one's
+    footprint (cache, and on CPU fresh pages for memory the allocator handed back), which a sample of a
+    few calls would charge almost entirely to one call."""
     inner = {}
     for name, fn in fns.items():
         for _ in range(2):
@@ -268,7 +272,7 @@ class Progress:
 def run(workloads: list[Workload], device: str, quick: bool, out_dir: Path | None, compile_peers: bool = True,
         repeats: int | None = None) -> dict:
     torch.manual_seed(0)
-    repeats = repeats or (10 if quick else 40)
+    repeats = repeats or (8 if quick else 25)
     progress = Progress(1 + sum(len(w.modes) for w in workloads))
     ceilings = measure_ceilings(device, quick)
     progress.step("ceilings")
