@@ -306,19 +306,23 @@ void backward(const CircularConvBackwardArgs<T>& a) {
 
   parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
     Scratch<T> ext(g.ext_size);
+    Scratch<double> shifted(need_w ? L : 0);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t c = p % C;
       const T* gy = a.grad_y + p * plane;
+      // One extension of grad_y serves both gradients: E[i + s] = gy[i - (L-1) + s].
+      if (a.grad_x || need_w) extend(a.axis, g, ext.data(), gy, H, W, L, -(L - 1));
       if (a.grad_x) {
-        extend(a.axis, g, ext.data(), gy, H, W, L, -(L - 1));
         conv_rows(a.grad_x + p * plane, g.len, ext.data(), g.ext_stride, g.tap_stride, g.rows, g.len,
                   reversed.data() + c * L, L, T(0));
       }
       double* part = (need_w || need_b) ? partial.data() + p * stride : nullptr;
       if (need_w) {
-        // grad_w[t] = sum_i gy[i] x[i + t] (circularly): the extension of x read at tap t.
-        extend(a.axis, g, ext.data(), a.x + p * plane, H, W, L, 0);
-        dot_taps(gy, g.len, ext.data(), g.ext_stride, g.tap_stride, g.rows, g.len, L, part);
+        // grad_w[t] = sum_i gy[i] x[i + t] = sum_i x[i] gy[i - t] = sum_i x[i] E[i + (L-1-t)]: x read in
+        // place against the same extension at shift s = L-1-t.
+        dot_taps(a.x + p * plane, g.len, ext.data(), g.ext_stride, g.tap_stride, g.rows, g.len, L,
+                 shifted.data());
+        for (int64_t t = 0; t < L; ++t) part[t] = shifted[L - 1 - t];
       }
       if (need_b) {
         constexpr int V = kLanes<T>;

@@ -42,7 +42,8 @@ def _time_once(fn: Callable[[], object], device: str, inner: int) -> float:
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], object]], device: str, repeats: int, min_sample_s: float = 1e-2
+    fns: dict[str, Callable[[], object]], device: str, repeats: int, min_sample_s: float = 1e-2,
+    warmup_s: float = 0.1,
 ) -> dict[str, dict]:
     """Median and IQR (seconds) of each callable; each sample runs enough calls to last min_sample_s.
 
@@ -51,8 +52,13 @@ def time_interleaved(
     few calls would charge almost entirely to one call."""
     inner = {}
     for name, fn in fns.items():
-        for _ in range(2):
+        # Warm up for a while (allocator, thread pool, caches, clocks), not just a call or two.
+        warm_start = time.perf_counter()
+        calls = 0
+        while calls < 3 or (time.perf_counter() - warm_start < warmup_s and calls < 200):
             fn()
+            calls += 1
+        _sync(device)
         one = _time_once(fn, device, 1)
         inner[name] = max(1, min(1000, math.ceil(min_sample_s / max(one, 1e-7))))
     samples: dict[str, list[float]] = {name: [] for name in fns}
