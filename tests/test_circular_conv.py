@@ -39,6 +39,9 @@ SHAPES = [  # (B, C, H, W, L, dim)
     (1, 5, 8, 3, 1, 2),      # L = 1: a per-channel scale
     (2, 3, 4, 70, 70, 3),    # L = W, wide rows
     (2, 2, 70, 5, 17, 2),
+    (2, 3, 11, 24, 13, 3),   # along W, rows a multiple of 8 wide: 8-row transposed tiles + 3 rows left
+    (1, 2, 8, 8, 8, -1),
+    (2, 2, 17, 32, 5, 3),
 ]
 
 
@@ -266,3 +269,26 @@ def test_backward_op_checks_grad_shape():
     x, w = torch.randn(2, 3, 5, 6), torch.randn(3, 4)
     with pytest.raises(RuntimeError, match=r"_circular_conv_backward: grad_out must have the shape of x \[2, 3, 5, 6\], got \[2, 3, 5, 5\]"):
         torch.ops.facekernels._circular_conv_backward(torch.randn(2, 3, 5, 5), x, w, 2, True, True, True)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 11, 16, 5), (2, 3, 8, 24, 24), (1, 2, 5, 6, 3)], ids=str)
+@pytest.mark.parametrize("dim", [2, 3])
+def test_backward_masks_agree_with_full_backward(shape, dim):
+    """Each gradient is the same whichever others are asked for (the kernels share work between them)."""
+    b, c, h, w, taps = shape
+    taps = min(taps, (h, w)[dim - 2])
+    x, weight, grad = torch.randn(b, c, h, w), torch.randn(c, taps), torch.randn(b, c, h, w)
+    full = torch.ops.facekernels._circular_conv_backward(grad, x, weight, dim, True, True, True)
+    x64 = x.double().requires_grad_()
+    w64 = weight.double().requires_grad_()
+    b64 = torch.zeros(c, dtype=torch.float64, requires_grad=True)
+    reference(x64, w64, b64, dim).backward(grad.double())
+    for expected, got in zip((x64.grad, w64.grad, b64.grad), full):
+        torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-5)
+    for mask in itertools.product([True, False], repeat=3):
+        part = torch.ops.facekernels._circular_conv_backward(grad, x, weight, dim, *mask)
+        for wanted, got, ref in zip(mask, part, full):
+            if wanted:
+                torch.testing.assert_close(got, ref, atol=0, rtol=0)
+            else:
+                assert got.numel() == 0

@@ -271,17 +271,217 @@ void extend(int axis, const Layout& g, T* ext, const T* src, int64_t height, int
   else extend_along_w(ext, src, height, width, taps, offset, g.ext_stride);
 }
 
+// Along W with float rows a multiple of 8 wide (AVX2 and AVX-512 builds): eight rows at a time are
+// transposed in registers so that a vector holds one column of the eight rows. Every tap then reads an
+// aligned vector (the row-wise kernel reads each tap at an unaligned offset, half of them split across
+// cache lines), the circular extension is a copy of whole vectors, and an 8x8 output tile transposes
+// back on the way out. Returns false where it does not apply; the row-wise kernel then runs.
+template <typename T>
+inline bool conv_along_w_transposed(T*, const T*, int64_t, int64_t, const T*, int64_t, T, int64_t, T*, T*) {
+  return false;
+}
+
+// The backward along W in the same transposed form, for 8-aligned float rows: grad_x (if asked) with
+// reversed taps, and the weight gradient's per-plane sums (if asked) against the same transposed
+// extension of grad_y: partial[t] = sum x[h][w] E[h][w + L-1-t]. Returns false where it does not apply.
+template <typename T>
+inline bool backward_along_w_transposed(T*, double*, const T*, const T*, int64_t, int64_t, const T*, int64_t,
+                                        T*, T*, T*, double*) {
+  return false;
+}
+
+#if defined(FK_CPU_CAPABILITY_AVX2) || defined(FK_CPU_CAPABILITY_AVX512)
+typedef float Float8 __attribute__((vector_size(32)));
+
+inline Float8 load8(const float* p) {
+  Float8 v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void store8(float* p, Float8 v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+// r[i][j] -> r[j][i] for an 8x8 block (unpack, shuffle, then swap 128-bit halves).
+inline void transpose8(Float8 (&r)[8]) {
+  const Float8 t0 = __builtin_shufflevector(r[0], r[1], 0, 8, 1, 9, 4, 12, 5, 13);
+  const Float8 t1 = __builtin_shufflevector(r[0], r[1], 2, 10, 3, 11, 6, 14, 7, 15);
+  const Float8 t2 = __builtin_shufflevector(r[2], r[3], 0, 8, 1, 9, 4, 12, 5, 13);
+  const Float8 t3 = __builtin_shufflevector(r[2], r[3], 2, 10, 3, 11, 6, 14, 7, 15);
+  const Float8 t4 = __builtin_shufflevector(r[4], r[5], 0, 8, 1, 9, 4, 12, 5, 13);
+  const Float8 t5 = __builtin_shufflevector(r[4], r[5], 2, 10, 3, 11, 6, 14, 7, 15);
+  const Float8 t6 = __builtin_shufflevector(r[6], r[7], 0, 8, 1, 9, 4, 12, 5, 13);
+  const Float8 t7 = __builtin_shufflevector(r[6], r[7], 2, 10, 3, 11, 6, 14, 7, 15);
+  const Float8 u0 = __builtin_shufflevector(t0, t2, 0, 1, 8, 9, 4, 5, 12, 13);
+  const Float8 u1 = __builtin_shufflevector(t0, t2, 2, 3, 10, 11, 6, 7, 14, 15);
+  const Float8 u2 = __builtin_shufflevector(t1, t3, 0, 1, 8, 9, 4, 5, 12, 13);
+  const Float8 u3 = __builtin_shufflevector(t1, t3, 2, 3, 10, 11, 6, 7, 14, 15);
+  const Float8 u4 = __builtin_shufflevector(t4, t6, 0, 1, 8, 9, 4, 5, 12, 13);
+  const Float8 u5 = __builtin_shufflevector(t4, t6, 2, 3, 10, 11, 6, 7, 14, 15);
+  const Float8 u6 = __builtin_shufflevector(t5, t7, 0, 1, 8, 9, 4, 5, 12, 13);
+  const Float8 u7 = __builtin_shufflevector(t5, t7, 2, 3, 10, 11, 6, 7, 14, 15);
+  r[0] = __builtin_shufflevector(u0, u4, 0, 1, 2, 3, 8, 9, 10, 11);
+  r[4] = __builtin_shufflevector(u0, u4, 4, 5, 6, 7, 12, 13, 14, 15);
+  r[1] = __builtin_shufflevector(u1, u5, 0, 1, 2, 3, 8, 9, 10, 11);
+  r[5] = __builtin_shufflevector(u1, u5, 4, 5, 6, 7, 12, 13, 14, 15);
+  r[2] = __builtin_shufflevector(u2, u6, 0, 1, 2, 3, 8, 9, 10, 11);
+  r[6] = __builtin_shufflevector(u2, u6, 4, 5, 6, 7, 12, 13, 14, 15);
+  r[3] = __builtin_shufflevector(u3, u7, 0, 1, 2, 3, 8, 9, 10, 11);
+  r[7] = __builtin_shufflevector(u3, u7, 4, 5, 6, 7, 12, 13, 14, 15);
+}
+
+// out[h][w] = b + sum_t k[t] src[h][(w + t + offset) mod W] for a [H, W] plane. `columns` holds
+// (W + L - 1) * 8 floats; `rest` the row-wise extension of the last H mod 8 rows.
+template <>
+inline bool conv_along_w_transposed<float>(float* out, const float* src, int64_t height, int64_t width,
+                                           const float* k, int64_t taps, float b, int64_t offset,
+                                           float* columns, float* rest) {
+  if (width % 8 != 0 || height < 8) return false;
+  const int64_t start = ((offset % width) + width) % width;
+  const int64_t full_rows = height / 8 * 8;
+  for (int64_t h0 = 0; h0 < full_rows; h0 += 8) {
+    // columns[j] = the eight rows' column (j + start) mod W, for j < W + L - 1.
+    for (int64_t c0 = 0; c0 < width; c0 += 8) {
+      Float8 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = load8(src + (h0 + i) * width + c0);
+      transpose8(r);
+      for (int j = 0; j < 8; ++j) {
+        int64_t at = c0 + j - start;
+        if (at < 0) at += width;
+        store8(columns + at * 8, r[j]);
+      }
+    }
+    for (int64_t j = 0; j + 1 < taps; ++j) store8(columns + (width + j) * 8, load8(columns + j * 8));
+    for (int64_t w0 = 0; w0 < width; w0 += 8) {
+      Float8 acc[8];
+      for (int i = 0; i < 8; ++i) acc[i] = Float8{} + b;
+      const float* e = columns + w0 * 8;
+      for (int64_t t = 0; t < taps; ++t) {
+        const float kt = k[t];
+        for (int i = 0; i < 8; ++i) acc[i] += kt * load8(e + (t + i) * 8);
+      }
+      transpose8(acc);
+      for (int i = 0; i < 8; ++i) store8(out + (h0 + i) * width + w0, acc[i]);
+    }
+  }
+  const int64_t left = height - full_rows;
+  if (left > 0) {
+    const int64_t stride = (width + taps - 1 + 15) / 16 * 16;
+    extend_along_w(rest, src + full_rows * width, left, width, taps, offset, stride);
+    conv_rows(out + full_rows * width, width, rest, stride, int64_t(1), left, width, k, taps, b);
+  }
+  return true;
+}
+
+// Scratch: `columns` (W + L - 1) * 8 floats, `xcols` W * 8 + L * 8 floats, `rest` the row-wise
+// extension of the last H mod 8 rows, `shifted` L doubles.
+template <>
+inline bool backward_along_w_transposed<float>(float* grad_x, double* partial, const float* gy, const float* x,
+                                               int64_t height, int64_t width, const float* k_reversed,
+                                               int64_t taps, float* columns, float* xcols, float* rest,
+                                               double* shifted) {
+  if (width % 8 != 0 || height < 8) return false;
+  const int64_t start = (((-(taps - 1)) % width) + width) % width;
+  const int64_t full_rows = height / 8 * 8;
+  float* sums = xcols + width * 8;  // per-shift vector sums of the weight gradient, L x 8
+  for (int64_t i = 0; i < taps * 8; ++i) sums[i] = 0.0f;
+  for (int64_t h0 = 0; h0 < full_rows; h0 += 8) {
+    for (int64_t c0 = 0; c0 < width; c0 += 8) {
+      Float8 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = load8(gy + (h0 + i) * width + c0);
+      transpose8(r);
+      for (int j = 0; j < 8; ++j) {
+        int64_t at = c0 + j - start;
+        if (at < 0) at += width;
+        store8(columns + at * 8, r[j]);
+      }
+    }
+    for (int64_t j = 0; j + 1 < taps; ++j) store8(columns + (width + j) * 8, load8(columns + j * 8));
+    if (grad_x) {
+      for (int64_t w0 = 0; w0 < width; w0 += 8) {
+        Float8 acc[8];
+        for (int i = 0; i < 8; ++i) acc[i] = Float8{};
+        const float* e = columns + w0 * 8;
+        for (int64_t t = 0; t < taps; ++t) {
+          const float kt = k_reversed[t];
+          for (int i = 0; i < 8; ++i) acc[i] += kt * load8(e + (t + i) * 8);
+        }
+        transpose8(acc);
+        for (int i = 0; i < 8; ++i) store8(grad_x + (h0 + i) * width + w0, acc[i]);
+      }
+    }
+    if (partial) {
+      for (int64_t c0 = 0; c0 < width; c0 += 8) {
+        Float8 r[8];
+        for (int i = 0; i < 8; ++i) r[i] = load8(x + (h0 + i) * width + c0);
+        transpose8(r);
+        for (int j = 0; j < 8; ++j) store8(xcols + (c0 + j) * 8, r[j]);
+      }
+      int64_t s0 = 0;
+      for (; s0 + 8 <= taps; s0 += 8) {
+        Float8 acc[8];
+        for (int q = 0; q < 8; ++q) acc[q] = load8(sums + (s0 + q) * 8);
+        for (int64_t w = 0; w < width; ++w) {
+          const Float8 xv = load8(xcols + w * 8);
+          const float* e = columns + (w + s0) * 8;
+          for (int q = 0; q < 8; ++q) acc[q] += xv * load8(e + q * 8);
+        }
+        for (int q = 0; q < 8; ++q) store8(sums + (s0 + q) * 8, acc[q]);
+      }
+      for (; s0 < taps; ++s0) {
+        Float8 acc = load8(sums + s0 * 8);
+        for (int64_t w = 0; w < width; ++w) acc += load8(xcols + w * 8) * load8(columns + (w + s0) * 8);
+        store8(sums + s0 * 8, acc);
+      }
+    }
+  }
+  if (partial) {
+    for (int64_t s = 0; s < taps; ++s) {
+      float total = 0.0f;
+      for (int i = 0; i < 8; ++i) total += sums[s * 8 + i];
+      partial[taps - 1 - s] = static_cast<double>(total);
+    }
+  }
+  const int64_t left = height - full_rows;
+  if (left > 0) {
+    const int64_t stride = (width + taps - 1 + 15) / 16 * 16;
+    extend_along_w(rest, gy + full_rows * width, left, width, taps, -(taps - 1), stride);
+    if (grad_x) {
+      conv_rows(grad_x + full_rows * width, width, rest, stride, int64_t(1), left, width, k_reversed, taps,
+                0.0f);
+    }
+    if (partial) {
+      dot_taps(x + full_rows * width, width, rest, stride, int64_t(1), left, width, taps, shifted);
+      for (int64_t t = 0; t < taps; ++t) partial[t] += shifted[taps - 1 - t];
+    }
+  }
+  return true;
+}
+#endif
+
+// One plane of the forward (or of grad_x, with reversed taps and offset -(L-1)).
+template <typename T>
+void conv_plane(int axis, const Layout& g, T* ext, T* out, const T* src, int64_t height, int64_t width,
+                const T* k, int64_t taps, T b, int64_t offset) {
+  if (axis == 3 && conv_along_w_transposed<T>(out, src, height, width, k, taps, b, offset,
+                                              ext, ext + (width + taps - 1) * 8)) {
+    return;
+  }
+  extend(axis, g, ext, src, height, width, taps, offset);
+  conv_rows(out, g.len, ext, g.ext_stride, g.tap_stride, g.rows, g.len, k, taps, b);
+}
+
 template <typename T>
 void forward(const CircularConvForwardArgs<T>& a) {
   const int64_t H = a.height, W = a.width, L = a.taps, plane = H * W;
   const Layout g = layout<T>(a.axis, H, W, L);
   parallel_for(0, a.batch * a.channels, 1, [&](int64_t begin, int64_t end) {
-    Scratch<T> ext(g.ext_size);
+    Scratch<T> ext(g.ext_size + (W + L - 1) * 8);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t c = p % a.channels;
-      extend(a.axis, g, ext.data(), a.x + p * plane, H, W, L, 0);
-      conv_rows(a.y + p * plane, g.len, ext.data(), g.ext_stride, g.tap_stride, g.rows, g.len,
-                a.weight + c * L, L, a.bias ? a.bias[c] : T(0));
+      conv_plane(a.axis, g, ext.data(), a.y + p * plane, a.x + p * plane, H, W, a.weight + c * L, L,
+                 a.bias ? a.bias[c] : T(0), 0);
     }
   });
 }
@@ -306,18 +506,26 @@ void backward(const CircularConvBackwardArgs<T>& a) {
 
   parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
     Scratch<T> ext(g.ext_size);
+    Scratch<T> columns(a.axis == 3 ? (W + L - 1) * 8 + W * 8 + L * 8 + g.ext_size : 0);
     Scratch<double> shifted(need_w ? L : 0);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t c = p % C;
       const T* gy = a.grad_y + p * plane;
-      // One extension of grad_y serves both gradients: E[i + s] = gy[i - (L-1) + s].
-      if (a.grad_x || need_w) extend(a.axis, g, ext.data(), gy, H, W, L, -(L - 1));
-      if (a.grad_x) {
+      double* part = (need_w || need_b) ? partial.data() + p * stride : nullptr;
+      // Along W with 8-aligned float rows both gradients take the transposed kernel; otherwise one
+      // extension of grad_y serves both: E[i + s] = gy[i - (L-1) + s].
+      const bool transposed =
+          a.axis == 3 && (a.grad_x || need_w) &&
+          backward_along_w_transposed<T>(a.grad_x ? a.grad_x + p * plane : nullptr, need_w ? part : nullptr, gy,
+                                         a.x + p * plane, H, W, a.grad_x ? reversed.data() + c * L : nullptr, L, columns.data(),
+                                         columns.data() + (W + L - 1) * 8,
+                                         columns.data() + (W + L - 1) * 8 + W * 8 + L * 8, shifted.data());
+      if (!transposed && (a.grad_x || need_w)) extend(a.axis, g, ext.data(), gy, H, W, L, -(L - 1));
+      if (a.grad_x && !transposed) {
         conv_rows(a.grad_x + p * plane, g.len, ext.data(), g.ext_stride, g.tap_stride, g.rows, g.len,
                   reversed.data() + c * L, L, T(0));
       }
-      double* part = (need_w || need_b) ? partial.data() + p * stride : nullptr;
-      if (need_w) {
+      if (need_w && !transposed) {
         // grad_w[t] = sum_i gy[i] x[i + t] = sum_i x[i] gy[i - t] = sum_i x[i] E[i + (L-1-t)]: x read in
         // place against the same extension at shift s = L-1-t.
         dot_taps(a.x + p * plane, g.len, ext.data(), g.ext_stride, g.tap_stride, g.rows, g.len, L,
