@@ -292,3 +292,21 @@ def test_backward_masks_agree_with_full_backward(shape, dim):
                 torch.testing.assert_close(got, ref, atol=0, rtol=0)
             else:
                 assert got.numel() == 0
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_channel_and_batch_sliced_views(dim):
+    """Views whose [H, W] planes are contiguous but whose B/C strides are not (torch.chunk halves, batch
+    steps) are read in place; values and gradients as for contiguous copies."""
+    base = torch.randn(4, 6, 9, 16, dtype=torch.float64)
+    weight = torch.randn(3, 7, dtype=torch.float64)
+    for view in (torch.chunk(base, 2, dim=1)[1], base[::2, ::2], base[1:3, 2:5]):
+        x = view.clone().requires_grad_()       # contiguous copy, for the reference
+        xv = view.detach().requires_grad_()     # the strided view itself
+        g_base = torch.randn(view.shape[0], 2 * view.shape[1], 9, 16, dtype=torch.float64)
+        g = g_base[:, ::2]                      # a strided upstream gradient too
+        yv = circular_conv(xv, weight, None, dim)
+        torch.testing.assert_close(yv, reference(x, weight, None, dim))
+        yv.backward(g)
+        reference(x, weight, None, dim).backward(g)
+        torch.testing.assert_close(xv.grad, x.grad)

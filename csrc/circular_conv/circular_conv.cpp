@@ -55,14 +55,22 @@ CircularConvProblem check_circular_conv_backward(const Tensor& grad_out, const T
 
 namespace {
 
+// The CPU kernels take any strides over B and C as long as each [H, W] plane is contiguous (channel
+// slices such as torch.chunk(x, 2, 1) need no copy); anything else is made contiguous first.
+Tensor planes_contiguous(const Tensor& t) {
+  const int64_t h = t.size(2), w = t.size(3);
+  const bool ok = (w == 1 || t.stride(3) == 1) && (h == 1 || t.stride(2) == w);
+  return ok ? t : torch::stable::contiguous(t);
+}
+
 Tensor circular_conv_cpu(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, int64_t dim) {
   const CircularConvProblem p = check_circular_conv("circular_conv", x, weight, bias, dim);
-  const Tensor xc = torch::stable::contiguous(x);
   const Tensor wc = torch::stable::contiguous(weight);
   const std::optional<Tensor> bc =
       bias.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*bias)) : std::nullopt;
-  Tensor y = torch::stable::new_empty(xc, xc.sizes());
+  Tensor y = torch::stable::new_empty(x, x.sizes());
   if (y.numel() == 0) return y;
+  const Tensor xc = planes_contiguous(x);
   const cpu::CircularConvKernels& kernels = FK_CPU_DISPATCH(cpu::circular_conv_kernels);
   auto run = [&](auto* tag, auto forward) {
     using T = std::remove_pointer_t<decltype(tag)>;
@@ -70,7 +78,8 @@ Tensor circular_conv_cpu(const Tensor& x, const Tensor& weight, const std::optio
                                       static_cast<const T*>(wc.data_ptr()),
                                       bc ? static_cast<const T*>(bc->data_ptr()) : nullptr,
                                       static_cast<T*>(y.data_ptr()),
-                                      p.batch, p.channels, p.height, p.width, p.taps, p.axis};
+                                      p.batch, p.channels, p.height, p.width, p.taps, p.axis,
+                                      xc.stride(0), xc.stride(1)};
     forward(a);
   };
   if (xc.scalar_type() == ScalarType::Float) run(static_cast<float*>(nullptr), kernels.forward_f32);
@@ -82,11 +91,9 @@ std::tuple<Tensor, Tensor, Tensor> circular_conv_backward_cpu(const Tensor& grad
                                                               const Tensor& weight, int64_t dim, bool need_x,
                                                               bool need_weight, bool need_bias) {
   const CircularConvProblem p = check_circular_conv_backward(grad_out, x, weight, dim);
-  const Tensor gc = torch::stable::contiguous(grad_out);
-  const Tensor xc = torch::stable::contiguous(x);
   const Tensor wc = torch::stable::contiguous(weight);
   // Gradients that are not asked for come back as empty [0] tensors (the fake kernel agrees).
-  Tensor grad_x = torch::stable::new_empty(xc, need_x ? xc.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
+  Tensor grad_x = torch::stable::new_empty(x, need_x ? x.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
   Tensor grad_w = torch::stable::new_empty(wc, need_weight ? wc.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
   Tensor grad_b = torch::stable::new_empty(wc, {need_bias ? p.channels : 0});
   const bool any_plane = p.batch * p.channels * p.height * p.width > 0;
@@ -96,6 +103,8 @@ std::tuple<Tensor, Tensor, Tensor> circular_conv_backward_cpu(const Tensor& grad
     if (need_bias) torch::stable::zero_(grad_b);
     return {grad_x, grad_w, grad_b};
   }
+  const Tensor gc = planes_contiguous(grad_out);
+  const Tensor xc = planes_contiguous(x);
   const cpu::CircularConvKernels& kernels = FK_CPU_DISPATCH(cpu::circular_conv_kernels);
   auto run = [&](auto* tag, auto backward) {
     using T = std::remove_pointer_t<decltype(tag)>;
@@ -105,7 +114,8 @@ std::tuple<Tensor, Tensor, Tensor> circular_conv_backward_cpu(const Tensor& grad
                                        need_x ? static_cast<T*>(grad_x.data_ptr()) : nullptr,
                                        need_weight ? static_cast<T*>(grad_w.data_ptr()) : nullptr,
                                        need_bias ? static_cast<T*>(grad_b.data_ptr()) : nullptr,
-                                       p.batch, p.channels, p.height, p.width, p.taps, p.axis};
+                                       p.batch, p.channels, p.height, p.width, p.taps, p.axis,
+                                       gc.stride(0), gc.stride(1), xc.stride(0), xc.stride(1)};
     backward(a);
   };
   if (xc.scalar_type() == ScalarType::Float) run(static_cast<float*>(nullptr), kernels.backward_f32);

@@ -480,7 +480,8 @@ void forward(const CircularConvForwardArgs<T>& a) {
     Scratch<T> ext(g.ext_size + (W + L - 1) * 8);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t c = p % a.channels;
-      conv_plane(a.axis, g, ext.data(), a.y + p * plane, a.x + p * plane, H, W, a.weight + c * L, L,
+      const T* x = a.x + (p / a.channels) * a.x_stride_b + c * a.x_stride_c;
+      conv_plane(a.axis, g, ext.data(), a.y + p * plane, x, H, W, a.weight + c * L, L,
                  a.bias ? a.bias[c] : T(0), 0);
     }
   });
@@ -510,14 +511,16 @@ void backward(const CircularConvBackwardArgs<T>& a) {
     Scratch<double> shifted(need_w ? L : 0);
     for (int64_t p = begin; p < end; ++p) {
       const int64_t c = p % C;
-      const T* gy = a.grad_y + p * plane;
+      const int64_t b = p / C;
+      const T* gy = a.grad_y + b * a.grad_y_stride_b + c * a.grad_y_stride_c;
+      const T* x = a.x + b * a.x_stride_b + c * a.x_stride_c;
       double* part = (need_w || need_b) ? partial.data() + p * stride : nullptr;
       // Along W with 8-aligned float rows both gradients take the transposed kernel; otherwise one
       // extension of grad_y serves both: E[i + s] = gy[i - (L-1) + s].
       const bool transposed =
           a.axis == 3 && (a.grad_x || need_w) &&
           backward_along_w_transposed<T>(a.grad_x ? a.grad_x + p * plane : nullptr, need_w ? part : nullptr, gy,
-                                         a.x + p * plane, H, W, a.grad_x ? reversed.data() + c * L : nullptr, L, columns.data(),
+                                         x, H, W, a.grad_x ? reversed.data() + c * L : nullptr, L, columns.data(),
                                          columns.data() + (W + L - 1) * 8,
                                          columns.data() + (W + L - 1) * 8 + W * 8 + L * 8, shifted.data());
       if (!transposed && (a.grad_x || need_w)) extend(a.axis, g, ext.data(), gy, H, W, L, -(L - 1));
@@ -528,7 +531,7 @@ void backward(const CircularConvBackwardArgs<T>& a) {
       if (need_w && !transposed) {
         // grad_w[t] = sum_i gy[i] x[i + t] = sum_i x[i] gy[i - t] = sum_i x[i] E[i + (L-1-t)]: x read in
         // place against the same extension at shift s = L-1-t.
-        dot_taps(a.x + p * plane, g.len, ext.data(), g.ext_stride, g.tap_stride, g.rows, g.len, L,
+        dot_taps(x, g.len, ext.data(), g.ext_stride, g.tap_stride, g.rows, g.len, L,
                  shifted.data());
         for (int64_t t = 0; t < L; ++t) part[t] = shifted[L - 1 - t];
       }

@@ -7,26 +7,31 @@
 
 namespace facekernels::cpu {
 
+// Inputs may be strided over B and C (channel slices of a larger tensor, say) as long as each [H, W]
+// plane is contiguous: element (b, c, h, w) of x is x[b * x_stride_b + c * x_stride_c + h * W + w].
+// Outputs are contiguous.
 template <typename T>
 struct CircularConvForwardArgs {
-  const T* x;       // [B, C, H, W]
+  const T* x;       // [B, C, H, W], planes contiguous
   const T* weight;  // [C, L]
   const T* bias;    // [C] or nullptr
-  T* y;             // [B, C, H, W]
+  T* y;             // [B, C, H, W], contiguous
   int64_t batch, channels, height, width, taps;
   int axis;  // 2: along H, 3: along W
+  int64_t x_stride_b, x_stride_c;
 };
 
 template <typename T>
 struct CircularConvBackwardArgs {
-  const T* grad_y;  // [B, C, H, W]
-  const T* x;       // [B, C, H, W]
+  const T* grad_y;  // [B, C, H, W], planes contiguous
+  const T* x;       // [B, C, H, W], planes contiguous
   const T* weight;  // [C, L]
   T* grad_x;        // [B, C, H, W] or nullptr
   T* grad_weight;   // [C, L] or nullptr
   T* grad_bias;     // [C] or nullptr
   int64_t batch, channels, height, width, taps;
   int axis;
+  int64_t grad_y_stride_b, grad_y_stride_c, x_stride_b, x_stride_c;
 };
 
 struct CircularConvKernels {
