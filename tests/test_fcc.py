@@ -147,3 +147,23 @@ def test_bad_inputs():
         model(torch.randn(2, 8, 9, 9))
     with pytest.raises(ValueError, match="instance_kernel_method"):
         FCC(4, 8, instance_kernel_method="nearest")
+
+
+@pytest.mark.parametrize("momentum,track", [(None, True), (0.3, False)])
+def test_batch_norm_settings_follow_torch(momentum, track):
+    """BatchNorm's settings (cumulative average, no running stats) behave as in the released block."""
+    released, ours = _pair(3, 6)
+    for m in (released, ours):
+        for bn in (m.pre_Norm_1, m.pre_Norm_2):
+            bn.momentum = momentum
+            bn.track_running_stats = track
+            if not track:
+                bn.running_mean = bn.running_var = bn.num_batches_tracked = None
+    for train in (True, True, False):
+        released.train(train)
+        ours.train(train)
+        x = torch.randn(4, 6, 6, 6, dtype=torch.float64)
+        torch.testing.assert_close(ours(x), released(x), atol=1e-10, rtol=1e-10)
+    for (name, a), (_, b) in zip(released.named_buffers(), ours.named_buffers()):
+        torch.testing.assert_close(b, a, msg=name)
+
