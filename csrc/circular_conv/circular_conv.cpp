@@ -53,6 +53,21 @@ CircularConvProblem check_circular_conv_backward(const Tensor& grad_out, const T
   return p;
 }
 
+CircularConvGradients allocate_circular_conv_gradients(const Tensor& x, const Tensor& weight,
+                                                       const CircularConvProblem& p, bool need_x,
+                                                       bool need_weight, bool need_bias) {
+  using torch::headeronly::IntHeaderOnlyArrayRef;
+  CircularConvGradients g{torch::stable::new_empty(x, need_x ? x.sizes() : IntHeaderOnlyArrayRef{0}),
+                          torch::stable::new_empty(weight, need_weight ? weight.sizes() : IntHeaderOnlyArrayRef{0}),
+                          torch::stable::new_empty(weight, {need_bias ? p.channels : 0}), false};
+  if (p.batch * p.channels * p.height * p.width == 0) {
+    if (need_weight) torch::stable::zero_(g.grad_weight);
+    if (need_bias) torch::stable::zero_(g.grad_bias);
+    g.done = true;
+  }
+  return g;
+}
+
 namespace {
 
 // The CPU kernels take any strides over B and C as long as each [H, W] plane is contiguous (channel
@@ -92,17 +107,9 @@ std::tuple<Tensor, Tensor, Tensor> circular_conv_backward_cpu(const Tensor& grad
                                                               bool need_weight, bool need_bias) {
   const CircularConvProblem p = check_circular_conv_backward(grad_out, x, weight, dim);
   const Tensor wc = torch::stable::contiguous(weight);
-  // Gradients that are not asked for come back as empty [0] tensors (the fake kernel agrees).
-  Tensor grad_x = torch::stable::new_empty(x, need_x ? x.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
-  Tensor grad_w = torch::stable::new_empty(wc, need_weight ? wc.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
-  Tensor grad_b = torch::stable::new_empty(wc, {need_bias ? p.channels : 0});
-  const bool any_plane = p.batch * p.channels * p.height * p.width > 0;
-  if (!any_plane) {
-    // Empty batch (or no channels): the weight and bias gradients are sums over nothing.
-    if (need_weight) torch::stable::zero_(grad_w);
-    if (need_bias) torch::stable::zero_(grad_b);
-    return {grad_x, grad_w, grad_b};
-  }
+  CircularConvGradients out = allocate_circular_conv_gradients(x, wc, p, need_x, need_weight, need_bias);
+  const Tensor &grad_x = out.grad_x, &grad_w = out.grad_weight, &grad_b = out.grad_bias;
+  if (out.done || !(need_x || need_weight || need_bias)) return {grad_x, grad_w, grad_b};
   const Tensor gc = planes_contiguous(grad_out);
   const Tensor xc = planes_contiguous(x);
   const cpu::CircularConvKernels& kernels = FK_CPU_DISPATCH(cpu::circular_conv_kernels);

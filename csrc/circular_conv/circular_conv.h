@@ -24,4 +24,16 @@ CircularConvProblem check_circular_conv_backward(const torch::stable::Tensor& gr
                                                  const torch::stable::Tensor& x,
                                                  const torch::stable::Tensor& weight, int64_t dim);
 
+// The backward op's outputs, allocated like `x` and `weight`: a gradient not asked for is an empty [0]
+// tensor (the fake kernel agrees). With no planes at all (B = 0 or C = 0) the weight and bias gradients
+// are zero-filled sums over nothing and `done` is set: nothing is left to launch.
+struct CircularConvGradients {
+  torch::stable::Tensor grad_x, grad_weight, grad_bias;
+  bool done;
+};
+CircularConvGradients allocate_circular_conv_gradients(const torch::stable::Tensor& x,
+                                                       const torch::stable::Tensor& weight,
+                                                       const CircularConvProblem& p, bool need_x,
+                                                       bool need_weight, bool need_bias);
+
 }  // namespace facekernels

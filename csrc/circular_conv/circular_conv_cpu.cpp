@@ -331,6 +331,39 @@ inline void transpose8(Float8 (&r)[8]) {
   r[7] = __builtin_shufflevector(u3, u7, 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
+// columns[j] = rows h0..h0+7 of column (j + offset) mod W, for j < W + L - 1 (L = 1: no extension).
+inline void transpose_columns(float* columns, const float* src, int64_t h0, int64_t width, int64_t taps,
+                              int64_t offset) {
+  const int64_t start = ((offset % width) + width) % width;
+  for (int64_t c0 = 0; c0 < width; c0 += 8) {
+    Float8 r[8];
+    for (int i = 0; i < 8; ++i) r[i] = load8(src + (h0 + i) * width + c0);
+    transpose8(r);
+    for (int j = 0; j < 8; ++j) {
+      int64_t at = c0 + j - start;
+      if (at < 0) at += width;
+      store8(columns + at * 8, r[j]);
+    }
+  }
+  for (int64_t j = 0; j + 1 < taps; ++j) store8(columns + (width + j) * 8, load8(columns + j * 8));
+}
+
+// out rows h0..h0+7: b + sum_t k[t] columns[w + t], 8x8 tiles transposed back to rows.
+inline void conv_columns(float* out, const float* columns, int64_t h0, int64_t width, const float* k,
+                         int64_t taps, float b) {
+  for (int64_t w0 = 0; w0 < width; w0 += 8) {
+    Float8 acc[8];
+    for (int i = 0; i < 8; ++i) acc[i] = Float8{} + b;
+    const float* e = columns + w0 * 8;
+    for (int64_t t = 0; t < taps; ++t) {
+      const float kt = k[t];
+      for (int i = 0; i < 8; ++i) acc[i] += kt * load8(e + (t + i) * 8);
+    }
+    transpose8(acc);
+    for (int i = 0; i < 8; ++i) store8(out + (h0 + i) * width + w0, acc[i]);
+  }
+}
+
 // out[h][w] = b + sum_t k[t] src[h][(w + t + offset) mod W] for a [H, W] plane. `columns` holds
 // (W + L - 1) * 8 floats; `rest` the row-wise extension of the last H mod 8 rows.
 template <>
@@ -338,32 +371,10 @@ inline bool conv_along_w_transposed<float>(float* out, const float* src, int64_t
                                            const float* k, int64_t taps, float b, int64_t offset,
                                            float* columns, float* rest) {
   if (width % 8 != 0 || height < 8) return false;
-  const int64_t start = ((offset % width) + width) % width;
   const int64_t full_rows = height / 8 * 8;
   for (int64_t h0 = 0; h0 < full_rows; h0 += 8) {
-    // columns[j] = the eight rows' column (j + start) mod W, for j < W + L - 1.
-    for (int64_t c0 = 0; c0 < width; c0 += 8) {
-      Float8 r[8];
-      for (int i = 0; i < 8; ++i) r[i] = load8(src + (h0 + i) * width + c0);
-      transpose8(r);
-      for (int j = 0; j < 8; ++j) {
-        int64_t at = c0 + j - start;
-        if (at < 0) at += width;
-        store8(columns + at * 8, r[j]);
-      }
-    }
-    for (int64_t j = 0; j + 1 < taps; ++j) store8(columns + (width + j) * 8, load8(columns + j * 8));
-    for (int64_t w0 = 0; w0 < width; w0 += 8) {
-      Float8 acc[8];
-      for (int i = 0; i < 8; ++i) acc[i] = Float8{} + b;
-      const float* e = columns + w0 * 8;
-      for (int64_t t = 0; t < taps; ++t) {
-        const float kt = k[t];
-        for (int i = 0; i < 8; ++i) acc[i] += kt * load8(e + (t + i) * 8);
-      }
-      transpose8(acc);
-      for (int i = 0; i < 8; ++i) store8(out + (h0 + i) * width + w0, acc[i]);
-    }
+    transpose_columns(columns, src, h0, width, taps, offset);
+    conv_columns(out, columns, h0, width, k, taps, b);
   }
   const int64_t left = height - full_rows;
   if (left > 0) {
@@ -382,42 +393,14 @@ inline bool backward_along_w_transposed<float>(float* grad_x, double* partial, c
                                                int64_t taps, float* columns, float* xcols, float* rest,
                                                double* shifted) {
   if (width % 8 != 0 || height < 8) return false;
-  const int64_t start = (((-(taps - 1)) % width) + width) % width;
   const int64_t full_rows = height / 8 * 8;
   float* sums = xcols + width * 8;  // per-shift vector sums of the weight gradient, L x 8
   for (int64_t i = 0; i < taps * 8; ++i) sums[i] = 0.0f;
   for (int64_t h0 = 0; h0 < full_rows; h0 += 8) {
-    for (int64_t c0 = 0; c0 < width; c0 += 8) {
-      Float8 r[8];
-      for (int i = 0; i < 8; ++i) r[i] = load8(gy + (h0 + i) * width + c0);
-      transpose8(r);
-      for (int j = 0; j < 8; ++j) {
-        int64_t at = c0 + j - start;
-        if (at < 0) at += width;
-        store8(columns + at * 8, r[j]);
-      }
-    }
-    for (int64_t j = 0; j + 1 < taps; ++j) store8(columns + (width + j) * 8, load8(columns + j * 8));
-    if (grad_x) {
-      for (int64_t w0 = 0; w0 < width; w0 += 8) {
-        Float8 acc[8];
-        for (int i = 0; i < 8; ++i) acc[i] = Float8{};
-        const float* e = columns + w0 * 8;
-        for (int64_t t = 0; t < taps; ++t) {
-          const float kt = k_reversed[t];
-          for (int i = 0; i < 8; ++i) acc[i] += kt * load8(e + (t + i) * 8);
-        }
-        transpose8(acc);
-        for (int i = 0; i < 8; ++i) store8(grad_x + (h0 + i) * width + w0, acc[i]);
-      }
-    }
+    transpose_columns(columns, gy, h0, width, taps, -(taps - 1));
+    if (grad_x) conv_columns(grad_x, columns, h0, width, k_reversed, taps, 0.0f);
     if (partial) {
-      for (int64_t c0 = 0; c0 < width; c0 += 8) {
-        Float8 r[8];
-        for (int i = 0; i < 8; ++i) r[i] = load8(x + (h0 + i) * width + c0);
-        transpose8(r);
-        for (int j = 0; j < 8; ++j) store8(xcols + (c0 + j) * 8, r[j]);
-      }
+      transpose_columns(xcols, x, h0, width, 1, 0);
       int64_t s0 = 0;
       for (; s0 + 8 <= taps; s0 += 8) {
         Float8 acc[8];

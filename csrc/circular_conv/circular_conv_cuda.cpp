@@ -78,20 +78,9 @@ std::tuple<Tensor, Tensor, Tensor> circular_conv_backward_cuda(const Tensor& gra
   const Tensor gc = torch::stable::contiguous(grad_out);
   const Tensor xc = torch::stable::contiguous(x);
   const Tensor wc = torch::stable::contiguous(weight);
-  // Gradients that are not asked for come back as empty [0] tensors (as on CPU; the fake kernel agrees).
-  Tensor grad_x =
-      torch::stable::new_empty(xc, need_x ? xc.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
-  Tensor grad_w =
-      torch::stable::new_empty(wc, need_weight ? wc.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
-  Tensor grad_b = torch::stable::new_empty(wc, {need_bias ? p.channels : 0});
-  const bool any_plane = p.batch * p.channels * p.height * p.width > 0;
-  if (!any_plane) {
-    // Empty batch (or no channels): the weight and bias gradients are sums over nothing.
-    if (need_weight) torch::stable::zero_(grad_w);
-    if (need_bias) torch::stable::zero_(grad_b);
-    return {grad_x, grad_w, grad_b};
-  }
-  if (!(need_x || need_weight || need_bias)) return {grad_x, grad_w, grad_b};
+  CircularConvGradients out = allocate_circular_conv_gradients(xc, wc, p, need_x, need_weight, need_bias);
+  const Tensor &grad_x = out.grad_x, &grad_w = out.grad_weight, &grad_b = out.grad_bias;
+  if (out.done || !(need_x || need_weight || need_bias)) return {grad_x, grad_w, grad_b};
   const cuda::CircularConvShape shape = cuda_shape(p);
   // Float32 scratch for the deterministic two-pass reduction, from torch's caching allocator.
   const int64_t workspace_size = cuda::circular_conv_backward_workspace_size(shape, need_weight, need_bias);
