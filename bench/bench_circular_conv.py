@@ -6,7 +6,6 @@ forward+backward; compare them with --benchmark-group-by=param:workload,param:mo
 
 import pytest
 import torch
-
 from facekernels.bench.harness import _make_step
 from workloads import WORKLOADS
 

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-
 from facekernels.bench import cli, harness, workloads
 
 

@@ -3,11 +3,10 @@ torch.compile, strides, odd and empty shapes, and every bad input the op must re
 
 import itertools
 
+import facekernels
 import pytest
 import torch
 import torch.nn.functional as F
-
-import facekernels
 from facekernels.ops import circular_conv
 
 
@@ -25,7 +24,7 @@ def reference(x, weight, bias, dim):
     return y
 
 
-TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float64: dict(atol=1e-12, rtol=1e-12)}
+TOL = {torch.float32: {"atol": 1e-5, "rtol": 1e-5}, torch.float64: {"atol": 1e-12, "rtol": 1e-12}}
 
 SHAPES = [  # (B, C, H, W, L, dim)
     (2, 3, 5, 7, 4, 2),
@@ -224,7 +223,7 @@ def test_build_info():
 # ---- bad inputs: each raises with the op, the argument, what was expected and what came -------------
 
 def _args(**over):
-    args = dict(x=torch.randn(2, 3, 5, 6), weight=torch.randn(3, 4), bias=torch.randn(3), dim=2)
+    args = {"x": torch.randn(2, 3, 5, 6), "weight": torch.randn(3, 4), "bias": torch.randn(3), "dim": 2}
     args.update(over)
     return args
 

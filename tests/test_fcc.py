@@ -4,9 +4,8 @@ published description (same parameter names, shapes and forward), in train and e
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from facekernels.nn import FCC
+from torch import nn
 
 
 class ReleasedFCC(nn.Module):

@@ -6,7 +6,8 @@ import sys
 
 
 def main(path: str) -> None:
-    result = json.load(open(path))
+    with open(path) as f:
+        result = json.load(f)
     meta, ceil = result["meta"], result["ceilings"]
     print(f"- commit {meta['commit']}, facekernels {meta['facekernels']}, torch {meta['torch']}, "
           f"{meta.get('gpu', meta['cpu'])}, {meta['threads']} threads, {result['repeats']} samples, {meta['date']}")

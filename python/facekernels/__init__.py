@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (torch's libraries must be loaded before the extension)
 
-from . import _C
-from . import ops, nn  # noqa: E402
+from . import _C, nn, ops
 from .ops import circular_conv
 
 __version__: str = _C.build_info()["version"]
@@ -20,4 +19,4 @@ def build_info() -> dict:
     return _C.build_info()
 
 
-__all__ = ["build_info", "circular_conv", "ops", "nn", "__version__"]
+__all__ = ["__version__", "build_info", "circular_conv", "nn", "ops"]

@@ -22,7 +22,7 @@ def circular_conv_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, 
 
 def circular_conv_fft(x: Tensor, weight: Tensor, bias: Tensor | None = None, dim: int = 2) -> Tensor:
     """Circular cross-correlation by the FFT along the convolved axis: y = irfft(rfft(x) * conj(rfft(w)))."""
-    c, taps = weight.shape
+    c = weight.shape[0]
     axis = dim % 4
     n = x.shape[axis]
     spectrum = torch.fft.rfft(weight, n=n, dim=1).conj()

@@ -6,8 +6,8 @@ peers (see peers.py); the harness adds the torch.compile'd peers and times forwa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
