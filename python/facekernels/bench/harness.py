@@ -80,7 +80,8 @@ def time_interleaved(
 
 def measure_ceilings(device: str, quick: bool = False) -> dict:
     """The machine's copy bandwidth (a large tensor copy, bytes read + written) and SGEMM rate."""
-    n_copy = (16 if quick else 64) * 2**20 // 4
+    # 64 MiB each way even when quick: smaller copies fit in the last-level cache and overstate the ceiling
+    n_copy = 64 * 2**20 // 4
     src = torch.randn(n_copy, device=device)
     dst = torch.empty_like(src)
     copy = time_interleaved({"copy": lambda: dst.copy_(src)}, device, 5 if quick else 15, 5e-3)["copy"]
