@@ -114,6 +114,11 @@ def test_opcheck(dim):
             torch.ops.facekernels._circular_conv_backward.default,
             (grad, x.detach(), weight.detach(), dim, *mask),
         )
+    # the backward op is differentiable too (double backward)
+    torch.library.opcheck(
+        torch.ops.facekernels._circular_conv_backward.default,
+        (grad.requires_grad_(), x.detach().requires_grad_(), weight.detach().requires_grad_(), dim, True, True, True),
+    )
 
 
 def test_torch_compile_fullgraph():
@@ -309,3 +314,25 @@ def test_channel_and_batch_sliced_views(dim):
         yv.backward(g)
         reference(x, weight, None, dim).backward(g)
         torch.testing.assert_close(xv.grad, x.grad)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_gradgradcheck(dim):
+    """Second derivatives (gradient penalties) are exact, not silently dropped."""
+    x = torch.randn(2, 3, 5, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda *a: circular_conv(*a, dim=dim), (x, weight, bias))
+    assert torch.autograd.gradgradcheck(lambda a, b: circular_conv(a, b, None, dim), (x, weight))
+
+
+def test_gradient_penalty_matches_reference():
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    results = []
+    for fn in (lambda a, w: circular_conv(a, w, None, 3), lambda a, w: reference(a, w, None, 3)):
+        (g,) = torch.autograd.grad(fn(x, weight).pow(2).sum(), x, create_graph=True)
+        penalty = g.pow(2).sum()
+        results.append(torch.autograd.grad(penalty, (x, weight)))
+    for ours, ref in zip(*results):
+        torch.testing.assert_close(ours, ref)

@@ -77,4 +77,50 @@ def _backward(ctx, grad_out: Tensor):
 
 
 torch.library.register_autograd("facekernels::circular_conv", _backward, setup_context=_setup_context)
+
+
+# Double backward. The backward is bilinear in (grad_out, x) and (grad_out, weight):
+#   grad_x = A_w^T gy,  grad_weight[c, t] = <gy, x shifted by t>,  grad_bias[c] = sum gy,
+# so its own gradients are again circular convolutions and their backward:
+#   d/d gy = circular_conv(gg_x, w) + circular_conv(x, gg_weight, gg_bias)
+#   d/d x  = the grad_x formula with gg_weight as the taps
+#   d/d w  = the grad_weight formula with gg_x in place of x
+# Written with the differentiable ops, so higher orders follow (gradient penalties need the second).
+def _backward_setup_context(ctx, inputs, output) -> None:
+    grad_out, x, weight, dim, need_x, need_weight, need_bias = inputs
+    ctx.save_for_backward(grad_out, x, weight)
+    ctx.dim = dim
+    ctx.mask = (need_x, need_weight, need_bias)
+
+
+def _backward_backward(ctx, gg_x: Tensor | None, gg_weight: Tensor | None, gg_bias: Tensor | None):
+    grad_out, x, weight = ctx.saved_tensors
+    need_x, need_weight, need_bias = ctx.mask
+    dim = ctx.dim
+    gg_x = gg_x if need_x else None
+    gg_weight = gg_weight if need_weight else None
+    gg_bias = gg_bias if need_bias else None
+    wants_grad_out, wants_x, wants_weight = ctx.needs_input_grad[:3]
+    d_grad_out = d_x = d_weight = None
+    if wants_grad_out:
+        if gg_x is not None:
+            d_grad_out = circular_conv(gg_x, weight, None, dim)
+        if gg_weight is not None or gg_bias is not None:
+            taps = gg_weight if gg_weight is not None else torch.zeros_like(weight)
+            term = circular_conv(x, taps, gg_bias, dim)
+            d_grad_out = term if d_grad_out is None else d_grad_out + term
+    if wants_x and gg_weight is not None:
+        d_x = torch.ops.facekernels._circular_conv_backward.default(
+            grad_out, x, gg_weight, dim, True, False, False
+        )[0]
+    if wants_weight and gg_x is not None:
+        d_weight = torch.ops.facekernels._circular_conv_backward.default(
+            grad_out, gg_x, weight, dim, False, True, False
+        )[1]
+    return d_grad_out, d_x, d_weight, None, None, None, None
+
+
+torch.library.register_autograd(
+    "facekernels::_circular_conv_backward", _backward_backward, setup_context=_backward_setup_context
+)
 register_autocast("circular_conv")
