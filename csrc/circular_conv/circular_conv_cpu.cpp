@@ -3,8 +3,10 @@
 //
 // Each [H, W] plane is first extended circularly by L - 1 along the convolved axis (a copy in L1), so
 // every tap reads a contiguous shifted window: along H the extension is a flat array in which tap t of
-// output j sits at j + t * W (contiguous in j whatever W is); along W each row is extended. The sums run
-// over register tiles with eight vector accumulators; the weight gradient takes eight taps per pass.
+// output j sits at j + t * W (contiguous in j whatever W is); along W, float rows a multiple of 8 wide
+// are transposed eight rows at a time so that taps read aligned column vectors, other rows are extended
+// one by one. The sums run over register tiles with eight vector accumulators; the weight gradient
+// takes eight taps per pass. docs/design.md has the whole story.
 #include <cstdint>
 #include <cstdlib>
 #include <new>
