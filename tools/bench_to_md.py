@@ -4,6 +4,8 @@ docs/benchmarks.md: python tools/bench_to_md.py bench/results/latest-cpu.json"""
 import json
 import sys
 
+from facekernels.bench.harness import _rate
+
 
 def main(path: str) -> None:
     with open(path) as f:
@@ -15,13 +17,11 @@ def main(path: str) -> None:
     print("| workload | mode | candidate | median ms | IQR ms | facekernels speedup | % SGEMM | % copy |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for row in result["results"]:
-        ours = row["timing"]["facekernels"]["median_s"]
         for name, t in row["timing"].items():
-            sec = t["median_s"]
-            speed = "" if name == "facekernels" else f"{sec / ours:.2f}x"
-            print(f"| {row['workload']} | {row['mode']} | {name} | {sec * 1e3:.3f} | {t['iqr_s'] * 1e3:.3f} | {speed} | "
-                  f"{100 * row['flops'] / sec / 1e9 / ceil['sgemm_gflops']:.1f} | "
-                  f"{100 * row['bytes'] / sec / 1e9 / ceil['copy_gbps']:.1f} |")
+            flop_frac, byte_frac = _rate(row, name, ceil)
+            speed = f"{row['speedup'][name]:.2f}x" if name in row["speedup"] else ""
+            print(f"| {row['workload']} | {row['mode']} | {name} | {t['median_s'] * 1e3:.3f} | "
+                  f"{t['iqr_s'] * 1e3:.3f} | {speed} | {100 * flop_frac:.1f} | {100 * byte_frac:.1f} |")
 
 
 if __name__ == "__main__":

@@ -380,7 +380,7 @@ inline bool conv_along_w_transposed<float>(float* out, const float* src, int64_t
   }
   const int64_t left = height - full_rows;
   if (left > 0) {
-    const int64_t stride = (width + taps - 1 + 15) / 16 * 16;
+    const int64_t stride = layout<float>(3, left, width, taps).ext_stride;  // as the row-wise path
     extend_along_w(rest, src + full_rows * width, left, width, taps, offset, stride);
     conv_rows(out + full_rows * width, width, rest, stride, int64_t(1), left, width, k, taps, b);
   }
@@ -430,7 +430,7 @@ inline bool backward_along_w_transposed<float>(float* grad_x, double* partial, c
   }
   const int64_t left = height - full_rows;
   if (left > 0) {
-    const int64_t stride = (width + taps - 1 + 15) / 16 * 16;
+    const int64_t stride = layout<float>(3, left, width, taps).ext_stride;  // as the row-wise path
     extend_along_w(rest, gy + full_rows * width, left, width, taps, -(taps - 1), stride);
     if (grad_x) {
       conv_rows(grad_x + full_rows * width, width, rest, stride, int64_t(1), left, width, k_reversed, taps,

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -208,10 +209,9 @@ def format_table(rows: list[dict], ceilings: dict) -> str:
             f"{'%GEMM':>6} {'%copy':>6} {'max|diff|':>9}")
     lines = [head, "-" * len(head)]
     for row in rows:
-        ours = row["timing"]["facekernels"]["median_s"]
         for name, t in row["timing"].items():
             flop_frac, byte_frac = _rate(row, name, ceilings)
-            speed = "" if name == "facekernels" else f"{t['median_s'] / ours:7.2f}x"
+            speed = f"{row['speedup'][name]:7.2f}x" if name in row["speedup"] else ""
             lines.append(
                 f"{row['workload']:<17} {row['mode']:<17} {name:<15} {t['median_s'] * 1e3:10.3f} "
                 f"{t['iqr_s'] * 1e3:8.3f} {speed:>8} {100 * flop_frac:5.1f}% {100 * byte_frac:5.1f}% "
@@ -237,7 +237,7 @@ def plot(rows: list[dict], path: Path, title: str) -> bool:
     for i, peer in enumerate(peers):
         xs = [j + (i - (len(peers) - 1) / 2) * width for j in range(len(rows))]
         ys = [r["speedup"].get(peer, float("nan")) for r in rows]
-        bars = ax.bar(xs, ys, width, label=f"vs {peer}")
+        ax.bar(xs, ys, width, label=f"vs {peer}")
         for x, y in zip(xs, ys):
             if not math.isnan(y):
                 ax.text(x, y, f"{y:.1f}", ha="center", va="bottom", fontsize=7)
@@ -251,7 +251,6 @@ def plot(rows: list[dict], path: Path, title: str) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    del bars
     return True
 
 
@@ -293,13 +292,14 @@ def run(workloads: list[Workload], device: str, quick: bool, out_dir: Path | Non
         out_dir.mkdir(parents=True, exist_ok=True)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         base = out_dir / f"{stamp}-{device.split(':')[0]}"
+        latest = out_dir / f"latest-{device.split(':')[0]}"
         base.with_suffix(".json").write_text(json.dumps(result, indent=1))
-        (out_dir / f"latest-{device.split(':')[0]}.json").write_text(json.dumps(result, indent=1))
+        shutil.copyfile(base.with_suffix(".json"), latest.with_suffix(".json"))
         meta = result["meta"]
         title = (f"facekernels {meta['facekernels']} ({meta['commit']}), torch {meta['torch']}, "
                  f"{meta.get('gpu', meta['cpu'])}, {meta['threads']} threads")
         if plot(rows, base.with_suffix(".png"), title):
-            plot(rows, out_dir / f"latest-{device.split(':')[0]}.png", title)
+            shutil.copyfile(base.with_suffix(".png"), latest.with_suffix(".png"))
             print(f"results: {base.with_suffix('.json')} and {base.with_suffix('.png')}")
         else:
             print(f"results: {base.with_suffix('.json')} (matplotlib not installed: no chart)")
