@@ -47,6 +47,7 @@ py::dict build_info() {
   py::dict per_kernel;
   // Every CPU kernel source is compiled for the same levels and dispatches through cpu_capability().
   per_kernel["circular_conv"] = level;
+  per_kernel["local_stats"] = level;
   info["cpu_capability"] = level;
   info["cpu_kernels"] = per_kernel;
   return info;

@@ -8,72 +8,13 @@
 // one by one. The sums run over register tiles with eight vector accumulators; the weight gradient
 // takes eight taps per pass. docs/design.md has the whole story.
 #include <cstdint>
-#include <cstdlib>
-#include <new>
 
 #include "circular_conv/circular_conv_kernels.h"
+#include "core/cpu_simd.h"
 #include "core/parallel.h"
-
-#define FK_CONCAT_(a, b) a##b
-#define FK_CONCAT(a, b) FK_CONCAT_(a, b)
 
 namespace facekernels::cpu {
 namespace {
-
-#if defined(FK_CPU_CAPABILITY_AVX512)
-constexpr int kVectorBytes = 64;
-#elif defined(FK_CPU_CAPABILITY_AVX2)
-constexpr int kVectorBytes = 32;
-#else
-constexpr int kVectorBytes = 16;
-#endif
-
-// Scratch memory. This file is compiled once per SIMD level, so it instantiates no std:: templates: an
-// inline function emitted with AVX-512 code in one copy could be the one the linker keeps for all.
-template <typename T>
-class Scratch {
- public:
-  // Cache-line aligned, so that rows of a multiple of 16 floats never split a vector load.
-  explicit Scratch(int64_t n)
-      : data_(n > 0 ? static_cast<T*>(std::aligned_alloc(64, (sizeof(T) * n + 63) / 64 * 64)) : nullptr) {
-    if (n > 0 && data_ == nullptr) throw std::bad_alloc();
-  }
-  ~Scratch() { std::free(data_); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  T* data() { return data_; }
-  T& operator[](int64_t i) { return data_[i]; }
-
- private:
-  T* data_;
-};
-
-inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-
-template <typename T>
-constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(T));
-
-// Vectors of the compiled width through GCC/Clang vector extensions: the tiles below hold their
-// accumulators in explicitly named vector registers rather than relying on the compiler to registerise
-// a 2-D array (it spills them).
-template <typename T>
-struct VecOf {
-  typedef T type __attribute__((vector_size(kVectorBytes)));
-};
-template <typename T>
-using Vec = typename VecOf<T>::type;
-
-template <typename T>
-inline Vec<T> load(const T* p) {
-  Vec<T> v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <typename T>
-inline void store(T* p, Vec<T> v) {
-  __builtin_memcpy(p, &v, sizeof(v));
-}
 
 template <typename T>
 inline T horizontal_sum(Vec<T> v) {

@@ -10,9 +10,9 @@
 
 #include <cstdint>
 
-namespace facekernels::cuda {
+#include "cuda/core/dtype.h"
 
-enum class DType : int { Float32, Float16, BFloat16 };
+namespace facekernels::cuda {
 
 struct CircularConvShape {
   int64_t batch, channels, height, width, taps;

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch  # noqa: F401  (torch's libraries must be loaded before the extension)
 
 from . import _C, nn, ops
-from .ops import circular_conv
+from .ops import circular_conv, local_mean_var, local_stat_transform
 
 __version__: str = _C.build_info()["version"]
 
@@ -19,4 +19,6 @@ def build_info() -> dict:
     return _C.build_info()
 
 
-__all__ = ["__version__", "build_info", "circular_conv", "nn", "ops"]
+__all__ = [
+    "__version__", "build_info", "circular_conv", "local_mean_var", "local_stat_transform", "nn", "ops",
+]

@@ -1,0 +1,74 @@
+// Building blocks of the CPU kernel sources, which are compiled once per SIMD level (FK_CPU_CAPABILITY):
+// the vector width of that level, GCC/Clang vector types of it, loads and stores, and scratch memory.
+//
+// Everything here has internal linkage (an unnamed namespace) on purpose: each kernel source includes
+// it under different -m flags, and an inline function with external linkage compiled with AVX-512 in
+// one object could be the copy the linker keeps for all. For the same reason nothing here instantiates
+// std:: templates.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
+#define FK_CONCAT_(a, b) a##b
+#define FK_CONCAT(a, b) FK_CONCAT_(a, b)
+
+namespace facekernels::cpu {
+namespace {
+
+#if defined(FK_CPU_CAPABILITY_AVX512)
+constexpr int kVectorBytes = 64;
+#elif defined(FK_CPU_CAPABILITY_AVX2)
+constexpr int kVectorBytes = 32;
+#else
+constexpr int kVectorBytes = 16;
+#endif
+
+// Cache-line aligned scratch memory, so that rows of a multiple of 16 floats never split a vector load.
+template <typename T>
+class Scratch {
+ public:
+  explicit Scratch(int64_t n)
+      : data_(n > 0 ? static_cast<T*>(std::aligned_alloc(64, (sizeof(T) * n + 63) / 64 * 64)) : nullptr) {
+    if (n > 0 && data_ == nullptr) throw std::bad_alloc();
+  }
+  ~Scratch() { std::free(data_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  T* data() { return data_; }
+  T& operator[](int64_t i) { return data_[i]; }
+
+ private:
+  T* data_;
+};
+
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+template <typename T>
+constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(T));
+
+// Vectors of the compiled width through GCC/Clang vector extensions: kernels hold their accumulators in
+// explicitly named vector registers rather than relying on the compiler to registerise a 2-D array.
+template <typename T>
+struct VecOf {
+  typedef T type __attribute__((vector_size(kVectorBytes)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+
+template <typename T>
+inline Vec<T> load(const T* p) {
+  Vec<T> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void store(T* p, Vec<T> v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+}  // namespace
+}  // namespace facekernels::cpu

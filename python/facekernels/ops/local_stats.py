@@ -1,0 +1,151 @@
+"""local_stat_transform and local_mean_var: windowed statistics over clipped square windows, and the local
+AdaIN of the weather-robust face restoration work built on them."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._registration import check_same_device, register_autocast
+
+__all__ = ["local_mean_var", "local_stat_transform"]
+
+
+def local_stat_transform(x: Tensor, guide: Tensor, kernel_size: int = 7, eps: float = 1e-5) -> Tensor:
+    r"""Re-normalise ``x`` to the local statistics of ``guide`` (a local AdaIN).
+
+    For every ``(b, c, h, w)`` the window is the square of side ``kernel_size`` centred there and
+    clipped to the image, ``n`` its number of pixels (``r = kernel_size // 2``)::
+
+        mu_x  = (1/n) sum_window x                 var_x = (1/n) sum_window (x - mu_x)^2   (biased)
+        mu_g, var_g likewise from guide
+        out   = (x - mu_x) / sqrt(var_x + eps) * sqrt(var_g + eps) + mu_g
+
+    A window larger than the image is legal: it covers the whole axis (per-channel AdaIN when it covers
+    both). The cost per pixel does not depend on ``kernel_size`` (running box sums), and the sums are
+    shifted by a value near the data, so float32 results stay accurate when the mean dwarfs the spread.
+
+    Args:
+        x, guide: ``[B, C, H, W]`` of one shape, dtype and device: float32/float64 on CPU,
+            float16/bfloat16/float32 on CUDA (statistics in float32); any strides.
+        kernel_size: odd, >= 1.
+        eps: >= 0, added to both variances.
+
+    Returns:
+        ``[B, C, H, W]``, contiguous. Differentiable in ``x`` and ``guide`` (through the statistics too);
+        not twice differentiable.
+    """
+    return torch.ops.facekernels.local_stat_transform.default(x, guide, kernel_size, eps)
+
+
+def local_mean_var(x: Tensor, kernel_size: int = 7) -> tuple[Tensor, Tensor]:
+    r"""Windowed mean and biased variance over clipped ``kernel_size`` squares (see
+    :func:`local_stat_transform` for the window)::
+
+        mean = (1/n) sum_window x        var = (1/n) sum_window (x - mean)^2
+
+    Args:
+        x: ``[B, C, H, W]``, float32/float64 on CPU, float16/bfloat16/float32 on CUDA; any strides.
+        kernel_size: odd, >= 1.
+
+    Returns:
+        ``(mean, var)``, each ``[B, C, H, W]`` and contiguous; both differentiable in ``x`` (once).
+    """
+    return torch.ops.facekernels.local_mean_var.default(x, kernel_size)
+
+
+@torch.library.register_fake("facekernels::local_stat_transform")
+def _local_stat_transform_fake(x: Tensor, guide: Tensor, kernel_size: int = 7, eps: float = 1e-5) -> Tensor:
+    check_same_device("local_stat_transform", x=x, guide=guide)
+    return x.new_empty(x.shape)
+
+
+@torch.library.register_fake("facekernels::_local_stat_transform_backward")
+def _local_stat_transform_backward_fake(
+    grad_out: Tensor, x: Tensor, guide: Tensor, kernel_size: int, eps: float, need_x: bool, need_guide: bool
+) -> tuple[Tensor, Tensor]:
+    check_same_device("_local_stat_transform_backward", grad_out=grad_out, x=x, guide=guide)
+    return x.new_empty(x.shape if need_x else (0,)), x.new_empty(x.shape if need_guide else (0,))
+
+
+@torch.library.register_fake("facekernels::local_mean_var")
+def _local_mean_var_fake(x: Tensor, kernel_size: int = 7) -> tuple[Tensor, Tensor]:
+    return x.new_empty(x.shape), x.new_empty(x.shape)
+
+
+@torch.library.register_fake("facekernels::_local_mean_var_backward")
+def _local_mean_var_backward_fake(
+    grad_mean: Tensor | None, grad_var: Tensor | None, x: Tensor, kernel_size: int
+) -> Tensor:
+    check_same_device("_local_mean_var_backward", grad_mean=grad_mean, grad_var=grad_var, x=x)
+    return x.new_empty(x.shape)
+
+
+def _transform_setup_context(ctx, inputs, output) -> None:
+    x, guide = inputs[:2]
+    ctx.save_for_backward(x, guide)
+    # The dispatcher drops trailing arguments equal to their defaults; fill them back in.
+    ctx.kernel_size = inputs[2] if len(inputs) > 2 else 7
+    ctx.eps = inputs[3] if len(inputs) > 3 else 1e-5
+
+
+def _transform_backward(ctx, grad_out: Tensor):
+    x, guide = ctx.saved_tensors
+    need_x, need_guide = ctx.needs_input_grad[:2]
+    grads = [None] * len(ctx.needs_input_grad)
+    if need_x or need_guide:
+        grad_x, grad_guide = torch.ops.facekernels._local_stat_transform_backward.default(
+            grad_out, x, guide, ctx.kernel_size, ctx.eps, need_x, need_guide
+        )
+        grads[0] = grad_x if need_x else None
+        grads[1] = grad_guide if need_guide else None
+    return tuple(grads)
+
+
+torch.library.register_autograd(
+    "facekernels::local_stat_transform", _transform_backward, setup_context=_transform_setup_context
+)
+
+
+def _mean_var_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[0])
+    ctx.kernel_size = inputs[1] if len(inputs) > 1 else 7
+
+
+def _mean_var_backward(ctx, grad_mean: Tensor | None, grad_var: Tensor | None):
+    (x,) = ctx.saved_tensors
+    grads = [None] * len(ctx.needs_input_grad)
+    if ctx.needs_input_grad[0]:
+        grads[0] = torch.ops.facekernels._local_mean_var_backward.default(grad_mean, grad_var, x, ctx.kernel_size)
+    return tuple(grads)
+
+
+torch.library.register_autograd(
+    "facekernels::local_mean_var", _mean_var_backward, setup_context=_mean_var_setup_context
+)
+
+
+# Not twice differentiable: differentiating a gradient raises instead of silently treating the backward
+# kernels as constants (what torch does for an op with no autograd kernel, with only a warning).
+def _refuse_double_backward(name: str):
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"{name}: double backward (differentiating its gradient, e.g. a gradient penalty through this op) "
+            "is not implemented"
+        )
+
+    return backward
+
+
+torch.library.register_autograd(
+    "facekernels::_local_stat_transform_backward",
+    _refuse_double_backward("local_stat_transform"),
+    setup_context=lambda ctx, inputs, output: None,
+)
+torch.library.register_autograd(
+    "facekernels::_local_mean_var_backward",
+    _refuse_double_backward("local_mean_var"),
+    setup_context=lambda ctx, inputs, output: None,
+)
+register_autocast("local_stat_transform")
+register_autocast("local_mean_var")
