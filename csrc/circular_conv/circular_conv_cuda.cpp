@@ -2,11 +2,6 @@
 // torch, kernels from cuda/circular_conv launched on the current stream).
 #include <cuda_runtime_api.h>
 
-// aoti_torch_get_current_cuda_stream comes from the AOTInductor C shim (declared under USE_CUDA, with no
-// TORCH_FEATURE_VERSION guard, so it is part of the 2.10 surface we target, exported by libtorch_cuda).
-// The stable C++ alternative, torch::stable::accelerator::getCurrentStream(i).nativeHandle(), only
-// exists from TORCH_TARGET_VERSION 2.13 on.
-#include <torch/csrc/inductor/aoti_torch/c/shim.h>
 #include <torch/csrc/stable/accelerator.h>
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/macros.h>
@@ -18,6 +13,7 @@
 #include <string>
 #include <tuple>
 
+#include "core/cuda_binding.h"
 #include "circular_conv/circular_conv.h"
 #include "cuda/circular_conv/circular_conv.h"
 
@@ -27,30 +23,8 @@ namespace {
 using torch::headeronly::ScalarType;
 using torch::stable::Tensor;
 
-cudaStream_t current_stream(int32_t device_index) {
-  void* stream = nullptr;
-  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_current_cuda_stream(device_index, &stream));
-  return static_cast<cudaStream_t>(stream);
-}
-
-// check_circular_conv has already restricted CUDA tensors to these three.
-cuda::DType cuda_dtype(const Tensor& t) {
-  switch (t.scalar_type()) {
-    case ScalarType::Half: return cuda::DType::Float16;
-    case ScalarType::BFloat16: return cuda::DType::BFloat16;
-    default: return cuda::DType::Float32;
-  }
-}
-
 cuda::CircularConvShape cuda_shape(const CircularConvProblem& p) {
   return {p.batch, p.channels, p.height, p.width, p.taps, p.axis};
-}
-
-void check_launch(cudaError_t err, const char* op) {
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string(op) + ": CUDA error " + cudaGetErrorName(err) + ": " +
-                             cudaGetErrorString(err));
-  }
 }
 
 Tensor circular_conv_cuda(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias,
@@ -65,7 +39,7 @@ Tensor circular_conv_cuda(const Tensor& x, const Tensor& weight, const std::opti
   if (y.numel() == 0) return y;
   check_launch(
       cuda::circular_conv_forward(xc.data_ptr(), wc.data_ptr(), bc ? bc->data_ptr() : nullptr, y.data_ptr(),
-                                  cuda_shape(p), cuda_dtype(xc), current_stream(xc.get_device_index())),
+                                  cuda_shape(p), cuda_dtype(xc), current_cuda_stream(xc.get_device_index())),
       "circular_conv");
   return y;
 }
@@ -90,7 +64,7 @@ std::tuple<Tensor, Tensor, Tensor> circular_conv_backward_cuda(const Tensor& gra
                    gc.data_ptr(), xc.data_ptr(), wc.data_ptr(), need_x ? grad_x.data_ptr() : nullptr,
                    need_weight ? grad_w.data_ptr() : nullptr, need_bias ? grad_b.data_ptr() : nullptr,
                    workspace ? static_cast<float*>(workspace->data_ptr()) : nullptr, shape, cuda_dtype(xc),
-                   current_stream(xc.get_device_index())),
+                   current_cuda_stream(xc.get_device_index())),
                "_circular_conv_backward");
   return {grad_x, grad_w, grad_b};
 }

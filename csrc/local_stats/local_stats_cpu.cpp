@@ -17,6 +17,10 @@
 // and writes per-pixel coefficients; a second sweep box-sums them.
 #include <cstdint>
 
+#if defined(FK_CPU_CAPABILITY_AVX2)
+#include <immintrin.h>
+#endif
+
 #include "core/cpu_simd.h"
 #include "core/parallel.h"
 #include "local_stats/local_stats_kernels.h"
@@ -90,12 +94,47 @@ inline V shift_up(V v, Indices<I...>) {
 
 template <typename T>
 inline Vec<T> prefix_in_vector(Vec<T> v) {
+#if defined(FK_CPU_CAPABILITY_AVX2)
+  // Within each 128-bit half by byte shifts (one cycle each), then the low half's total into the high
+  // half: about half the shuffles of the generic lane-crossing version.
+  if constexpr (sizeof(T) == 4) {
+    __m256 x = reinterpret_cast<__m256>(v);
+    x = _mm256_add_ps(x, _mm256_castsi256_ps(_mm256_slli_si256(_mm256_castps_si256(x), 4)));
+    x = _mm256_add_ps(x, _mm256_castsi256_ps(_mm256_slli_si256(_mm256_castps_si256(x), 8)));
+    const __m256 top = _mm256_shuffle_ps(x, x, 0xFF);
+    return reinterpret_cast<Vec<T>>(_mm256_add_ps(x, _mm256_permute2f128_ps(top, top, 0x08)));
+  } else {
+    __m256d x = reinterpret_cast<__m256d>(v);
+    x = _mm256_add_pd(x, _mm256_castsi256_pd(_mm256_slli_si256(_mm256_castpd_si256(x), 8)));
+    const __m256d top = _mm256_shuffle_pd(x, x, 0xF);
+    return reinterpret_cast<Vec<T>>(_mm256_add_pd(x, _mm256_permute2f128_pd(top, top, 0x08)));
+  }
+#else
   using Idx = typename MakeIndices<kLanes<T>>::type;
   v += shift_up<1>(v, Idx{});
   if constexpr (kLanes<T> > 2) v += shift_up<2>(v, Idx{});
   if constexpr (kLanes<T> > 4) v += shift_up<4>(v, Idx{});
   if constexpr (kLanes<T> > 8) v += shift_up<8>(v, Idx{});
   return v;
+#endif
+}
+
+// Every lane = the last lane of v.
+template <typename T>
+inline Vec<T> broadcast_last(Vec<T> v) {
+#if defined(FK_CPU_CAPABILITY_AVX2)
+  if constexpr (sizeof(T) == 4) {
+    const __m256 x = reinterpret_cast<__m256>(v);
+    const __m256 top = _mm256_shuffle_ps(x, x, 0xFF);
+    return reinterpret_cast<Vec<T>>(_mm256_permute2f128_ps(top, top, 0x11));
+  } else {
+    const __m256d x = reinterpret_cast<__m256d>(v);
+    const __m256d top = _mm256_shuffle_pd(x, x, 0xF);
+    return reinterpret_cast<Vec<T>>(_mm256_permute2f128_pd(top, top, 0x11));
+  }
+#else
+  return broadcast<T>(v[kLanes<T> - 1]);
+#endif
 }
 
 template <bool B>
@@ -104,10 +143,18 @@ struct BoolConstant {
 };
 
 // Geometry of one plane and the window radius clipped to it (a radius past the image is the whole axis).
+//
+// Along W the window sums of narrow windows are direct sums of column sums; wider ones are differences
+// of prefix sums, taken per segment of `seg` columns: each
+// segment's prefix starts `span` columns before its first output, so a window never reaches past it and
+// the prefix never grows beyond seg + span columns. Rounding thus stays relative to about a window's
+// worth of values whatever the row length (a prefix over a whole 20000-wide row would not).
 struct Geometry {
-  int64_t H, W, rh, rw;
-  int64_t Wp;    // W rounded up to whole vectors: the stride of every scratch row
-  int64_t plen;  // length of a padded prefix row
+  int64_t H, W, rh, rw, span;
+  int64_t Wp;    // W rounded up to whole vectors: the stride of scratch rows
+  int64_t seg;   // output columns per prefix segment, a multiple of the vector width
+  int64_t clen;  // length of a zero-padded column-sum row: colpad[rw + w] = col[w]
+  int64_t plen;  // length of a segment's prefix row
 };
 
 template <typename T>
@@ -118,29 +165,41 @@ Geometry make_geometry(int64_t H, int64_t W, int64_t radius) {
   g.W = W;
   g.rh = min64(radius, H - 1);
   g.rw = min64(radius, W - 1);
+  g.span = 2 * g.rw + 1;
   g.Wp = round_up(W, L);
-  // pre[j] = P[clamp(j - rw, 0, W)], j < W + 2 rw + 1, with P the exclusive prefix of the column sums;
-  // the last vector of a row may read or write up to 2 L past it.
-  g.plen = round_up(W + 2 * g.rw + 1, L) + 2 * L;
+  g.seg = min64(g.Wp, round_up(max64(128, 4 * g.span), L));
+  g.clen = g.Wp + g.span + 2 * L;
+  g.plen = round_up(g.seg + g.span, L) + 2 * L;
   return g;
 }
 
-// Per-sweep scratch: Q rows of running column sums, Q padded prefix rows, and 1 / n_w.
+// Per-sweep scratch: Q zero-padded rows of running column sums, Q segment prefix rows, and 1 / n_w.
 template <typename T>
 struct SweepBuffers {
-  T* col;    // Q * Wp
-  T* pre;    // Q * plen
+  T* col;     // Q * clen
+  T* pre;     // Q * plen
   T* inv_nw;  // Wp
 };
 
 template <typename T>
 int64_t sweep_buffer_size(const Geometry& g, int q) {
-  return q * g.Wp + q * g.plen + g.Wp;
+  return q * g.clen + q * g.plen + g.Wp;
 }
 
 template <typename T>
 SweepBuffers<T> carve_sweep_buffers(const Geometry& g, int q, T* base) {
-  return {base, base + q * g.Wp, base + q * g.Wp + q * g.plen};
+  return {base, base + q * g.clen, base + q * g.clen + q * g.plen};
+}
+
+// Windows at most this many columns wide are summed directly along W rather than by prefix differences.
+constexpr int64_t kDirectSpan = 7;
+
+// Lanes [0, count) of v, zeros after.
+template <typename T>
+inline Vec<T> keep_first(Vec<T> v, int count) {
+  Vec<T> r = {};
+  for (int i = 0; i < count; ++i) r[i] = v[i];
+  return r;
 }
 
 // The sweep: for every output row h in [h0, h1), Rows supplies the Q summed quantities of source rows
@@ -150,17 +209,18 @@ template <typename T, int Q, typename Rows, typename Emit>
 void sweep(const Geometry& g, int64_t h0, int64_t h1, const SweepBuffers<T>& buf, const Rows& rows,
            const Emit& emit) {
   constexpr int L = kLanes<T>;
-  const int64_t W = g.W, H = g.H, rh = g.rh, rw = g.rw, Wp = g.Wp, plen = g.plen;
+  const int64_t W = g.W, H = g.H, rh = g.rh, rw = g.rw, span = g.span, clen = g.clen, plen = g.plen;
   const int64_t w_full = W / L * L;
   const int tail = static_cast<int>(W - w_full);
 
-  for (int64_t w = 0; w < Wp; ++w) {
+  for (int64_t w = 0; w < g.Wp; ++w) {
     const int64_t n = w < W ? min64(w + rw, W - 1) - max64(w - rw, 0) + 1 : 1;
     buf.inv_nw[w] = T(1) / static_cast<T>(n);
   }
-  for (int64_t i = 0; i < Q * Wp; ++i) buf.col[i] = T(0);
+  // Zero padding on both sides of every column-sum row stands for the columns outside the image.
+  for (int64_t i = 0; i < Q * clen; ++i) buf.col[i] = T(0);
 
-  // col += rows(add) - rows(sub) for whichever of the two exists.
+  // col += rows(add) - rows(sub) for whichever of the two exists; lanes past W stay zero.
   auto update = [&](int64_t add, int64_t sub) {
     auto one = [&](auto full, int64_t w, int count) {
       constexpr bool Full = decltype(full)::value;
@@ -168,10 +228,12 @@ void sweep(const Geometry& g, int64_t h0, int64_t h1, const SweepBuffers<T>& buf
       if (add >= 0) rows.template get<Full>(add, w, count, qa);
       if (sub >= 0) rows.template get<Full>(sub, w, count, qs);
       for (int k = 0; k < Q; ++k) {
-        Vec<T> c = load(buf.col + k * Wp + w);
-        if (add >= 0) c += qa[k];
-        if (sub >= 0) c -= qs[k];
-        __builtin_memcpy(buf.col + k * Wp + w, &c, sizeof(c));
+        Vec<T> d = {};
+        if (add >= 0) d = qa[k];
+        if (sub >= 0) d -= qs[k];
+        if constexpr (!Full) d = keep_first<T>(d, count);
+        T* c = buf.col + k * clen + rw + w;
+        store(c, load(c) + d);
       }
     };
     for (int64_t w = 0; w < w_full; w += L) one(BoolConstant<true>{}, w, L);
@@ -186,33 +248,54 @@ void sweep(const Geometry& g, int64_t h0, int64_t h1, const SweepBuffers<T>& buf
       const int64_t sub = h - rh - 1 >= 0 ? h - rh - 1 : -1;
       if (add >= 0 || sub >= 0) update(add, sub);
     }
-    // Padded prefix rows: pre[0 .. rw] = 0, pre[rw + 1 + i] = P[i + 1], pre[W + rw + 1 ..] = P[W].
-    for (int k = 0; k < Q; ++k) {
-      T* pre = buf.pre + k * plen;
-      const T* col = buf.col + k * Wp;
-      for (int64_t j = 0; j <= rw; ++j) pre[j] = T(0);
-      Vec<T> carry = {};
-      for (int64_t w = 0; w < Wp; w += L) {
-        const Vec<T> v = prefix_in_vector<T>(load(col + w)) + carry;
-        __builtin_memcpy(pre + rw + 1 + w, &v, sizeof(v));
-        carry = broadcast<T>(v[L - 1]);
-      }
-      const T total = pre[rw + W];
-      for (int64_t j = W + rw + 1; j <= W + 2 * rw; ++j) pre[j] = total;
-    }
     const T inv_nh = T(1) / static_cast<T>(min64(h + rh, H - 1) - max64(h - rh, 0) + 1);
-    const int64_t span = 2 * rw + 1;
-    auto put = [&](auto full, int64_t w, int count) {
-      constexpr bool Full = decltype(full)::value;
-      Vec<T> box[Q];
+    if (span <= kDirectSpan) {
+      // Narrow windows: sum the span column sums directly (as cheap as a scan, and exact to a rounding
+      // relative to the window itself).
+      auto put = [&](auto full, int64_t w, int count) {
+        constexpr bool Full = decltype(full)::value;
+        Vec<T> box[Q];
+        for (int k = 0; k < Q; ++k) {
+          const T* c = buf.col + k * clen + w;
+          Vec<T> acc = load(c);
+          for (int64_t i = 1; i < span; ++i) acc += load(c + i);
+          box[k] = acc;
+        }
+        emit.template put<Full>(h, w, count, box, load(buf.inv_nw + w) * inv_nh);
+      };
+      for (int64_t w = 0; w < w_full; w += L) put(BoolConstant<true>{}, w, L);
+      if (tail) put(BoolConstant<false>{}, w_full, tail);
+      continue;
+    }
+    for (int64_t w0 = 0; w0 < W; w0 += g.seg) {
+      const int64_t w1 = min64(W, w0 + g.seg);
+      // pre[t] = sum of colpad[w0 .. w0 + t), so the window of output w sums to
+      // pre[w - w0 + span] - pre[w - w0].
+      const int64_t scan_len = round_up(w1 - w0, L) + span;
       for (int k = 0; k < Q; ++k) {
-        const T* pre = buf.pre + k * plen;
-        box[k] = load(pre + w + span) - load(pre + w);
+        T* pre = buf.pre + k * plen;
+        const T* col = buf.col + k * clen + w0;
+        pre[0] = T(0);
+        Vec<T> carry = {};
+        for (int64_t t = 0; t < scan_len; t += L) {
+          const Vec<T> v = prefix_in_vector<T>(load(col + t)) + carry;
+          store(pre + 1 + t, v);
+          carry = broadcast_last<T>(v);
+        }
       }
-      emit.template put<Full>(h, w, count, box, load(buf.inv_nw + w) * inv_nh);
-    };
-    for (int64_t w = 0; w < w_full; w += L) put(BoolConstant<true>{}, w, L);
-    if (tail) put(BoolConstant<false>{}, w_full, tail);
+      auto put = [&](auto full, int64_t w, int count) {
+        constexpr bool Full = decltype(full)::value;
+        Vec<T> box[Q];
+        for (int k = 0; k < Q; ++k) {
+          const T* pre = buf.pre + k * plen + (w - w0);
+          box[k] = load(pre + span) - load(pre);
+        }
+        emit.template put<Full>(h, w, count, box, load(buf.inv_nw + w) * inv_nh);
+      };
+      const int64_t full_end = min64(w1, w_full);
+      for (int64_t w = w0; w < full_end; w += L) put(BoolConstant<true>{}, w, L);
+      if (tail && w1 == W) put(BoolConstant<false>{}, w_full, tail);
+    }
   }
 }
 

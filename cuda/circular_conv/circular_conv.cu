@@ -24,6 +24,8 @@
 // of the gradients are asked for.
 #include "circular_conv.h"
 
+#include "cuda/core/device_math.cuh"
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -45,28 +47,6 @@ constexpr int64_t kMaxGridBlocks = int64_t{1} << 20;  // grid-stride loops cover
 constexpr int64_t kTargetReductionBlocks = 2048;
 constexpr size_t kMaxSharedBytes = 48 * 1024;  // the default dynamic shared memory limit
 
-__host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-__host__ __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
-__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // i mod n for i >= 0; extensions almost always wrap at most once, so the division is the rare path.
 __device__ __forceinline__ int64_t wrap_index(int64_t i, int64_t n) {
