@@ -1,4 +1,4 @@
-"""pytest-benchmark suite over the circular_conv and FCC workloads: `make bench-pytest`.
+"""pytest-benchmark suite over every workload of facekernels.bench.workloads: `make bench-pytest`.
 
 Each workload's candidates (facekernels and its plain-PyTorch peers) are timed forward and
 forward+backward; compare them with --benchmark-group-by=param:workload,param:mode.
@@ -9,12 +9,19 @@ import torch
 from facekernels.bench.harness import _make_step
 from workloads import WORKLOADS
 
+# The candidates of each op (a workload without one of them skips it).
+CANDIDATES = {
+    "circular_conv": ("facekernels", "conv2d", "fft"),
+    "fcc": ("facekernels", "conv2d"),
+    "local_stat_transform": ("facekernels", "avg_pool", "integral"),
+    "local_mean_var": ("facekernels", "avg_pool"),
+}
+
 CASES = [
     (w, mode, name)
     for w in WORKLOADS
-    if w.op in ("circular_conv", "fcc")
     for mode in w.modes
-    for name in ("facekernels", "conv2d", "fft")
+    for name in CANDIDATES.get(w.op, ("facekernels",))
 ]
 
 

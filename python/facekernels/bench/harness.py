@@ -44,24 +44,29 @@ def _time_once(fn: Callable[[], object], device: str, inner: int) -> float:
 
 def time_interleaved(
     fns: dict[str, Callable[[], object]], device: str, repeats: int, min_sample_s: float = 1e-2,
-    warmup_s: float = 0.1,
+    warmup_s: float = 0.1, budget_s: float = 30.0, min_repeats: int = 7,
 ) -> dict[str, dict]:
     """Median and IQR (seconds) of each callable; each sample runs enough calls to last min_sample_s.
 
     Samples of about 10 ms: the first call after switching candidates pays for the previous one's
     footprint (cache, and on CPU fresh pages for memory the allocator handed back), which a sample of a
-    few calls would charge almost entirely to one call."""
+    few calls would charge almost entirely to one call. When one round over all candidates is slow (eager
+    peers of a second or more), the rounds are cut to fit budget_s, never below min_repeats."""
     inner = {}
+    round_s = 0.0
     for name, fn in fns.items():
-        # Warm up for a while (allocator, thread pool, caches, clocks), not just a call or two.
+        # Warm up for a while (allocator, thread pool, caches, clocks), not just a call or two; a call
+        # slower than the whole warm-up budget is warm after two.
         warm_start = time.perf_counter()
         calls = 0
-        while calls < 3 or (time.perf_counter() - warm_start < warmup_s and calls < 200):
+        while calls < 2 or (time.perf_counter() - warm_start < warmup_s and calls < 200):
             fn()
             calls += 1
         _sync(device)
         one = _time_once(fn, device, 1)
         inner[name] = max(1, min(1000, math.ceil(min_sample_s / max(one, 1e-7))))
+        round_s += one * inner[name]
+    repeats = max(min(repeats, min_repeats), min(repeats, int(budget_s / max(round_s, 1e-9))))
     samples: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
     for r in range(repeats):

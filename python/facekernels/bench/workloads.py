@@ -13,6 +13,7 @@ import torch
 
 from ..nn.fcc import FCC
 from ..ops.circular_conv import circular_conv
+from ..ops.local_stats import local_mean_var, local_stat_transform
 from . import peers
 
 
@@ -109,13 +110,68 @@ def _fcc(name: str, b: int, dim: int, s: int, k: int) -> Workload:
     )
 
 
+def _local_stats_case(op: str, b: int, c: int, h: int, w: int, k: int) -> Callable[[str], Case]:
+    def build(device: str) -> Case:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(b, c, h, w, generator=g).to(device).requires_grad_()
+        guide = (torch.randn(b, c, h, w, generator=g) * 2 + 1).to(device).requires_grad_()
+        if op == "local_mean_var":
+            # one output for the harness: mean + var (both gradients flow)
+            return Case(
+                inputs=[x],
+                candidates={
+                    "facekernels": lambda x: sum(local_mean_var(x, k)),
+                    "avg_pool": lambda x: sum(peers.local_mean_var_avg_pool(x, k)),
+                },
+                peers=["avg_pool"],
+                compile_peers=["avg_pool"],
+                params=[x],
+            )
+        return Case(
+            inputs=[x, guide],
+            candidates={
+                "facekernels": lambda x, g: local_stat_transform(x, g, k),
+                "avg_pool": lambda x, g: peers.local_stat_transform_avg_pool(x, g, k),
+                "integral": lambda x, g: peers.local_stat_transform_integral(x, g, k),
+            },
+            peers=["avg_pool", "integral"],
+            compile_peers=["avg_pool"],
+            params=[x, guide],
+        )
+
+    return build
+
+
+def _local_stats(op: str, name: str, b: int, c: int, h: int, w: int, k: int) -> Workload:
+    n = b * c * h * w
+    inputs = 2 if op == "local_stat_transform" else 1
+    return Workload(
+        op=op,
+        name=name,
+        description=f"{op}: B={b}, C={c}, {h}x{w}, kernel {k}",
+        # four running box sums (x, x^2, g, g^2: two adds each per direction) and the formula, per pixel;
+        # local_mean_var has half the sums
+        flops_forward=(36.0 if inputs == 2 else 14.0) * n,
+        bytes_forward=4.0 * n * (inputs + (1 if inputs == 2 else 2)),
+        # the statistics again, six coefficient box sums and the gradient formulas
+        flops_backward=(110.0 if inputs == 2 else 40.0) * n,
+        bytes_backward=4.0 * n * (2 * inputs + (1 if inputs == 2 else 2)),
+        build=_local_stats_case(op, b, c, h, w, k),
+    )
+
+
 WORKLOADS: list[Workload] = [
     _circular_conv("fcc_branch_h", 32, 64, 16, 16, 16, 2, "one FCC branch along H: B=32, C=64, 16x16, L=16"),
     _circular_conv("fcc_branch_w", 32, 64, 16, 16, 16, 3, "one FCC branch along W: B=32, C=64, 16x16, L=16"),
     _fcc("fcc_block_train", 32, 64, 16, 32),
+    _local_stats("local_stat_transform", "sfft_k7", 4, 128, 128, 128, 7),
+    _local_stats("local_stat_transform", "sfft_k3", 4, 128, 128, 128, 3),
+    _local_stats("local_stat_transform", "sfft_k15", 4, 128, 128, 128, 15),
+    _local_stats("local_stat_transform", "sfft_64x256", 1, 64, 256, 256, 7),
+    _local_stats("local_mean_var", "meanvar_k7", 4, 128, 128, 128, 7),
 ]
 
-QUICK = {"fcc_branch_h", "fcc_branch_w", "fcc_block_train"}
+QUICK = {"fcc_branch_h", "fcc_branch_w", "fcc_block_train", "sfft_k7"}
 
 
 def select(ops: list[str] | None = None, quick: bool = False) -> list[Workload]:
