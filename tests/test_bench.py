@@ -15,7 +15,10 @@ def test_workloads_declare_costs():
         with torch.no_grad():
             ours = case.candidates["facekernels"](*case.inputs)
             for peer in case.peers:
-                torch.testing.assert_close(case.candidates[peer](*case.inputs), ours, atol=1e-4, rtol=1e-4)
+                # the peers compute the same function, in float32 and some less accurately (one-pass
+                # variances, integral images): compare relative to the output's scale
+                err = (case.candidates[peer](*case.inputs) - ours).abs().max()
+                assert err <= 1e-3 * max(1.0, float(ours.abs().max())), (w.name, peer, float(err))
 
 
 def test_time_interleaved_reports_median_and_iqr():
