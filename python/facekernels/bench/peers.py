@@ -77,10 +77,13 @@ def _box_sum_integral(t: Tensor, kernel_size: int) -> tuple[Tensor, Tensor]:
 
 
 def local_stat_transform_integral(x: Tensor, guide: Tensor, kernel_size: int = 7, eps: float = 1e-5) -> Tensor:
-    """The local AdaIN from integral images of x, x^2, guide, guide^2 (one stacked cumsum pass)."""
-    stacked = torch.stack((x, x * x, guide, guide * guide))
+    """The local AdaIN from integral images of x, x^2, guide, guide^2 (one stacked cumsum pass), on data
+    centred per plane first: float32 integral images of raw values lose too much to cancellation."""
+    xc = x - x.mean((-2, -1), keepdim=True)
+    gc = guide - guide.mean((-2, -1), keepdim=True)
+    stacked = torch.stack((xc, xc * xc, gc, gc * gc))
     sums, count = _box_sum_integral(stacked, kernel_size)
     mu_x, sq_x, mu_g, sq_g = (sums / count).unbind(0)
     var_x = (sq_x - mu_x * mu_x).clamp_min(0)
     var_g = (sq_g - mu_g * mu_g).clamp_min(0)
-    return (x - mu_x) / torch.sqrt(var_x + eps) * torch.sqrt(var_g + eps) + mu_g
+    return (xc - mu_x) / torch.sqrt(var_x + eps) * torch.sqrt(var_g + eps) + mu_g + (guide - gc)
