@@ -15,6 +15,7 @@ CANDIDATES = {
     "fcc": ("facekernels", "conv2d"),
     "local_stat_transform": ("facekernels", "avg_pool", "integral"),
     "local_mean_var": ("facekernels", "avg_pool"),
+    "alignment_energy": ("facekernels", "chunked"),
 }
 
 CASES = [

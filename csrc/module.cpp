@@ -46,6 +46,7 @@ py::dict build_info() {
   const char* level = facekernels::cpu_capability_name(facekernels::cpu_capability());
   py::dict per_kernel;
   // Every CPU kernel source is compiled for the same levels and dispatches through cpu_capability().
+  per_kernel["alignment_energy"] = level;
   per_kernel["circular_conv"] = level;
   per_kernel["local_stats"] = level;
   info["cpu_capability"] = level;

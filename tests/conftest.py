@@ -12,3 +12,20 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def run_at_each_cpu_capability(script: str, tmp_path) -> dict:
+    """Run `script` (which saves (level used, outputs) to sys.argv[1] with torch.save) in a subprocess per
+    SIMD level, the level lowered through FACEKERNELS_CPU_CAPABILITY; returns {level: (used, outputs)}."""
+    import os
+    import subprocess
+    import sys
+
+    results = {}
+    for level in ("default", "avx2", "avx512"):
+        path = tmp_path / f"{level}.pt"
+        env = dict(os.environ, FACEKERNELS_CPU_CAPABILITY=level)
+        subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True)
+        results[level] = torch.load(path)
+    assert results["default"][0] == "default"
+    return results

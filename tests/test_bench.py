@@ -9,7 +9,10 @@ from facekernels.bench import cli, harness, workloads
 
 def test_workloads_declare_costs():
     for w in workloads.WORKLOADS:
-        assert w.flops_forward > 0 and w.bytes_forward > 0 and w.flops_backward > 0, w.name
+        assert w.flops_forward > 0 and w.bytes_forward > 0, w.name
+        assert w.flops_backward > 0 or w.modes == ("forward",), w.name
+        if w.flops_forward > 1e11:
+            continue  # the largest (seconds per peer call): the harness records their max |diff| itself
         case = w.build("cpu")
         assert "facekernels" in case.candidates and case.peers
         with torch.no_grad():

@@ -4,6 +4,7 @@ torch.compile, strides, odd and empty shapes, and every bad input the op must re
 import itertools
 
 import facekernels
+from conftest import run_at_each_cpu_capability
 import pytest
 import torch
 import torch.nn.functional as F
@@ -180,10 +181,6 @@ def test_empty(shape):
 
 def test_cpu_capabilities_agree(tmp_path):
     """The SIMD levels compiled in give the same result (run in subprocesses with the level lowered)."""
-    import os
-    import subprocess
-    import sys
-
     script = (
         "import torch, facekernels\n"
         "torch.manual_seed(0)\n"
@@ -195,13 +192,7 @@ def test_cpu_capabilities_agree(tmp_path):
         "    outs.extend(torch.ops.facekernels._circular_conv_backward(g, x, w, d, True, True, True))\n"
         "torch.save((facekernels.build_info()['cpu_capability'], outs), sys.argv[1])\n"
     )
-    results = {}
-    for level in ("default", "avx2", "avx512"):
-        path = tmp_path / f"{level}.pt"
-        env = dict(os.environ, FACEKERNELS_CPU_CAPABILITY=level)
-        subprocess.run([sys.executable, "-c", "import sys\n" + script, str(path)], env=env, check=True)
-        results[level] = torch.load(path)
-    assert results["default"][0] == "default"
+    results = run_at_each_cpu_capability("import sys\n" + script, tmp_path)
     base = results["default"][1]
     for level, (used, outs) in results.items():
         for a, b in zip(outs, base):

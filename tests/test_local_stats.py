@@ -3,6 +3,7 @@ reference, accuracy on offset data, the torch.library contract, torch.compile, s
 empty shapes, every bad input, and the LocalSFFT / dafe_alignment_loss modules."""
 
 import facekernels
+from conftest import run_at_each_cpu_capability
 import pytest
 import torch
 import torch.nn.functional as F
@@ -290,10 +291,6 @@ def test_nan_input_is_not_hidden():
 
 def test_cpu_capabilities_agree(tmp_path):
     """The SIMD levels compiled in give the same result (run in subprocesses with the level lowered)."""
-    import os
-    import subprocess
-    import sys
-
     script = (
         "import sys, torch, facekernels\n"
         "torch.manual_seed(0)\n"
@@ -304,13 +301,7 @@ def test_cpu_capabilities_agree(tmp_path):
         "outs.append(ops._local_mean_var_backward(go, g, x, 7))\n"
         "torch.save((facekernels.build_info()['cpu_kernels']['local_stats'], outs), sys.argv[1])\n"
     )
-    results = {}
-    for level in ("default", "avx2", "avx512"):
-        path = tmp_path / f"{level}.pt"
-        env = dict(os.environ, FACEKERNELS_CPU_CAPABILITY=level)
-        subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True)
-        results[level] = torch.load(path)
-    assert results["default"][0] == "default"
+    results = run_at_each_cpu_capability(script, tmp_path)
     base = results["default"][1]
     for level, (used, outs) in results.items():
         for a, b in zip(outs, base):

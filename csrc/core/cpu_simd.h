@@ -45,6 +45,7 @@ class Scratch {
 
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 template <typename T>
 constexpr int kLanes = kVectorBytes / static_cast<int>(sizeof(T));
@@ -68,6 +69,23 @@ inline Vec<T> load(const T* p) {
 template <typename T>
 inline void store(T* p, Vec<T> v) {
   __builtin_memcpy(p, &v, sizeof(v));
+}
+
+template <typename T>
+inline Vec<T> broadcast(T s) {
+  Vec<T> v = {};
+  return v + s;
+}
+
+// Lane-wise square root (the loop becomes one vsqrtps/vsqrtpd under -fno-math-errno).
+template <typename T>
+inline Vec<T> vsqrt(Vec<T> v) {
+  Vec<T> r;
+  for (int i = 0; i < kLanes<T>; ++i) {
+    if constexpr (sizeof(T) == 4) r[i] = __builtin_sqrtf(v[i]);
+    else r[i] = __builtin_sqrt(v[i]);
+  }
+  return r;
 }
 
 }  // namespace

@@ -28,8 +28,6 @@
 namespace facekernels::cpu {
 namespace {
 
-inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
-
 // The first `count` lanes from p, zeros after.
 template <typename T>
 inline Vec<T> load_partial(const T* p, int count) {
@@ -51,22 +49,6 @@ inline void store_n(T* p, Vec<T> v, int count) {
   } else {
     for (int i = 0; i < count; ++i) p[i] = v[i];
   }
-}
-
-template <typename T>
-inline Vec<T> broadcast(T s) {
-  Vec<T> v = {};
-  return v + s;
-}
-
-template <typename T>
-inline Vec<T> vsqrt(Vec<T> v) {
-  Vec<T> r;
-  for (int i = 0; i < kLanes<T>; ++i) {
-    if constexpr (sizeof(T) == 4) r[i] = __builtin_sqrtf(v[i]);
-    else r[i] = __builtin_sqrt(v[i]);
-  }
-  return r;
 }
 
 template <typename T>

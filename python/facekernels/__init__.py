@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch  # noqa: F401  (torch's libraries must be loaded before the extension)
 
 from . import _C, me, metrics, nn, ops
-from .ops import circular_conv, local_mean_var, local_stat_transform
+from .ops import alignment_energy, circular_conv, local_mean_var, local_stat_transform
 
 __version__: str = _C.build_info()["version"]
 
@@ -20,6 +20,6 @@ def build_info() -> dict:
 
 
 __all__ = [
-    "__version__", "build_info", "circular_conv", "local_mean_var", "local_stat_transform", "me", "metrics", "nn",
-    "ops",
+    "__version__", "alignment_energy", "build_info", "circular_conv", "local_mean_var", "local_stat_transform",
+    "me", "metrics", "nn", "ops",
 ]

@@ -174,6 +174,17 @@ WORKLOADS: list[Workload] = [
 QUICK = {"fcc_branch_h", "fcc_branch_w", "fcc_block_train", "sfft_k7"}
 
 
+def _register_family_workloads() -> None:
+    # Families declared in their own modules (they import Case and Workload from here).
+    from . import workloads_alignment_energy
+
+    WORKLOADS.extend(workloads_alignment_energy.WORKLOADS)
+    QUICK.update(workloads_alignment_energy.QUICK)
+
+
+_register_family_workloads()
+
+
 def select(ops: list[str] | None = None, quick: bool = False) -> list[Workload]:
     chosen = [w for w in WORKLOADS if not ops or w.op in ops or w.name in ops]
     if quick:

@@ -1,0 +1,94 @@
+"""alignment_energy: how consistently an attribute moves face embeddings, from every pair of attribute
+curves (issue 8)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._registration import check_same_device
+
+__all__ = ["alignment_energy"]
+
+
+def alignment_energy(
+    points: Tensor,
+    directions: Tensor,
+    mode: str = "inverse_distance",
+    k: int = 10,
+    metric: str = "cosine",
+) -> tuple[Tensor, Tensor]:
+    r"""Alignment energy of C attribute curves: do nearby curves move in the same direction?
+
+    Curve ``c`` contributes an embedding ``p_c`` (at its central sample) and a finite-difference direction
+    ``v_c = e(x2) - e(x0)``. With::
+
+        D[c, c'] = 1 - <p_c / |p_c|, p_c' / |p_c'|>      (metric="cosine")
+                 = |p_c - p_c'|                            (metric="euclidean")
+        V[c, c'] = 1 - <v_c / |v_c|, v_c' / |v_c'|>
+
+    the per-point energy is
+
+    * ``mode="inverse_distance"``:
+      ``E_c = sum_{c' != c, D > 0} V[c, c'] / D[c, c']  /  sum_{c' != c, D > 0} 1 / D[c, c']``
+      (NaN when every other point coincides with ``c``);
+    * ``mode="knn"``: the mean of ``V[c, c']`` over the ``k`` nearest ``c' != c`` by ``D``, the smaller
+      index first among equal distances;
+
+    and ``energy = mean_c E_c``. Near 1: the attribute moves embeddings in unrelated directions
+    (invariance); near 0: a systematic, aligned dependence.
+
+    Coincident points. ``D`` is computed in the input dtype, and rounding turns the 0 of coincident points
+    into a tiny number of either sign, which ``1 / D`` would blow up. A computed cosine ``D <= (dim + 8) u``,
+    or a squared Euclidean distance ``<= (dim + 8) u (|p|^2 + |p'|^2)`` (``u`` = 2**-24 for float32, 2**-53
+    for float64; ``dim = D`` the embedding size), is therefore snapped to exactly 0 -- excluded by
+    ``D > 0``, and tied at distance 0 (smaller index first) in knn. Exact duplicates, and for cosine points
+    of the same direction, are thus handled reliably; distinct points closer than that bound cannot be
+    told from duplicates in the dtype. Euclidean distances come from ``|p|^2 + |p'|^2 - 2 <p, p'>`` (a
+    GEMM), whose error is about ``sqrt(dim) u (|p|^2 + |p'|^2)`` on the squared distance: accurate for
+    distances comparable to the norms, less so for distances far below them (centre the data first if
+    that matters).
+
+    In knn, neighbours are ranked by ``D`` recomputed in float64 for every candidate the tile values put near
+    the k-th distance, so identical rows tie exactly. NaN is propagated (a NaN row makes every
+    inverse_distance ``E_c`` NaN); in knn a NaN distance is never among the nearest.
+
+    Memory: the C x C matrices are never held; the op walks the upper triangle in fixed-size tiles (each
+    pair computed once and credited to both points), so extra memory is two tiles plus O(C) per-point
+    sums (O(C k) heaps for knn), whatever C is.
+
+    Args:
+        points: ``[C, D]``, float32 or float64, ``C >= 2``; any strides. A zero row is an error for
+            ``metric="cosine"``.
+        directions: ``[C, D]``, the same dtype and device; a zero row is an error.
+        mode: ``"inverse_distance"`` or ``"knn"``.
+        k: neighbours for ``mode="knn"``, ``1 <= k <= C - 1`` (ignored otherwise).
+        metric: ``"cosine"`` or ``"euclidean"``.
+
+    Returns:
+        ``(energy, per_point)``: a 0-d tensor and a ``[C]`` tensor of the input dtype and device.
+        Not differentiable: the outputs never require grad.
+    """
+    return torch.ops.facekernels.alignment_energy.default(points, directions, mode, k, metric)
+
+
+@torch.library.register_fake("facekernels::alignment_energy")
+def _alignment_energy_fake(
+    points: Tensor, directions: Tensor, mode: str = "inverse_distance", k: int = 10, metric: str = "cosine"
+) -> tuple[Tensor, Tensor]:
+    check_same_device("alignment_energy", points=points, directions=directions)
+    return points.new_empty(()), points.new_empty((points.shape[0],))
+
+
+# Not differentiable. Without an autograd registration the dispatcher's fallback would hand back outputs
+# that require grad and only fail (with a warning about a missing autograd kernel) on backward; instead
+# the outputs are marked non-differentiable, as torch does for argmax or topk's indices.
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.mark_non_differentiable(*output)
+
+
+def _backward(ctx, *grads):
+    raise RuntimeError("alignment_energy is not differentiable")
+
+
+torch.library.register_autograd("facekernels::alignment_energy", _backward, setup_context=_setup_context)
