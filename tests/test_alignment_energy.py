@@ -6,9 +6,9 @@ torch.library contract, torch.compile, non-differentiability and every bad input
 import warnings
 
 import facekernels
-from conftest import run_at_each_cpu_capability
 import pytest
 import torch
+from conftest import run_at_each_cpu_capability
 from facekernels.ops.alignment_energy import alignment_energy
 
 MODES = ["inverse_distance", "knn"]

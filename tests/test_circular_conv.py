@@ -4,10 +4,10 @@ torch.compile, strides, odd and empty shapes, and every bad input the op must re
 import itertools
 
 import facekernels
-from conftest import run_at_each_cpu_capability
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_at_each_cpu_capability
 from facekernels.ops import circular_conv
 
 

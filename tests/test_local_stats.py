@@ -3,10 +3,10 @@ reference, accuracy on offset data, the torch.library contract, torch.compile, s
 empty shapes, every bad input, and the LocalSFFT / dafe_alignment_loss modules."""
 
 import facekernels
-from conftest import run_at_each_cpu_capability
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_at_each_cpu_capability
 from facekernels.nn import LocalSFFT, dafe_alignment_loss
 from facekernels.ops import local_mean_var, local_stat_transform
 
@@ -134,7 +134,9 @@ def test_offset_data_float32_accuracy():
         torch.testing.assert_close(var.double(), ref_var, rtol=1e-4, atol=0)
         # The tolerance is discriminating: a one-pass float32 E[x^2] - mu^2 misses it.
         xf = x.float()
-        pool = lambda t: F.avg_pool2d(t, kernel_size, 1, kernel_size // 2, count_include_pad=False)  # noqa: E731
+        def pool(t, k=kernel_size):
+            return F.avg_pool2d(t, k, 1, k // 2, count_include_pad=False)
+
         naive_var = (pool(xf * xf) - pool(xf) ** 2).double()
         assert not torch.allclose(naive_var, ref_var, rtol=1e-4, atol=0)
 
@@ -152,7 +154,9 @@ def test_offset_data_long_rows_float32(width, kernel_size):
 
 def _pooled_stats(x, kernel_size):
     """float64 two-pass statistics through avg_pool2d (for shapes too large for the loop reference)."""
-    pool = lambda t: F.avg_pool2d(t, kernel_size, 1, kernel_size // 2, count_include_pad=False)  # noqa: E731
+    def pool(t):
+        return F.avg_pool2d(t, kernel_size, 1, kernel_size // 2, count_include_pad=False)
+
     mean = pool(x)
     # two-pass: sum over the window of (x' - mean(center))^2 = pool(x^2) - 2 mean pool(x) + mean^2,
     # evaluated on data centred by its global mean so that float64 loses nothing here
@@ -324,7 +328,7 @@ def test_build_info_lists_kernel():
 
 
 def _args(**over):
-    args = dict(x=torch.randn(2, 3, 8, 8), guide=torch.randn(2, 3, 8, 8), kernel_size=3, eps=1e-5)
+    args = {"x": torch.randn(2, 3, 8, 8), "guide": torch.randn(2, 3, 8, 8), "kernel_size": 3, "eps": 1e-5}
     args.update(over)
     return args
 
