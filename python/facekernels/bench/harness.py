@@ -52,8 +52,7 @@ def time_interleaved(
     footprint (cache, and on CPU fresh pages for memory the allocator handed back), which a sample of a
     few calls would charge almost entirely to one call. When one round over all candidates is slow (eager
     peers of a second or more), the rounds are cut to fit budget_s, never below min_repeats."""
-    inner = {}
-    round_s = 0.0
+    one = {}
     for name, fn in fns.items():
         # Warm up for a while (allocator, thread pool, caches, clocks), not just a call or two; a call
         # slower than the whole warm-up budget is warm after two.
@@ -63,9 +62,13 @@ def time_interleaved(
             fn()
             calls += 1
         _sync(device)
-        one = _time_once(fn, device, 1)
-        inner[name] = max(1, min(1000, math.ceil(min_sample_s / max(one, 1e-7))))
-        round_s += one * inner[name]
+        one[name] = max(_time_once(fn, device, 1), 1e-7)
+    # A sample lasts at least five calls of the fastest candidate: the first call after a switch pays for
+    # the previous candidate's footprint (on CPU, re-faulting memory a peer churned through by the GB can
+    # cost a 10 ms op several times its own time), and one-call samples would charge it all to one call.
+    sample_s = max(min_sample_s, 5 * min(one.values()))
+    inner = {name: max(1, min(1000, math.ceil(sample_s / t))) for name, t in one.items()}
+    round_s = sum(one[name] * inner[name] for name in fns)
     repeats = max(min(repeats, min_repeats), min(repeats, int(budget_s / max(round_s, 1e-9))))
     samples: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
