@@ -29,3 +29,20 @@ def run_at_each_cpu_capability(script: str, tmp_path) -> dict:
         results[level] = torch.load(path)
     assert results["default"][0] == "default"
     return results
+
+
+def assert_compiled_matches_eager(fn, args, **compile_kwargs) -> None:
+    """torch.compile(fn, fullgraph=True) gives eager's outputs and, through .sum().backward(), eager's
+    gradients for every argument that requires them."""
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, fullgraph=True, dynamic=False, **compile_kwargs)
+    expected = fn(*args)
+    expected.sum().backward()
+    grads = [a.grad.clone() for a in args]
+    for a in args:
+        a.grad = None
+    out = compiled(*args)
+    out.sum().backward()
+    torch.testing.assert_close(out, expected)
+    for a, g in zip(args, grads):
+        torch.testing.assert_close(a.grad, g)

@@ -7,7 +7,7 @@ import facekernels
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_at_each_cpu_capability
+from conftest import assert_compiled_matches_eager, run_at_each_cpu_capability
 from facekernels.ops import circular_conv
 
 
@@ -129,19 +129,9 @@ def test_torch_compile_fullgraph():
     def block(x, w1, w2, b):
         return torch.relu(circular_conv(x, w1, b, 2)) + circular_conv(x, w2, None, 3)
 
-    compiled = torch.compile(block, fullgraph=True, dynamic=False)
     args = [torch.randn(2, 3, 8, 8, requires_grad=True), torch.randn(3, 8, requires_grad=True),
             torch.randn(3, 5, requires_grad=True), torch.randn(3, requires_grad=True)]
-    expected = block(*args)
-    expected.sum().backward()
-    grads = [a.grad.clone() for a in args]
-    for a in args:
-        a.grad = None
-    out = compiled(*args)
-    out.sum().backward()
-    torch.testing.assert_close(out, expected)
-    for a, g in zip(args, grads):
-        torch.testing.assert_close(a.grad, g)
+    assert_compiled_matches_eager(block, args)
 
 
 def test_strided_inputs():

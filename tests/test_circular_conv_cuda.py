@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_compiled_matches_eager
 from facekernels.ops import circular_conv  # importing facekernels registers the ops
 
 pytestmark = [
@@ -243,24 +244,13 @@ def test_torch_compile_fullgraph(backend):
     def block(x, w1, w2, b):
         return torch.relu(circular_conv(x, w1, b, 2)) + circular_conv(x, w2, None, 3)
 
-    torch._dynamo.reset()
-    compiled = torch.compile(block, fullgraph=True, dynamic=False, backend=backend)
     args = [
         torch.randn(2, 3, 8, 8, device=DEVICE, requires_grad=True),
         torch.randn(3, 8, device=DEVICE, requires_grad=True),
         torch.randn(3, 5, device=DEVICE, requires_grad=True),
         torch.randn(3, device=DEVICE, requires_grad=True),
     ]
-    expected = block(*args)
-    expected.sum().backward()
-    grads = [a.grad.clone() for a in args]
-    for a in args:
-        a.grad = None
-    out = compiled(*args)
-    out.sum().backward()
-    torch.testing.assert_close(out, expected)
-    for a, g in zip(args, grads):
-        torch.testing.assert_close(a.grad, g)
+    assert_compiled_matches_eager(block, args, backend=backend)
 
 
 def test_runs_on_the_current_stream():

@@ -6,7 +6,7 @@ import facekernels
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_at_each_cpu_capability
+from conftest import assert_compiled_matches_eager, run_at_each_cpu_capability
 from facekernels.nn import LocalSFFT, dafe_alignment_loss
 from facekernels.ops import local_mean_var, local_stat_transform
 
@@ -227,18 +227,8 @@ def test_torch_compile_fullgraph():
         mean, var = local_mean_var(guide, 3)
         return local_stat_transform(x, guide, 5) * torch.sqrt(var + 1e-5) + mean
 
-    compiled = torch.compile(block, fullgraph=True, dynamic=False)
     args = [torch.randn(2, 3, 10, 11, requires_grad=True), torch.randn(2, 3, 10, 11, requires_grad=True)]
-    expected = block(*args)
-    expected.sum().backward()
-    grads = [a.grad.clone() for a in args]
-    for a in args:
-        a.grad = None
-    out = compiled(*args)
-    out.sum().backward()
-    torch.testing.assert_close(out, expected)
-    for a, g in zip(args, grads):
-        torch.testing.assert_close(a.grad, g)
+    assert_compiled_matches_eager(block, args)
 
 
 def test_strided_inputs():

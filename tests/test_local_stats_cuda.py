@@ -13,6 +13,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_compiled_matches_eager
 from facekernels import ops  # importing facekernels registers the ops
 
 pytestmark = [
@@ -395,19 +396,8 @@ def test_torch_compile_fullgraph():
         mean, var = ops.local_mean_var(x, 5)
         return ops.local_stat_transform(x, guide, 7) + mean * var
 
-    torch._dynamo.reset()
-    compiled = torch.compile(block, fullgraph=True, dynamic=False, backend="aot_eager")
     args = [torch.randn(2, 3, 10, 12, device=DEVICE, requires_grad=True) for _ in range(2)]
-    expected = block(*args)
-    expected.sum().backward()
-    grads = [a.grad.clone() for a in args]
-    for a in args:
-        a.grad = None
-    out = compiled(*args)
-    out.sum().backward()
-    torch.testing.assert_close(out, expected)
-    for a, g in zip(args, grads):
-        torch.testing.assert_close(a.grad, g)
+    assert_compiled_matches_eager(block, args, backend="aot_eager")
 
 
 # ---- streams, graphs, devices -----------------------------------------------------------------------------
