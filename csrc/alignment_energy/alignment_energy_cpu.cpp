@@ -396,46 +396,41 @@ inline void load_double_pair(const T* x, Vec<double>& lo, Vec<double>& hi) {
   }
 }
 
-template <typename T>
-double dot_double(const T* x, const T* y, int64_t dim) {
+// sum_i x[i] y[i] (Difference = false) or sum_i (x[i] - y[i])^2 (true), in float64.
+template <bool Difference, typename T>
+double pair_sum_double(const T* x, const T* y, int64_t dim) {
   constexpr int D = kLanes<double>;
+  auto term = [](Vec<double> a, Vec<double> b) {
+    if constexpr (Difference) return (a - b) * (a - b);
+    else return a * b;
+  };
   Vec<double> acc0 = {}, acc1 = {};
   int64_t i = 0;
   for (; i + 2 * D <= dim; i += 2 * D) {
     Vec<double> xa, xb, ya, yb;
     load_double_pair(x + i, xa, xb);
     load_double_pair(y + i, ya, yb);
-    acc0 += xa * ya;
-    acc1 += xb * yb;
-  }
-  const Vec<double> acc = acc0 + acc1;
-  double s = 0;
-  for (int l = 0; l < D; ++l) s += acc[l];
-  for (; i < dim; ++i) s += static_cast<double>(x[i]) * static_cast<double>(y[i]);
-  return s;
-}
-
-template <typename T>
-double squared_distance_double(const T* x, const T* y, int64_t dim) {
-  constexpr int D = kLanes<double>;
-  Vec<double> acc0 = {}, acc1 = {};
-  int64_t i = 0;
-  for (; i + 2 * D <= dim; i += 2 * D) {
-    Vec<double> xa, xb, ya, yb;
-    load_double_pair(x + i, xa, xb);
-    load_double_pair(y + i, ya, yb);
-    const Vec<double> da = xa - ya, db = xb - yb;
-    acc0 += da * da;
-    acc1 += db * db;
+    acc0 += term(xa, ya);
+    acc1 += term(xb, yb);
   }
   const Vec<double> acc = acc0 + acc1;
   double s = 0;
   for (int l = 0; l < D; ++l) s += acc[l];
   for (; i < dim; ++i) {
-    const double d = static_cast<double>(x[i]) - static_cast<double>(y[i]);
-    s += d * d;
+    const double a = static_cast<double>(x[i]), b = static_cast<double>(y[i]);
+    s += Difference ? (a - b) * (a - b) : a * b;
   }
   return s;
+}
+
+template <typename T>
+double dot_double(const T* x, const T* y, int64_t dim) {
+  return pair_sum_double<false>(x, y, dim);
+}
+
+template <typename T>
+double squared_distance_double(const T* x, const T* y, int64_t dim) {
+  return pair_sum_double<true>(x, y, dim);
 }
 
 template <typename T>

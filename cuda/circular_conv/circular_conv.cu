@@ -493,17 +493,6 @@ cudaError_t backward_typed(const T* grad_y, const T* x, const T* weight, T* grad
   }
 }
 
-// Calls f with a null pointer of the storage type of `dtype`.
-template <typename F>
-cudaError_t dispatch_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::Float32: return f(static_cast<float*>(nullptr));
-    case DType::Float16: return f(static_cast<__half*>(nullptr));
-    case DType::BFloat16: return f(static_cast<__nv_bfloat16*>(nullptr));
-  }
-  return cudaErrorInvalidValue;
-}
-
 }  // namespace
 
 cudaError_t circular_conv_forward(const void* x, const void* weight, const void* bias, void* y,

@@ -288,6 +288,18 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- the ops ---------------------------------------------------------------------------------------
 
+// The four summed quantities of local_stat_transform's sweeps at element i:
+// {x - sx, (x - sx)^2, g - sg, (g - sg)^2}.
+template <typename T>
+__device__ __forceinline__ void pair_values(const T* x, const T* guide, int64_t i, float sx, float sg,
+                                            float (&v)[4]) {
+  const float a = to_float(x[i]) - sx, b = to_float(guide[i]) - sg;
+  v[0] = a;
+  v[1] = a * a;
+  v[2] = b;
+  v[3] = b * b;
+}
+
 // local_stat_transform: out = (x - mu_x) * sqrt(var_g + eps) / sqrt(var_x + eps) + mu_g.
 template <typename T>
 struct TransformForwardOp {
@@ -307,12 +319,7 @@ struct TransformForwardOp {
     int64_t width;
     float eps;
     __device__ __forceinline__ void values(int64_t h, int64_t w, float (&v)[kFields]) const {
-      const int64_t i = h * width + w;
-      const float a = to_float(x[i]) - sx, b = to_float(guide[i]) - sg;
-      v[0] = a;
-      v[1] = a * a;
-      v[2] = b;
-      v[3] = b * b;
+      pair_values(x, guide, h * width + w, sx, sg, v);
     }
     __device__ __forceinline__ void finish(int64_t h, int64_t w, const float (&box)[kFields], float n) const {
       const int64_t i = h * width + w;
@@ -352,12 +359,7 @@ struct TransformCoefficientsOp {
     int64_t width;
     float eps;
     __device__ __forceinline__ void values(int64_t h, int64_t w, float (&v)[kFields]) const {
-      const int64_t i = h * width + w;
-      const float a = to_float(x[i]) - sx, b = to_float(guide[i]) - sg;
-      v[0] = a;
-      v[1] = a * a;
-      v[2] = b;
-      v[3] = b * b;
+      pair_values(x, guide, h * width + w, sx, sg, v);
     }
     __device__ __forceinline__ void finish(int64_t h, int64_t w, const float (&box)[kFields], float n) const {
       const int64_t i = h * width + w;
@@ -798,17 +800,6 @@ cudaError_t mean_var_backward_typed(const T* grad_mean, const T* grad_var, const
   if (err != cudaSuccess) return err;
   const MeanVarGradientsOp<T> second{x, m_coef, v_coef, shifts, grad_x, plane_size(s), s.width};
   return run_sweep(second, s, scratch, stream);
-}
-
-// Calls f with a null pointer of the storage type of `dtype`.
-template <typename F>
-cudaError_t dispatch_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::Float32: return f(static_cast<float*>(nullptr));
-    case DType::Float16: return f(static_cast<__half*>(nullptr));
-    case DType::BFloat16: return f(static_cast<__nv_bfloat16*>(nullptr));
-  }
-  return cudaErrorInvalidValue;
 }
 
 // The launchers' common preamble: cudaErrorInvalidValue for a bad shape or a missing workspace.
