@@ -4,7 +4,12 @@ the same bytes, and `x.clone()`. Interleaved, 30 rounds, 2 threads; prints min a
 
     python tools/local_stats_floor.py
 """
-import torch, time, statistics, facekernels
+import statistics
+import time
+
+import facekernels
+import torch
+
 torch.set_num_threads(2)
 g0 = torch.Generator().manual_seed(0)
 x = torch.randn(4, 128, 128, 128, generator=g0); g = torch.randn(4, 128, 128, 128, generator=g0) * 2 + 1

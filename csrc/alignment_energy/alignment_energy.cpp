@@ -16,7 +16,6 @@
 #include <torch/csrc/stable/tensor.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -24,6 +23,7 @@
 #include <vector>
 
 #include "alignment_energy/alignment_energy_kernels.h"
+#include "core/blas.h"
 #include "core/checks.h"
 #include "core/parallel.h"
 
@@ -72,12 +72,7 @@ void similarity_tile(void* out, const void* a, const void* b, int64_t rows, int6
   const Tensor out_t = torch::stable::from_blob(out, {rows, cols}, {cols, 1}, device, dtype);
   const Tensor a_t = torch::stable::from_blob(const_cast<void*>(a), {rows, dim}, {dim, 1}, device, dtype);
   const Tensor b_transposed = torch::stable::from_blob(const_cast<void*>(b), {dim, cols}, {1, dim}, device, dtype);
-  // aten::mm.out through the stable dispatcher call (torch::stable has matmul, which would allocate
-  // every tile, but no mm_out wrapper in the 2.10 surface).
-  std::array<StableIValue, 3> stack{torch::stable::detail::from(a_t), torch::stable::detail::from(b_transposed),
-                                    torch::stable::detail::from(out_t)};
-  STABLE_TORCH_ERROR_CODE_CHECK(torch_call_dispatcher("aten::mm", "out", stack.data(), TORCH_ABI_VERSION));
-  (void)torch::stable::detail::to<Tensor>(stack[0]);
+  matmul_out(out_t, a_t, b_transposed);
 }
 
 namespace {

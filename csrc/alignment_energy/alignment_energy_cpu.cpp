@@ -65,15 +65,6 @@ inline Vec<T> lane_offsets() {
   return v;
 }
 
-template <typename M>
-inline bool any_lane(const M& m) {
-  uint64_t words[sizeof(M) / 8];
-  __builtin_memcpy(words, &m, sizeof(M));
-  uint64_t acc = 0;
-  for (size_t i = 0; i < sizeof(M) / 8; ++i) acc |= words[i];
-  return acc != 0;
-}
-
 // Half of a float vector, as many lanes as a double vector.
 typedef float HalfFloat __attribute__((vector_size(kVectorBytes / 2)));
 

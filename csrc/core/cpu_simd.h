@@ -88,5 +88,15 @@ inline Vec<T> vsqrt(Vec<T> v) {
   return r;
 }
 
+// Whether any lane of a comparison mask (a vector of all-ones / all-zeros integer lanes) is set.
+template <typename M>
+inline bool any_lane(const M& m) {
+  uint64_t words[sizeof(M) / 8];
+  __builtin_memcpy(words, &m, sizeof(M));
+  uint64_t acc = 0;
+  for (size_t i = 0; i < sizeof(M) / 8; ++i) acc |= words[i];
+  return acc != 0;
+}
+
 }  // namespace
 }  // namespace facekernels::cpu
