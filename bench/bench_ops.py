@@ -16,6 +16,10 @@ CANDIDATES = {
     "local_stat_transform": ("facekernels", "avg_pool", "integral"),
     "local_mean_var": ("facekernels", "avg_pool"),
     "alignment_energy": ("facekernels", "chunked"),
+    "cosine_topk": ("facekernels", "chunked"),
+    "diff_attention": ("facekernels", "sdpa"),
+    "edge_conv_max": ("facekernels", "eager"),
+    "st_graph_conv": ("facekernels", "conv_einsum"),
 }
 
 CASES = [

@@ -48,7 +48,10 @@ py::dict build_info() {
   // Every CPU kernel source is compiled for the same levels and dispatches through cpu_capability().
   per_kernel["alignment_energy"] = level;
   per_kernel["circular_conv"] = level;
+  per_kernel["diff_attention"] = level;
+  per_kernel["edge_conv"] = level;
   per_kernel["local_stats"] = level;
+  per_kernel["st_graph_conv"] = level;
   info["cpu_capability"] = level;
   info["cpu_kernels"] = per_kernel;
   return info;

@@ -8,7 +8,16 @@ from __future__ import annotations
 import torch  # noqa: F401  (torch's libraries must be loaded before the extension)
 
 from . import _C, me, metrics, nn, ops
-from .ops import alignment_energy, circular_conv, local_mean_var, local_stat_transform
+from .ops import (
+    alignment_energy,
+    circular_conv,
+    cosine_topk,
+    diff_attention,
+    edge_conv_max,
+    local_mean_var,
+    local_stat_transform,
+    st_graph_conv,
+)
 
 __version__: str = _C.build_info()["version"]
 
@@ -20,6 +29,7 @@ def build_info() -> dict:
 
 
 __all__ = [
-    "__version__", "alignment_energy", "build_info", "circular_conv", "local_mean_var", "local_stat_transform",
-    "me", "metrics", "nn", "ops",
+    "__version__", "alignment_energy", "build_info", "circular_conv", "cosine_topk", "diff_attention",
+    "edge_conv_max", "local_mean_var", "local_stat_transform", "me", "metrics", "nn", "ops",
+    "st_graph_conv",
 ]

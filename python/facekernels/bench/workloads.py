@@ -180,6 +180,18 @@ def _register_family_workloads() -> None:
 
     WORKLOADS.extend(workloads_alignment_energy.WORKLOADS)
     QUICK.update(workloads_alignment_energy.QUICK)
+    from . import workloads_diff_attention
+
+    WORKLOADS.extend(workloads_diff_attention.WORKLOADS)
+    QUICK.update(workloads_diff_attention.QUICK)
+    from . import workloads_edge_conv
+
+    WORKLOADS.extend(workloads_edge_conv.WORKLOADS)
+    QUICK.update(workloads_edge_conv.QUICK)
+    from . import workloads_st_graph_conv
+
+    WORKLOADS.extend(workloads_st_graph_conv.WORKLOADS)
+    QUICK.update(workloads_st_graph_conv.QUICK)
 
 
 _register_family_workloads()

@@ -1,0 +1,283 @@
+// CPU epilogues of diff_attention, compiled once per SIMD level (FK_CPU_CAPABILITY).
+//
+// Each kernel walks the rows of one score tile (the binding's GEMM has just written it, so it is in this
+// core's cache) and does the softmax arithmetic of both maps in a few vector passes per row: a row of
+// a few thousand floats stays in L1 between passes. The exponential is the dominant cost (2 T S of them
+// per head), so float32 uses a vectorised exp: Cody-Waite reduction x = n ln2 + r with |r| <= ln2 / 2,
+// a degree-7 polynomial for e^r (relative error about 2 ulp), and 2^n added into the exponent bits;
+// arguments below -87 (e^x under float32's smallest normal, and the causal mask's -inf) give 0. float64
+// uses the C library's exp lane by lane (the reference dtype: exact rather than fast).
+//
+// Row sums are accumulated in vector lanes of T and added to float64 once per row.
+#include <cmath>
+#include <cstdint>
+
+#include "core/cpu_simd.h"
+#include "diff_attention/diff_attention_kernels.h"
+
+namespace facekernels::cpu {
+namespace {
+
+template <typename T>
+constexpr int L = kLanes<T>;
+
+template <typename T>
+inline T neg_inf() {
+  return -__builtin_inf();
+}
+
+template <typename T>
+inline Vec<T> vexp(Vec<T> x) {
+  if constexpr (sizeof(T) == 4) {
+    typedef int32_t VI __attribute__((vector_size(kVectorBytes)));
+    const Vec<float> magic = broadcast<float>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+    const Vec<float> t = x * 1.44269504088896341f + magic;
+    const Vec<float> n = t - magic;
+    Vec<float> r = x - n * 0.693359375f;  // ln2 split in two: the high part is exact in float
+    r = r - n * -2.12194440e-4f;
+    Vec<float> p = broadcast<float>(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    VI ti, pi;
+    __builtin_memcpy(&ti, &t, sizeof(ti));
+    __builtin_memcpy(&pi, &p, sizeof(pi));
+    pi += ti << 23;  // the low bits of t hold n (two's complement): p * 2^n
+    Vec<float> e;
+    __builtin_memcpy(&e, &pi, sizeof(e));
+    const Vec<float> zero = {};
+    return x < -87.0f ? zero : e;
+  } else {
+    Vec<T> e;
+    for (int i = 0; i < L<T>; ++i) e[i] = __builtin_exp(x[i]);
+    return e;
+  }
+}
+
+template <typename T>
+inline T scalar_exp(T x) {
+  if constexpr (sizeof(T) == 4) {
+    Vec<T> v = broadcast<T>(x);
+    return vexp<T>(v)[0];
+  } else {
+    return __builtin_exp(x);
+  }
+}
+
+template <typename T>
+inline T hmax(Vec<T> v) {
+  T m = v[0];
+  for (int i = 1; i < L<T>; ++i) m = v[i] > m ? v[i] : m;
+  return m;
+}
+
+template <typename T>
+inline T hsum(Vec<T> v) {
+  T s = 0;
+  for (int i = 0; i < L<T>; ++i) s += v[i];
+  return s;
+}
+
+template <typename T>
+inline Vec<T> vmax(Vec<T> a, Vec<T> b) {
+  return a > b ? a : b;
+}
+
+// The number of visible keys of tile row r (keys k0 .. k0 + n - 1 of the tile are visible), clipped to
+// [0, cols].
+template <typename T>
+inline int64_t visible(const DiffTile<T>& t, int64_t r) {
+  if (!t.causal) return t.cols;
+  const int64_t n = t.q0 + r - t.k0 + 1;
+  return n < 0 ? 0 : (n > t.cols ? t.cols : n);
+}
+
+// max_j s[j] * scale over j < n.
+template <typename T>
+inline T row_max(const T* s, int64_t n, T scale) {
+  Vec<T> m = broadcast<T>(neg_inf<T>());
+  int64_t j = 0;
+  for (; j + L<T> <= n; j += L<T>) m = vmax<T>(m, load(s + j) * scale);
+  T out = hmax<T>(m);
+  for (; j < n; ++j) out = s[j] * scale > out ? s[j] * scale : out;
+  return out;
+}
+
+// s[j] := exp(s[j] * scale - shift) for j < n (0 for n <= j < cols); returns the sum.
+template <typename T>
+inline double exp_row(T* s, int64_t n, int64_t cols, T scale, T shift) {
+  Vec<T> acc = {};
+  const Vec<T> sh = broadcast<T>(shift);
+  int64_t j = 0;
+  for (; j + L<T> <= n; j += L<T>) {
+    const Vec<T> e = vexp<T>(load(s + j) * scale - sh);
+    acc += e;
+    store(s + j, e);
+  }
+  double sum = hsum<T>(acc);
+  for (; j < n; ++j) {
+    const T e = scalar_exp<T>(s[j] * scale - shift);
+    sum += e;
+    s[j] = e;
+  }
+  for (; j < cols; ++j) s[j] = 0;
+  return sum;
+}
+
+template <typename T>
+void forward_single(const DiffTile<T>& t, T* lse1, T* lse2) {
+  for (int64_t r = 0; r < t.rows; ++r) {
+    T* a = t.s1 + r * t.cols;
+    T* b = t.s2 + r * t.cols;
+    const int64_t n = visible(t, r);
+    const T m1 = row_max(a, n, t.scale), m2 = row_max(b, n, t.scale);
+    const double l1 = exp_row(a, n, t.cols, t.scale, m1);
+    const double l2 = exp_row(b, n, t.cols, t.scale, m2);
+    lse1[r] = static_cast<T>(m1 + std::log(l1));
+    lse2[r] = static_cast<T>(m2 + std::log(l2));
+    const Vec<T> c1 = broadcast<T>(static_cast<T>(1.0 / l1));
+    const Vec<T> c2 = broadcast<T>(static_cast<T>(t.lam / l2));
+    int64_t j = 0;
+    for (; j + L<T> <= n; j += L<T>) store(a + j, load(a + j) * c1 - load(b + j) * c2);
+    for (; j < n; ++j) a[j] = a[j] * c1[0] - b[j] * c2[0];
+    // masked entries are already 0 in both rows
+  }
+}
+
+// Running (m, l) of one map's row updated with the n visible entries of s.
+template <typename T>
+inline void update_stats(const T* s, int64_t n, T scale, T& m, T& l) {
+  if (n == 0) return;
+  const T mb = row_max(s, n, scale);
+  const T mnew = mb > m ? mb : m;
+  Vec<T> acc = {};
+  const Vec<T> sh = broadcast<T>(mnew);
+  int64_t j = 0;
+  for (; j + L<T> <= n; j += L<T>) acc += vexp<T>(load(s + j) * scale - sh);
+  double sum = hsum<T>(acc);
+  for (; j < n; ++j) sum += scalar_exp<T>(s[j] * scale - mnew);
+  const T rescale = m == neg_inf<T>() ? T(0) : scalar_exp<T>(m - mnew);
+  l = static_cast<T>(l * rescale + sum);
+  m = mnew;
+}
+
+template <typename T>
+void forward_stats(const DiffTile<T>& t, T* m1, T* l1, T* m2, T* l2) {
+  for (int64_t r = 0; r < t.rows; ++r) {
+    const int64_t n = visible(t, r);
+    update_stats(t.s1 + r * t.cols, n, t.scale, m1[r], l1[r]);
+    update_stats(t.s2 + r * t.cols, n, t.scale, m2[r], l2[r]);
+  }
+}
+
+template <typename T>
+void forward_probs(const DiffTile<T>& t, const T* lse1, const T* lse2) {
+  for (int64_t r = 0; r < t.rows; ++r) {
+    T* a = t.s1 + r * t.cols;
+    const T* b = t.s2 + r * t.cols;
+    const int64_t n = visible(t, r);
+    const Vec<T> sh1 = broadcast<T>(lse1[r]), sh2 = broadcast<T>(lse2[r]);
+    int64_t j = 0;
+    for (; j + L<T> <= n; j += L<T>) {
+      store(a + j, vexp<T>(load(a + j) * t.scale - sh1) - t.lam * vexp<T>(load(b + j) * t.scale - sh2));
+    }
+    for (; j < n; ++j) a[j] = scalar_exp<T>(a[j] * t.scale - lse1[r]) - t.lam * scalar_exp<T>(b[j] * t.scale - lse2[r]);
+    for (; j < t.cols; ++j) a[j] = 0;
+  }
+}
+
+template <typename T>
+void backward_rowsums(const DiffTile<T>& t, const T* lse1, const T* lse2, double* d1, double* d2, bool store_p) {
+  for (int64_t r = 0; r < t.rows; ++r) {
+    T* a = t.s1 + r * t.cols;
+    T* b = t.s2 + r * t.cols;
+    const T* g = t.dpv + r * t.cols;
+    const int64_t n = visible(t, r);
+    const Vec<T> sh1 = broadcast<T>(lse1[r]), sh2 = broadcast<T>(lse2[r]);
+    Vec<T> acc1 = {}, acc2 = {};
+    int64_t j = 0;
+    for (; j + L<T> <= n; j += L<T>) {
+      const Vec<T> p1 = vexp<T>(load(a + j) * t.scale - sh1);
+      const Vec<T> p2 = vexp<T>(load(b + j) * t.scale - sh2);
+      const Vec<T> gv = load(g + j);
+      acc1 += p1 * gv;
+      acc2 += p2 * gv;
+      if (store_p) {
+        store(a + j, p1);
+        store(b + j, p2);
+      }
+    }
+    double s1 = hsum<T>(acc1), s2 = hsum<T>(acc2);
+    for (; j < n; ++j) {
+      const T p1 = scalar_exp<T>(a[j] * t.scale - lse1[r]);
+      const T p2 = scalar_exp<T>(b[j] * t.scale - lse2[r]);
+      s1 += p1 * g[j];
+      s2 += p2 * g[j];
+      if (store_p) {
+        a[j] = p1;
+        b[j] = p2;
+      }
+    }
+    d1[r] += s1;
+    d2[r] += s2;
+  }
+}
+
+template <typename T>
+void backward_grads(const DiffTile<T>& t, const T* lse1, const T* lse2, const double* d1, const double* d2,
+                    bool stored) {
+  for (int64_t r = 0; r < t.rows; ++r) {
+    T* a = t.s1 + r * t.cols;
+    T* b = t.s2 + r * t.cols;
+    T* g = t.dpv + r * t.cols;
+    const int64_t n = visible(t, r);
+    const Vec<T> sh1 = broadcast<T>(lse1[r]), sh2 = broadcast<T>(lse2[r]);
+    const T dd1 = static_cast<T>(d1[r]), dd2 = static_cast<T>(d2[r]);
+    const T c1 = t.scale, c2 = -t.lam * t.scale;
+    int64_t j = 0;
+    for (; j + L<T> <= n; j += L<T>) {
+      const Vec<T> p1 = stored ? load(a + j) : vexp<T>(load(a + j) * t.scale - sh1);
+      const Vec<T> p2 = stored ? load(b + j) : vexp<T>(load(b + j) * t.scale - sh2);
+      const Vec<T> gv = load(g + j);
+      store(a + j, c1 * p1 * (gv - dd1));
+      store(b + j, c2 * p2 * (gv - dd2));
+      store(g + j, p1 - t.lam * p2);
+    }
+    for (; j < n; ++j) {
+      const T p1 = stored ? a[j] : scalar_exp<T>(a[j] * t.scale - lse1[r]);
+      const T p2 = stored ? b[j] : scalar_exp<T>(b[j] * t.scale - lse2[r]);
+      a[j] = c1 * p1 * (g[j] - dd1);
+      b[j] = c2 * p2 * (g[j] - dd2);
+      g[j] = p1 - t.lam * p2;
+    }
+    for (; j < t.cols; ++j) {
+      a[j] = 0;
+      b[j] = 0;
+      g[j] = 0;
+    }
+  }
+}
+
+template <typename T>
+void add(T* __restrict__ dst, const T* __restrict__ src, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 * L<T> <= n; i += 4 * L<T>) {
+    for (int u = 0; u < 4; ++u) store(dst + i + u * L<T>, load(dst + i + u * L<T>) + load(src + i + u * L<T>));
+  }
+  for (; i < n; ++i) dst[i] += src[i];
+}
+
+}  // namespace
+
+const DiffAttentionKernels& FK_CONCAT(diff_attention_kernels_, FK_CPU_CAPABILITY)() {
+  static const DiffAttentionKernels table{
+      &forward_single<float>,   &forward_single<double>,   &forward_stats<float>,    &forward_stats<double>,
+      &forward_probs<float>,    &forward_probs<double>,    &backward_rowsums<float>, &backward_rowsums<double>,
+      &backward_grads<float>,   &backward_grads<double>,   &add<float>,              &add<double>};
+  return table;
+}
+
+}  // namespace facekernels::cpu

@@ -1,0 +1,397 @@
+// CPU kernels of cosine_topk and edge_conv_max, compiled once per SIMD level (FK_CPU_CAPABILITY). The
+// GEMMs run in the binding (edge_conv.cpp) through torch's BLAS, one tile per thread at a time; these
+// kernels are what happens between them, each on the calling thread unless it says otherwise.
+//
+// cosine_topk. A tile holds raw dot products <x_n, y_m>; scaled by the two inverse norms they are the
+// approximate similarities, within (C + 6) u of the float64 similarity (Cauchy-Schwarz bounds the
+// GEMM's error by C u |x| |y|, the scalings add a few u). Each row keeps a buffer of candidates: every
+// column whose approximate similarity is at least (the k-th largest approximate similarity seen so
+// far, the root of a per-row min-heap of k values) - margin, with margin twice that error bound, so a
+// column left out is beaten by k others in exact arithmetic too. When a buffer fills it is compacted
+// (the candidates the risen threshold rules out are dropped), and once more at the end of the row;
+// then the candidates' similarities are recomputed in float64 from the inputs, and the k best by
+// (similarity descending, index ascending) are written: equal columns (duplicate gallery vectors) tie
+// exactly whatever rounding the GEMM gave them at their positions, and the smaller index
+// wins, as torch.topk on the exact values. If near-ties keep more than half a full buffer within the
+// margin, the compaction recomputes those candidates exactly and keeps the k best, so a gallery of
+// identical vectors costs one float64 dot product per column and never overflows.
+//
+// edge_conv_max. With X = x[b] as [C, N] rows, z_j = X W_j + bias with
+// W_j[p, m] = (w_self - w_edge)[m, p] + sum_{n : idx[b, n, j] = p} w_edge[m, n]: the gather of the
+// neighbours is folded into the weights (a scatter-add of rows of w_edge^T, O(N M) per neighbour), so each
+// neighbour costs one [C, N] x [N, M] GEMM and the k of a group run as one GEMM against the weights
+// laid side by side. The backward uses the same matrices: dX = sum_j dZ_j W_j^T and
+// dW_j = X^T dZ_j, from which d(w_self - w_edge)^T = sum_j dW_j and d(w_edge)^T[n] = sum_j dW_j[idx[n, j]].
+#include <cmath>
+#include <cstdint>
+
+#include "core/cpu_simd.h"
+#include "core/parallel.h"
+#include "edge_conv/edge_conv_kernels.h"
+
+namespace facekernels::cpu {
+namespace {
+
+template <typename T>
+using Mask = decltype(Vec<T>{} < Vec<T>{});
+
+template <typename T>
+inline T negative_infinity() {
+  return -__builtin_inf();
+}
+
+// ---- cosine_topk --------------------------------------------------------------------------------
+
+template <typename T>
+void inverse_norms(const T* x, int64_t batch, int64_t channels, int64_t n, double* inv, T* inv_t,
+                   int64_t inv_t_stride) {
+  constexpr int64_t kChunk = 1024;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / chunks, i0 = (task % chunks) * kChunk, i1 = min64(n, i0 + kChunk);
+      double* acc = inv + b * n;
+      for (int64_t i = i0; i < i1; ++i) acc[i] = 0;
+      for (int64_t c = 0; c < channels; ++c) {
+        const T* row = x + (b * channels + c) * n;
+        for (int64_t i = i0; i < i1; ++i) {
+          const double v = static_cast<double>(row[i]);
+          acc[i] += v * v;
+        }
+      }
+      for (int64_t i = i0; i < i1; ++i) {
+        const double norm = std::sqrt(acc[i]);
+        acc[i] = 1.0 / (norm > 1e-12 ? norm : 1e-12);
+        inv_t[b * inv_t_stride + i] = static_cast<T>(acc[i]);
+      }
+    }
+  });
+}
+
+// The float64 cosine similarity of x[:, n] and y[:, m].
+template <typename T>
+double exact_similarity(const TopkColumns<T>& t, int64_t n, int64_t m) {
+  const T* x = t.x_rows != nullptr ? t.x_rows + (n - t.x_row0) * t.channels : t.x + n;
+  const T* y = t.y_rows != nullptr ? t.y_rows + (t.y_slot != nullptr ? t.y_slot[m] : m) * t.channels : t.y + m;
+  const int64_t sx = t.x_rows != nullptr ? 1 : t.n, sy = t.y_rows != nullptr ? 1 : t.m;
+  double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  int64_t c = 0;
+  for (; c + 4 <= t.channels; c += 4) {
+    a0 += static_cast<double>(x[c * sx]) * static_cast<double>(y[c * sy]);
+    a1 += static_cast<double>(x[(c + 1) * sx]) * static_cast<double>(y[(c + 1) * sy]);
+    a2 += static_cast<double>(x[(c + 2) * sx]) * static_cast<double>(y[(c + 2) * sy]);
+    a3 += static_cast<double>(x[(c + 3) * sx]) * static_cast<double>(y[(c + 3) * sy]);
+  }
+  for (; c < t.channels; ++c) a0 += static_cast<double>(x[c * sx]) * static_cast<double>(y[c * sy]);
+  return ((a0 + a1) + (a2 + a3)) * t.inv_x[n] * t.inv_y[m];
+}
+
+// a ranks before b: larger similarity, then smaller index. NaN ranks last.
+inline bool ranks_before(double va, int32_t ia, double vb, int32_t ib) {
+  if (va != va) return false;
+  if (vb != vb) return true;
+  return va > vb || (va == vb && ia < ib);
+}
+
+// The indices of the `want` best as order[0 .. want) in rank order, robust to any want <= count.
+inline void rank_best(int32_t* order, int64_t count, int64_t want, const double* exact, const int32_t* index) {
+  for (int64_t i = 0; i < count; ++i) order[i] = static_cast<int32_t>(i);
+  if (count == 0 || want == 0) return;
+  // Heap-pop leaves the best `want` at the end in reverse order; copy them out to the front.
+  auto better = [&](int32_t a, int32_t b) { return ranks_before(exact[a], index[a], exact[b], index[b]); };
+  auto sift_down = [&](int64_t i, int64_t size) {
+    while (true) {
+      const int64_t l = 2 * i + 1;
+      if (l >= size) return;
+      int64_t best = l;
+      if (l + 1 < size && better(order[l + 1], order[l])) best = l + 1;
+      if (!better(order[best], order[i])) return;
+      const int32_t t = order[i];
+      order[i] = order[best];
+      order[best] = t;
+      i = best;
+    }
+  };
+  for (int64_t i = count / 2 - 1; i >= 0; --i) sift_down(i, count);
+  int64_t size = count;
+  for (int64_t p = 0; p < want; ++p) {
+    const int32_t t = order[0];
+    order[0] = order[size - 1];
+    order[size - 1] = t;
+    --size;
+    sift_down(0, size);
+  }
+  // order[count - 1] is the best, order[count - want] the want-th: reverse that tail into the front.
+  for (int64_t lo = count - want, hi = count - 1; lo < hi; ++lo, --hi) {
+    const int32_t t = order[lo];
+    order[lo] = order[hi];
+    order[hi] = t;
+  }
+  if (count != want) {
+    for (int64_t p = 0; p < want; ++p) order[p] = order[count - want + p];
+  }
+}
+
+template <typename T>
+void compact(const TopkColumns<T>& t, int64_t n, int64_t r, const TopkState<T>& s) {
+  T* approx = s.approx + r * s.capacity;
+  int32_t* index = s.index + r * s.capacity;
+  const int64_t count = s.count[r];
+  const T cut = s.threshold[r] - t.margin;
+  int64_t kept = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    if (approx[i] >= cut) {
+      approx[kept] = approx[i];
+      index[kept] = index[i];
+      ++kept;
+    }
+  }
+  if (kept > s.capacity / 2) {
+    // Near-ties fill the buffer: rank them exactly and keep the k best (a column dropped here is beaten
+    // by k others in exact arithmetic).
+    for (int64_t i = 0; i < kept; ++i) s.exact[i] = exact_similarity(t, n, index[i]);
+    rank_best(s.order, kept, s.k, s.exact, index);
+    // Gather the k best to the front, through scratch (order has capacity >= 2k entries).
+    for (int64_t p = 0; p < s.k; ++p) s.select[p] = approx[s.order[p]];
+    int32_t* moved = s.order + s.k;  // free room: order holds `kept` <= capacity entries
+    for (int64_t p = 0; p < s.k; ++p) moved[p] = index[s.order[p]];
+    for (int64_t p = 0; p < s.k; ++p) {
+      approx[p] = s.select[p];
+      index[p] = moved[p];
+    }
+    kept = s.k;
+  }
+  s.count[r] = kept;
+}
+
+// Offers v to the row's min-heap of the k largest approximate similarities; returns the k-th largest
+// so far (-inf while fewer than k were offered).
+template <typename T>
+inline T heap_offer(T* heap, int64_t& filled, int64_t k, T v) {
+  if (filled < k) {
+    int64_t i = filled++;
+    while (i > 0) {
+      const int64_t parent = (i - 1) / 2;
+      if (!(heap[parent] > v)) break;
+      heap[i] = heap[parent];
+      i = parent;
+    }
+    heap[i] = v;
+    return filled == k ? heap[0] : negative_infinity<T>();
+  }
+  if (v > heap[0]) {
+    int64_t i = 0;
+    while (true) {
+      const int64_t l = 2 * i + 1;
+      if (l >= k) break;
+      int64_t c = l;
+      if (l + 1 < k && heap[l + 1] < heap[l]) c = l + 1;
+      if (!(heap[c] < v)) break;
+      heap[i] = heap[c];
+      i = c;
+    }
+    heap[i] = v;
+  }
+  return heap[0];
+}
+
+template <typename T>
+void topk_tile(const TopkColumns<T>& t, const T* sim, int64_t n0, int64_t rows, int64_t c0, int64_t cols,
+               const TopkState<T>& s) {
+  constexpr int L = kLanes<T>;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t n = n0 + r;
+    const T* row = sim + r * cols;
+    const T* inv_y = t.inv_y_t + c0;
+    const T scale = static_cast<T>(t.inv_x[n]);
+    T* approx = s.approx + r * s.capacity;
+    int32_t* index = s.index + r * s.capacity;
+    T cut = s.threshold[r] - t.margin;
+    for (int64_t j = 0; j < cols; j += L) {
+      const Vec<T> v = load(row + j) * load(inv_y + j) * scale;
+      const Mask<T> hit = v >= broadcast<T>(cut);
+      if (!any_lane(hit)) continue;
+      const int lanes = static_cast<int>(min64(L, cols - j));
+      for (int l = 0; l < lanes; ++l) {
+        if (!(v[l] >= cut)) continue;
+        const int64_t c = s.count[r];
+        approx[c] = v[l];
+        index[c] = static_cast<int32_t>(c0 + j + l);
+        s.count[r] = c + 1;
+        s.threshold[r] = heap_offer(s.heap + r * s.k, s.filled[r], s.k, v[l]);
+        cut = s.threshold[r] - t.margin;
+        if (c + 1 == s.capacity) compact(t, n, r, s);
+      }
+    }
+  }
+}
+
+template <typename T>
+void topk_prune(const TopkColumns<T>& t, int64_t n0, int64_t rows, const TopkState<T>& s) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if (s.count[r] > s.k) compact(t, n0 + r, r, s);
+  }
+}
+
+template <typename T>
+void topk_finish(const TopkColumns<T>& t, int64_t n0, int64_t rows, const TopkState<T>& s, T* values,
+                 int64_t* indices) {
+  const int64_t k = s.k;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t n = n0 + r;
+    const int32_t* index = s.index + r * s.capacity;
+    // Drop the candidates the final threshold rules out before paying for their float64 similarity.
+    if (s.count[r] > k) compact(t, n, r, s);
+    const int64_t count = s.count[r];
+    for (int64_t i = 0; i < count; ++i) s.exact[i] = exact_similarity(t, n, index[i]);
+    const int64_t want = min64(k, count);
+    rank_best(s.order, count, want, s.exact, index);
+    T* v = values + r * k;
+    int64_t* o = indices + r * k;
+    for (int64_t p = 0; p < want; ++p) {
+      v[p] = static_cast<T>(s.exact[s.order[p]]);
+      o[p] = index[s.order[p]];
+    }
+    // Only NaN similarities leave a row short of k candidates.
+    for (int64_t p = want; p < k; ++p) {
+      v[p] = static_cast<T>(__builtin_nan(""));
+      o[p] = -1;
+    }
+    s.count[r] = 0;
+    s.filled[r] = 0;
+    s.threshold[r] = negative_infinity<T>();
+  }
+}
+
+// ---- edge_conv_max ------------------------------------------------------------------------------
+
+template <typename T>
+inline void add_row(T* __restrict dst, const T* __restrict src, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) dst[i] += src[i];
+}
+
+template <typename T>
+void build_weights(const EdgeWeights<T>& w, const int64_t* idx_b, int64_t k, int64_t j0, int64_t kj, T* wcat) {
+  const int64_t n = w.n, m = w.m, width = kj * m;
+  for (int64_t p = 0; p < n; ++p) {
+    for (int64_t jj = 0; jj < kj; ++jj) __builtin_memcpy(wcat + p * width + jj * m, w.self_minus_edge_t + p * m,
+                                                         sizeof(T) * m);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const T* src = w.edge_t + i * m;
+    for (int64_t jj = 0; jj < kj; ++jj) {
+      const int64_t p = idx_b[i * k + j0 + jj];
+      add_row(wcat + p * width + jj * m, src, m);
+    }
+  }
+}
+
+template <typename T>
+void max_group(const T* z, int64_t rows, int64_t m, int64_t j0, int64_t kj, const uint8_t* skip, bool first,
+               T* best, int32_t* arg) {
+  const int64_t width = kj * m;
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* zr = z + r * width;
+    T* __restrict b = best + r * m;
+    int32_t* __restrict a = arg + r * m;
+    int64_t jj = 0;
+    if (first) {
+      for (int64_t i = 0; i < m; ++i) {
+        b[i] = zr[i];
+        a[i] = static_cast<int32_t>(j0);
+      }
+      jj = 1;
+    }
+    for (; jj < kj; ++jj) {
+      const int32_t j = static_cast<int32_t>(j0 + jj);
+      if (skip[j]) continue;
+      const T* __restrict zj = zr + jj * m;
+      for (int64_t i = 0; i < m; ++i) {
+        const bool greater = zj[i] > b[i];
+        b[i] = greater ? zj[i] : b[i];
+        a[i] = greater ? j : a[i];
+      }
+    }
+  }
+}
+
+template <typename T>
+void max_finish(T* best, int32_t* arg, const T* bias, int64_t rows, int64_t m) {
+  for (int64_t r = 0; r < rows; ++r) {
+    T* __restrict b = best + r * m;
+    int32_t* __restrict a = arg + r * m;
+    if (bias != nullptr) add_row(b, bias, m);
+    for (int64_t i = 0; i < m; ++i) {
+      const T v = b[i];
+      const bool active = v > T(0);
+      a[i] = active ? a[i] : -1;
+      b[i] = (active || v != v) ? v : T(0);  // ReLU, NaN propagated
+    }
+  }
+}
+
+template <typename T>
+void route_gradient(const T* grad, const int32_t* winner, int64_t rows, int64_t m, int64_t j0, int64_t kj, T* dz,
+                    double* bias_grad) {
+  const int64_t width = kj * m;
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* g = grad + r * m;
+    const int32_t* w = winner + r * m;
+    for (int64_t jj = 0; jj < kj; ++jj) {
+      const int32_t j = static_cast<int32_t>(j0 + jj);
+      T* __restrict d = dz + r * width + jj * m;
+      for (int64_t i = 0; i < m; ++i) d[i] = w[i] == j ? g[i] : T(0);
+    }
+    if (bias_grad != nullptr) {
+      for (int64_t i = 0; i < m; ++i) bias_grad[i] += w[i] >= 0 ? static_cast<double>(g[i]) : 0.0;
+    }
+  }
+}
+
+template <typename T>
+void accumulate_weight_grads(const T* dwcat, const int64_t* idx_b, int64_t k, int64_t j0, int64_t kj, int64_t n,
+                             int64_t m, T* grad_self_minus_edge_t, T* grad_edge_t) {
+  const int64_t width = kj * m;
+  for (int64_t p = 0; p < n; ++p) {
+    for (int64_t jj = 0; jj < kj; ++jj) add_row(grad_self_minus_edge_t + p * m, dwcat + p * width + jj * m, m);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t jj = 0; jj < kj; ++jj) {
+      const int64_t p = idx_b[i * k + j0 + jj];
+      add_row(grad_edge_t + i * m, dwcat + p * width + jj * m, m);
+    }
+  }
+}
+
+template <typename T>
+void add(T* dst, const T* src, int64_t count) {
+  add_row(dst, src, count);
+}
+
+}  // namespace
+
+const EdgeConvKernels& FK_CONCAT(edge_conv_kernels_, FK_CPU_CAPABILITY)() {
+  static const EdgeConvKernels table{&inverse_norms<float>,
+                                     &inverse_norms<double>,
+                                     &topk_tile<float>,
+                                     &topk_tile<double>,
+                                     &topk_prune<float>,
+                                     &topk_prune<double>,
+                                     &topk_finish<float>,
+                                     &topk_finish<double>,
+                                     &build_weights<float>,
+                                     &build_weights<double>,
+                                     &max_group<float>,
+                                     &max_group<double>,
+                                     &max_finish<float>,
+                                     &max_finish<double>,
+                                     &route_gradient<float>,
+                                     &route_gradient<double>,
+                                     &accumulate_weight_grads<float>,
+                                     &accumulate_weight_grads<double>,
+                                     &add<float>,
+                                     &add<double>};
+  return table;
+}
+
+}  // namespace facekernels::cpu

@@ -1,0 +1,291 @@
+// cosine_topk and edge_conv_max: the CUDA binding (argument checks shared with the CPU binding; GEMMs by
+// cuBLAS through torch's mm/bmm into buffers allocated once per call; kernels from cuda/edge_conv on the
+// current stream).
+//
+// cosine_topk walks blocks of up to 2048 rows of x against tiles of 8192 columns of y (one tile buffer,
+// at most 64 MiB in float32, plus the rows' lists); edge_conv_max runs chunks of batch elements and
+// groups of neighbours sized so the side-by-side weights and pre-activations stay within about 2^25
+// elements. Checking idx's range synchronises the stream once (the result is needed on the host).
+// float32 GEMMs follow torch's matmul precision setting (TF32 when allowed); cosine_topk's candidate
+// margin covers TF32 rounding, and its final values are float64 recomputations either way.
+#include <cuda_runtime_api.h>
+
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/macros.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "core/checks.h"
+#include "core/cuda_binding.h"
+#include "cuda/edge_conv/edge_conv.h"
+#include "edge_conv/edge_conv.h"
+
+namespace facekernels {
+namespace {
+
+using torch::headeronly::ScalarType;
+using torch::stable::Tensor;
+
+inline void* byte_offset(const Tensor& t, int64_t elements) {
+  return static_cast<char*>(t.data_ptr()) + elements * static_cast<int64_t>(t.element_size());
+}
+
+template <typename T>
+T* data_of(const Tensor& t) {
+  return static_cast<T*>(t.data_ptr());
+}
+
+std::tuple<Tensor, Tensor> cosine_topk_cuda(const Tensor& x_in, int64_t k, const std::optional<Tensor>& y_in) {
+  const char* op = "cosine_topk";
+  const CosineTopkProblem p = check_cosine_topk(op, x_in, k, y_in);
+  const torch::stable::accelerator::DeviceGuard guard(x_in.get_device_index());
+  const cudaStream_t stream = current_cuda_stream(x_in.get_device_index());
+  const int64_t B = p.batch, C = p.channels, N = p.n, M = p.m;
+  Tensor values = torch::stable::new_empty(x_in, {B, N, k});
+  Tensor indices = torch::stable::new_empty(x_in, {B, N, k}, ScalarType::Long);
+  if (B == 0 || N == 0) return {values, indices};
+  const Tensor x = torch::stable::contiguous(x_in);
+  const Tensor y = y_in.has_value() ? torch::stable::contiguous(*y_in) : x;
+  const cuda::DType dtype = cuda_dtype(x);
+  Tensor inv_x = torch::stable::new_empty(x, {B * N}, ScalarType::Double);
+  Tensor inv_y = y_in.has_value() ? torch::stable::new_empty(x, {B * M}, ScalarType::Double) : inv_x;
+  check_launch(cuda::edge_inverse_norms(x.data_ptr(), B, C, N, data_of<double>(inv_x), dtype, stream), op);
+  if (y_in.has_value()) {
+    check_launch(cuda::edge_inverse_norms(y.data_ptr(), B, C, M, data_of<double>(inv_y), dtype, stream), op);
+  }
+
+  const int64_t R = std::min<int64_t>(N, std::clamp<int64_t>((int64_t{1} << 22) / k, 32, 2048));
+  const int64_t W = std::min<int64_t>(M, 8192);
+  Tensor sim = torch::stable::new_empty(x, {R * W});
+  Tensor list_value = torch::stable::new_empty(x, {R * k}, ScalarType::Double);
+  Tensor list_index = torch::stable::new_empty(x, {R * k}, ScalarType::Int);
+  Tensor list_size = torch::stable::new_empty(x, {R}, ScalarType::Int);
+  const cuda::TopkLists lists{k, data_of<double>(list_value), data_of<int32_t>(list_index), data_of<int32_t>(list_size)};
+  // Twice a bound on |scaled tile value - similarity|: the float32 accumulation over C terms, the
+  // rounding of the tile to the dtype (or TF32 inputs for float32), with slack.
+  const double accumulation = static_cast<double>(C + 8) * std::ldexp(1.0, -24);
+  const double storage = dtype == cuda::DType::Float32 ? std::ldexp(1.0, -10)
+                         : dtype == cuda::DType::Float16 ? 4 * std::ldexp(1.0, -11)
+                                                         : 4 * std::ldexp(1.0, -8);
+  const float margin = static_cast<float>(2.2 * (accumulation + storage) + 1e-6);
+  const torch::stable::Device device = x.device();
+  const ScalarType scalar = x.scalar_type();
+  for (int64_t b = 0; b < B; ++b) {
+    const cuda::TopkColumns columns{byte_offset(x, b * C * N), byte_offset(y, b * C * M), C, N, M,
+                                    data_of<double>(inv_x) + b * N, data_of<double>(inv_y) + b * M, margin};
+    for (int64_t n0 = 0; n0 < N; n0 += R) {
+      const int64_t rows = std::min(R, N - n0);
+      check_launch(cudaMemsetAsync(lists.size, 0, sizeof(int32_t) * rows, stream), op);
+      for (int64_t c0 = 0; c0 < M; c0 += W) {
+        const int64_t cols = std::min(W, M - c0);
+        matmul_into({sim.data_ptr(), 1, rows, cols, 0, cols, 1},
+                    {byte_offset(x, b * C * N + n0), 1, rows, C, 0, 1, N},
+                    {byte_offset(y, b * C * M + c0), 1, C, cols, 0, M, 1}, device, scalar);
+        check_launch(cuda::cosine_topk_tile(sim.data_ptr(), columns, n0, rows, c0, cols, lists, dtype, stream), op);
+      }
+      check_launch(cuda::cosine_topk_finish(lists, rows, byte_offset(values, (b * N + n0) * k),
+                                            data_of<int64_t>(indices) + (b * N + n0) * k, dtype, stream),
+                   op);
+    }
+  }
+  return {values, indices};
+}
+
+// Raises unless every value of idx (contiguous, on the device) is in [0, n).
+void check_index_range_cuda(const char* op, const Tensor& idx, int64_t n, int64_t k, cudaStream_t stream) {
+  const int64_t count = idx.numel();
+  if (count == 0) return;
+  Tensor flag = torch::stable::new_empty(idx, {1}, ScalarType::Long);
+  unsigned long long* first_bad = static_cast<unsigned long long*>(flag.data_ptr());
+  const unsigned long long none = static_cast<unsigned long long>(count);
+  check_launch(cudaMemcpyAsync(first_bad, &none, sizeof(none), cudaMemcpyHostToDevice, stream), op);
+  check_launch(cuda::edge_index_check(data_of<const int64_t>(idx), count, n, first_bad, stream), op);
+  unsigned long long at = none;
+  check_launch(cudaMemcpyAsync(&at, first_bad, sizeof(at), cudaMemcpyDeviceToHost, stream), op);
+  check_launch(cudaStreamSynchronize(stream), op);
+  if (at == none) return;
+  int64_t value = 0;
+  check_launch(cudaMemcpy(&value, data_of<const int64_t>(idx) + at, sizeof(value), cudaMemcpyDeviceToHost), op);
+  fail_edge_index(op, value, static_cast<int64_t>(at), n, k);
+}
+
+struct CudaEdgePlan {
+  int64_t kj, bc;
+};
+
+CudaEdgePlan cuda_edge_plan(const EdgeConvProblem& p) {
+  const int64_t nm = std::max<int64_t>(1, p.n * p.m);
+  const int64_t kj = std::max<int64_t>(1, std::min<int64_t>(p.k, (int64_t{1} << 24) / nm));
+  const int64_t per_batch = std::max<int64_t>(1, (p.n + p.channels) * kj * p.m);
+  const int64_t bc = std::max<int64_t>(1, std::min<int64_t>(p.batch, (int64_t{1} << 25) / per_batch));
+  return {kj, bc};
+}
+
+std::tuple<Tensor, Tensor> edge_conv_max_cuda(const Tensor& x_in, const Tensor& idx_in, const Tensor& w_self,
+                                              const Tensor& w_edge, const std::optional<Tensor>& bias_in) {
+  const char* op = "edge_conv_max";
+  const EdgeConvProblem p = check_edge_conv_max(op, x_in, idx_in, w_self, w_edge, bias_in);
+  const torch::stable::accelerator::DeviceGuard guard(x_in.get_device_index());
+  const cudaStream_t stream = current_cuda_stream(x_in.get_device_index());
+  const int64_t B = p.batch, C = p.channels, N = p.n, M = p.m, k = p.k;
+  Tensor out = torch::stable::new_empty(x_in, {B, C, M});
+  Tensor winner = torch::stable::new_empty(x_in, {B, C, M}, ScalarType::Int);
+  const Tensor idx = torch::stable::contiguous(idx_in);
+  check_index_range_cuda(op, idx, N, k, stream);
+  if (B == 0 || C == 0 || M == 0) return {out, winner};
+  const Tensor x = torch::stable::contiguous(x_in);
+  const std::optional<Tensor> bias =
+      bias_in.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*bias_in)) : std::nullopt;
+  const cuda::DType dtype = cuda_dtype(x);
+  const bool f32 = dtype == cuda::DType::Float32;
+
+  Tensor weights_t = torch::stable::new_empty(x, {2, N * M}, ScalarType::Float);
+  float* self_minus_edge_t = data_of<float>(weights_t);
+  float* edge_t = self_minus_edge_t + N * M;
+  check_launch(cuda::edge_transpose_weights(w_self.data_ptr(), w_self.stride(0), w_self.stride(1), w_edge.data_ptr(),
+                                            w_edge.stride(0), w_edge.stride(1), M, N, self_minus_edge_t, edge_t,
+                                            dtype, stream),
+               op);
+  Tensor skip = torch::stable::new_empty(x, {B * k}, ScalarType::Byte);
+  check_launch(cuda::edge_duplicate_neighbours(data_of<const int64_t>(idx), B, N, k, data_of<uint8_t>(skip), stream),
+               op);
+
+  const CudaEdgePlan plan = cuda_edge_plan(p);
+  const int64_t width = plan.kj * M;
+  Tensor scratch = torch::stable::new_empty(x, {plan.bc * N * width}, ScalarType::Float);
+  Tensor wcat = f32 ? scratch : torch::stable::new_empty(x, {plan.bc * N * width});
+  Tensor z = torch::stable::new_empty(x, {plan.bc * C * width});
+  Tensor best = torch::stable::new_empty(x, {B * C * M}, ScalarType::Float);
+  const torch::stable::Device device = x.device();
+  const ScalarType scalar = x.scalar_type();
+  for (int64_t b0 = 0; b0 < B; b0 += plan.bc) {
+    const int64_t bc = std::min(plan.bc, B - b0);
+    for (int64_t j0 = 0; j0 < k; j0 += plan.kj) {
+      const int64_t kj = std::min(plan.kj, k - j0), w = kj * M;
+      check_launch(cuda::edge_build_weights(self_minus_edge_t, edge_t, data_of<const int64_t>(idx), b0, bc, N, M, k, j0,
+                                            kj, data_of<float>(scratch), wcat.data_ptr(), dtype, stream),
+                   op);
+      matmul_into({z.data_ptr(), bc, C, w, C * w, w, 1}, {byte_offset(x, b0 * C * N), bc, C, N, C * N, N, 1},
+                  {wcat.data_ptr(), bc, N, w, N * w, w, 1}, device, scalar);
+      check_launch(cuda::edge_max_group(z.data_ptr(), bc, C, M, k, j0, kj, data_of<uint8_t>(skip) + b0 * k,
+                                        data_of<float>(best) + b0 * C * M, data_of<int32_t>(winner) + b0 * C * M,
+                                        j0 + kj >= k, bias.has_value() ? bias->data_ptr() : nullptr,
+                                        byte_offset(out, b0 * C * M), dtype, stream),
+                   op);
+    }
+  }
+  return {out, winner};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_cuda(const Tensor& grad_in, const Tensor& x_in,
+                                                                       const Tensor& idx_in, const Tensor& w_self,
+                                                                       const Tensor& w_edge, const Tensor& winner_in,
+                                                                       bool has_bias, bool need_x, bool need_weights) {
+  const char* op = "_edge_conv_max_backward";
+  const EdgeConvProblem q = check_edge_conv_max(op, x_in, idx_in, w_self, w_edge, std::nullopt);
+  const EdgeConvProblem p{q.batch, q.channels, q.n, q.m, q.k, has_bias};
+  FK_CHECK(grad_in.dim() == 3 && grad_in.size(0) == p.batch && grad_in.size(1) == p.channels &&
+               grad_in.size(2) == p.m,
+           op, "grad_out must be [B, C, M] = [", p.batch, ", ", p.channels, ", ", p.m, "], got ",
+           shape_string(grad_in));
+  check_same_dtype(op, "grad_out", grad_in, "x", x_in);
+  check_same_device(op, "grad_out", grad_in, "x", x_in);
+  check_same_device(op, "winner", winner_in, "x", x_in);
+  FK_CHECK(winner_in.scalar_type() == ScalarType::Int && winner_in.dim() == 3 && winner_in.size(0) == p.batch &&
+               winner_in.size(1) == p.channels && winner_in.size(2) == p.m,
+           op, "winner must be int32 [B, C, M], got ", dtype_name(winner_in.scalar_type()), " ",
+           shape_string(winner_in));
+  const torch::stable::accelerator::DeviceGuard guard(x_in.get_device_index());
+  const cudaStream_t stream = current_cuda_stream(x_in.get_device_index());
+  const int64_t B = p.batch, C = p.channels, N = p.n, M = p.m, k = p.k;
+  Tensor grad_x = torch::stable::new_zeros(x_in, need_x ? std::vector<int64_t>{B, C, N} : std::vector<int64_t>{0});
+  Tensor grad_self = torch::stable::new_zeros(x_in, need_weights ? std::vector<int64_t>{M, N} : std::vector<int64_t>{0});
+  Tensor grad_edge = torch::stable::new_zeros(x_in, need_weights ? std::vector<int64_t>{M, N} : std::vector<int64_t>{0});
+  Tensor grad_bias = torch::stable::new_zeros(x_in, {has_bias ? M : 0});
+  if (B == 0 || C == 0 || M == 0 || N == 0) return {grad_x, grad_self, grad_edge, grad_bias};
+  const Tensor grad = torch::stable::contiguous(grad_in);
+  const Tensor x = torch::stable::contiguous(x_in);
+  const Tensor idx = torch::stable::contiguous(idx_in);
+  const Tensor winner = torch::stable::contiguous(winner_in);
+  const cuda::DType dtype = cuda_dtype(x);
+  const bool f32 = dtype == cuda::DType::Float32;
+  if (has_bias) {
+    check_launch(cuda::edge_bias_gradient(grad.data_ptr(), data_of<const int32_t>(winner), B, C, M, grad_bias.data_ptr(),
+                                          dtype, stream),
+                 op);
+  }
+  if (!(need_x || need_weights)) return {grad_x, grad_self, grad_edge, grad_bias};
+
+  Tensor weights_t = torch::stable::new_empty(x, {need_x ? 2 : 0, N * M}, ScalarType::Float);
+  float* self_minus_edge_t = need_x ? data_of<float>(weights_t) : nullptr;
+  float* edge_t = need_x ? self_minus_edge_t + N * M : nullptr;
+  if (need_x) {
+    check_launch(cuda::edge_transpose_weights(w_self.data_ptr(), w_self.stride(0), w_self.stride(1),
+                                              w_edge.data_ptr(), w_edge.stride(0), w_edge.stride(1), M, N,
+                                              self_minus_edge_t, edge_t, dtype, stream),
+                 op);
+  }
+  const CudaEdgePlan plan = cuda_edge_plan(p);
+  const int64_t width = plan.kj * M;
+  Tensor scratch = torch::stable::new_empty(x, {need_x ? plan.bc * N * width : 0}, ScalarType::Float);
+  Tensor wcat = f32 ? scratch : torch::stable::new_empty(x, {need_x ? plan.bc * N * width : 0});
+  Tensor dz = torch::stable::new_empty(x, {plan.bc * C * width});
+  Tensor dx_part = torch::stable::new_empty(x, {need_x ? plan.bc * C * N : 0});
+  Tensor dx_accum = torch::stable::new_zeros(x, {need_x ? B * C * N : 0}, ScalarType::Float);
+  Tensor dwcat = torch::stable::new_empty(x, {need_weights ? plan.bc * N * width : 0});
+  Tensor weight_accum = torch::stable::new_zeros(x, {need_weights ? 2 * N * M : 0}, ScalarType::Float);
+  const torch::stable::Device device = x.device();
+  const ScalarType scalar = x.scalar_type();
+  for (int64_t b0 = 0; b0 < B; b0 += plan.bc) {
+    const int64_t bc = std::min(plan.bc, B - b0);
+    for (int64_t j0 = 0; j0 < k; j0 += plan.kj) {
+      const int64_t kj = std::min(plan.kj, k - j0), w = kj * M;
+      check_launch(cuda::edge_route_gradient(byte_offset(grad, b0 * C * M), data_of<const int32_t>(winner) + b0 * C * M,
+                                             bc, C, M, j0, kj, dz.data_ptr(), dtype, stream),
+                   op);
+      if (need_x) {
+        check_launch(cuda::edge_build_weights(self_minus_edge_t, edge_t, data_of<const int64_t>(idx), b0, bc, N, M, k,
+                                              j0, kj, data_of<float>(scratch), wcat.data_ptr(), dtype, stream),
+                     op);
+        // dX = dZ W^T: [bc, C, kj M] x [bc, kj M, N].
+        matmul_into({dx_part.data_ptr(), bc, C, N, C * N, N, 1}, {dz.data_ptr(), bc, C, w, C * w, w, 1},
+                    {wcat.data_ptr(), bc, w, N, N * w, 1, w}, device, scalar);
+        check_launch(cuda::edge_accumulate(data_of<float>(dx_accum) + b0 * C * N, dx_part.data_ptr(), bc * C * N, dtype,
+                                           stream),
+                     op);
+      }
+      if (need_weights) {
+        // dW = X^T dZ: [bc, N, C] x [bc, C, kj M].
+        matmul_into({dwcat.data_ptr(), bc, N, w, N * w, w, 1}, {byte_offset(x, b0 * C * N), bc, N, C, C * N, 1, N},
+                    {dz.data_ptr(), bc, C, w, C * w, w, 1}, device, scalar);
+        check_launch(cuda::edge_accumulate_weight_grads(dwcat.data_ptr(), data_of<const int64_t>(idx), b0, bc, N, M, k,
+                                                        j0, kj, data_of<float>(weight_accum),
+                                                        data_of<float>(weight_accum) + N * M, dtype, stream),
+                     op);
+      }
+    }
+  }
+  if (need_x) check_launch(cuda::edge_convert(data_of<float>(dx_accum), B * C * N, grad_x.data_ptr(), dtype, stream), op);
+  if (need_weights) {
+    check_launch(cuda::edge_finish_weight_grads(data_of<float>(weight_accum), data_of<float>(weight_accum) + N * M, N,
+                                                M, grad_self.data_ptr(), grad_edge.data_ptr(), dtype, stream),
+                 op);
+  }
+  return {grad_x, grad_self, grad_edge, grad_bias};
+}
+
+}  // namespace
+}  // namespace facekernels
+
+STABLE_TORCH_LIBRARY_IMPL(facekernels, CUDA, m) {
+  m.impl("cosine_topk", TORCH_BOX(&facekernels::cosine_topk_cuda));
+  m.impl("edge_conv_max", TORCH_BOX(&facekernels::edge_conv_max_cuda));
+  m.impl("_edge_conv_max_backward", TORCH_BOX(&facekernels::edge_conv_max_backward_cuda));
+}

@@ -1,0 +1,543 @@
+// st_graph_conv (the spatio-temporal multi-graph convolution of ST-GCN): schema, argument checks, the
+// GEMM driver shared with the CUDA binding, and the CPU binding.
+//
+//   out[n, c, t, w] = sum_k sum_v ( sum_i W[k, c, i] x[n, i, t, v] + b[k, c] ) A[(n,) k, v, w]
+//
+// Per sample the op is two chained products, a channel product (Cout x Cin per partition) and a graph
+// aggregation (V x V per partition), and the order decides the cost:
+//   AggregateFirst: Y[k] = X A_k  ([Cin T, V] x [V, V], K GEMMs), then out = Wcat Y with
+//                   Wcat[c, (k, i)] = W[k, c, i]  (one GEMM [Cout, K Cin] x [K Cin, T V]);
+//                   the bias adds sum_k b[k, c] colsum(A_k)[w] to every frame.
+//   ChannelFirst:   Z = Wstack X with Wstack = W as [K Cout, Cin] (one GEMM), Z += b per row, then
+//                   out = sum_k Z_k A_k  ([Cout T, V] x [V, V], K GEMMs).
+// Both share K Cin Cout T V multiply-adds; aggregating first adds K Cin T V^2, channels first K Cout T V^2,
+// so the smaller channel count goes through the graph. The backward picks its own order from the
+// gradients asked for (st_graph_conv_backward_order):
+//   AggregateFirst: dY = Wcat^T G, grad_x = sum_k dY_k A_k^T, grad_A[k] += X^T dY_k (+ the bias term),
+//                   grad_Wcat += G Y^T (Y recomputed), grad_b[k, c] += sum_w (sum_t G)[c, w] colsum(A_k)[w].
+//   ChannelFirst:   H_k = G A_k^T, grad_x = Wstack^T H, grad_Wstack += H X^T, grad_A[k] += Z_k^T G
+//                   (Z with its bias recomputed), grad_b as above.
+//
+// Memory: nothing of size [N, K, C, T, V]. The samples are split into one contiguous chunk per worker
+// (a thread of torch's pool); each worker reuses its own buffers of one sample's intermediates (a few
+// K C T V each) and its own partial sums of the shared gradients (weight, shared adjacency, bias), which
+// are added in worker order at the end: the result depends on the thread count only through that
+// order. GEMMs go through torch's mm.out (aten::mm.out via the stable dispatcher call) into those
+// buffers; inside the parallel region torch runs BLAS single-threaded, and with one worker (a batch of
+// one, or CUDA) the GEMMs may use the library's own threads.
+#include "st_graph_conv/st_graph_conv.h"
+
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "core/blas.h"
+#include "core/checks.h"
+#include "core/memory.h"
+#include "core/parallel.h"
+#include "st_graph_conv/st_graph_conv_kernels.h"
+
+namespace facekernels {
+
+using torch::headeronly::ScalarType;
+using torch::stable::Tensor;
+
+StGraphConvProblem check_st_graph_conv(const char* op, const Tensor& x, const Tensor& weight,
+                                       const Tensor& adjacency, const std::optional<Tensor>& bias) {
+  check_dim(op, "x", x, 4, "[N, Cin, T, V]");
+  check_dim(op, "weight", weight, 3, "[K, Cout, Cin]");
+  FK_CHECK(adjacency.dim() == 3 || adjacency.dim() == 4, op,
+           "adjacency must be a 3-D tensor [K, V, V] (shared) or a 4-D tensor [N, K, V, V] (per sample), got a ",
+           adjacency.dim(), "-D tensor of shape ", shape_string(adjacency));
+  check_floating_dtype(op, "x", x);
+  check_same_device(op, "weight", weight, "x", x);
+  check_same_device(op, "adjacency", adjacency, "x", x);
+  check_same_dtype(op, "weight", weight, "x", x);
+  check_same_dtype(op, "adjacency", adjacency, "x", x);
+  const int64_t n = x.size(0), cin = x.size(1), frames = x.size(2), nodes = x.size(3);
+  const int64_t k = weight.size(0), cout = weight.size(1);
+  FK_CHECK(weight.size(2) == cin, op, "weight must have Cin = x.size(1) = ", cin, " input channels, [K, Cout, ",
+           cin, "], got shape ", shape_string(weight));
+  const bool per_sample = adjacency.dim() == 4;
+  const int64_t a0 = per_sample ? 1 : 0;
+  if (per_sample) {
+    FK_CHECK(adjacency.size(0) == n, op, "adjacency must have N = x.size(0) = ", n,
+             " samples when 4-D [N, K, V, V] (or be 3-D [K, V, V], shared), got shape ", shape_string(adjacency));
+  }
+  FK_CHECK(adjacency.size(a0) == k, op, "adjacency must have K = weight.size(0) = ", k,
+           " partitions, got shape ", shape_string(adjacency));
+  FK_CHECK(adjacency.size(a0 + 1) == nodes && adjacency.size(a0 + 2) == nodes, op,
+           "adjacency must be [", per_sample ? "N, " : "", "K, V, V] with V = x.size(3) = ", nodes,
+           " nodes, got shape ", shape_string(adjacency));
+  if (bias.has_value()) {
+    check_same_device(op, "bias", *bias, "x", x);
+    check_same_dtype(op, "bias", *bias, "x", x);
+    FK_CHECK(bias->dim() == 2 && bias->size(0) == k && bias->size(1) == cout, op, "bias must have shape [K, Cout] = [",
+             k, ", ", cout, "], got shape ", shape_string(*bias));
+  }
+  return {n, cin, cout, frames, nodes, k, per_sample, bias.has_value()};
+}
+
+void check_st_graph_conv_grad_out(const char* op, const Tensor& grad_out, const Tensor& x,
+                                  const StGraphConvProblem& p) {
+  const bool ok = grad_out.dim() == 4 && grad_out.size(0) == p.batch && grad_out.size(1) == p.out_channels &&
+                  grad_out.size(2) == p.frames && grad_out.size(3) == p.nodes;
+  FK_CHECK(ok, op, "grad_out must have shape [N, Cout, T, V] = [", p.batch, ", ", p.out_channels, ", ", p.frames,
+           ", ", p.nodes, "], got shape ", shape_string(grad_out));
+  check_same_device(op, "grad_out", grad_out, "x", x);
+  check_same_dtype(op, "grad_out", grad_out, "x", x);
+}
+
+namespace {
+
+// Per-sample multiply-adds of the pieces.
+struct Costs {
+  double channel, aggregate_in, aggregate_out;  // K Cin Cout TV, K Cin TV V, K Cout TV V
+};
+
+Costs costs_of(const StGraphConvProblem& p) {
+  const double k = static_cast<double>(p.partitions), cin = static_cast<double>(p.in_channels);
+  const double cout = static_cast<double>(p.out_channels);
+  const double tv = static_cast<double>(p.frames) * static_cast<double>(p.nodes);
+  const double v = static_cast<double>(p.nodes);
+  return {k * cin * cout * tv, k * cin * tv * v, k * cout * tv * v};
+}
+
+}  // namespace
+
+StGraphConvOrder st_graph_conv_forward_order(const StGraphConvProblem& p) {
+  const Costs c = costs_of(p);
+  const double aggregate_first = c.aggregate_in + c.channel;
+  const double channel_first = c.channel + c.aggregate_out;
+  return aggregate_first <= channel_first ? StGraphConvOrder::AggregateFirst : StGraphConvOrder::ChannelFirst;
+}
+
+StGraphConvOrder st_graph_conv_backward_order(const StGraphConvProblem& p, const StGraphConvMask& mask) {
+  const Costs c = costs_of(p);
+  const bool need_x = mask[0], need_w = mask[1], need_a = mask[2];
+  double aggregate_first = 0, channel_first = 0;
+  // AggregateFirst: dY (for x and A), dY A^T (x), X^T dY (A), Y and G Y^T (W).
+  if (need_x || need_a) aggregate_first += c.channel;
+  if (need_x) aggregate_first += c.aggregate_in;
+  if (need_a) aggregate_first += c.aggregate_in;
+  if (need_w) aggregate_first += c.aggregate_in + c.channel;
+  // ChannelFirst: H (for x and W), Wstack^T H (x), H X^T (W), Z and Z^T G (A).
+  if (need_x || need_w) channel_first += c.aggregate_out;
+  if (need_x) channel_first += c.channel;
+  if (need_w) channel_first += c.channel;
+  if (need_a) channel_first += c.channel + c.aggregate_out;
+  return aggregate_first <= channel_first ? StGraphConvOrder::AggregateFirst : StGraphConvOrder::ChannelFirst;
+}
+
+Tensor st_graph_conv_samples_contiguous(const Tensor& t) {
+  const int64_t c = t.size(1), frames = t.size(2), nodes = t.size(3);
+  const bool ok = (nodes == 1 || t.stride(3) == 1) && (frames == 1 || t.stride(2) == nodes) &&
+                  (c == 1 || t.stride(1) == frames * nodes);
+  return ok ? t : torch::stable::contiguous(t);
+}
+
+namespace {
+
+// A matrix operand of a GEMM: element (r, c) at data[r * row_stride + c * col_stride].
+struct Operand {
+  const void* data;
+  int64_t rows, cols, row_stride, col_stride;
+};
+
+// A contiguous row-major [rows, cols] matrix.
+Operand matrix(const void* data, int64_t rows, int64_t cols) { return {data, rows, cols, cols, 1}; }
+
+// The transpose of a contiguous row-major [rows, cols] matrix: [cols, rows].
+Operand transposed(const void* data, int64_t rows, int64_t cols) { return {data, cols, rows, 1, cols}; }
+
+// out (contiguous [a.rows, b.cols]) = a b, by torch's mm.out: BLAS on CPU, cuBLAS on the current stream.
+// The tensors are made here with from_blob on the calling thread (a worker thread must not write
+// inference tensors made on the op's thread under torch.inference_mode()).
+void gemm(void* out, const Operand& a, const Operand& b, torch::stable::Device device, ScalarType dtype) {
+  // BLAS wants each leading dimension >= 1 even when a dimension is 1 or 0.
+  auto stride = [](int64_t s) { return s < 1 ? int64_t{1} : s; };
+  const Tensor out_t = torch::stable::from_blob(out, {a.rows, b.cols}, {stride(b.cols), 1}, device, dtype);
+  const Tensor a_t = torch::stable::from_blob(const_cast<void*>(a.data), {a.rows, a.cols},
+                                              {stride(a.row_stride), stride(a.col_stride)}, device, dtype);
+  const Tensor b_t = torch::stable::from_blob(const_cast<void*>(b.data), {b.rows, b.cols},
+                                              {stride(b.row_stride), stride(b.col_stride)}, device, dtype);
+  matmul_out(out_t, a_t, b_t);
+}
+
+template <typename T>
+T* data_of(const Tensor& t) {
+  return static_cast<T*>(t.data_ptr());
+}
+
+// Carves one worker's buffers out of a flat allocation.
+struct Carver {
+  int64_t used = 0;
+  int64_t take(int64_t n) {
+    const int64_t at = used;
+    used += (n + 15) / 16 * 16;  // 64-byte aligned starts for float
+    return at;
+  }
+};
+
+// Runs body(worker, first_sample, end_sample) for each worker's chunk of samples.
+template <typename F>
+void for_each_worker(int64_t batch, int64_t workers, const F& body) {
+  auto chunk = [&](int64_t w) { body(w, batch * w / workers, batch * (w + 1) / workers); };
+  if (workers <= 1) {
+    chunk(0);
+    return;
+  }
+  parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) chunk(w);
+  });
+}
+
+Tensor new_output(const Tensor& like, torch::headeronly::IntHeaderOnlyArrayRef sizes, bool zero) {
+  Tensor t = zero ? torch::stable::new_zeros(like, sizes) : torch::stable::new_empty(like, sizes);
+  if (like.is_cpu() && !zero) advise_huge_pages(t.data_ptr(), static_cast<size_t>(t.numel() * t.element_size()));
+  return t;
+}
+
+}  // namespace
+
+template <typename T>
+Tensor st_graph_conv_run_forward(const Tensor& x, const Tensor& weight, const Tensor& adjacency,
+                                 const std::optional<Tensor>& bias, const StGraphConvProblem& p,
+                                 const StGraphConvBackend<T>& backend, int64_t workers) {
+  const int64_t n_batch = p.batch, cin = p.in_channels, cout = p.out_channels, frames = p.frames;
+  const int64_t nodes = p.nodes, parts = p.partitions, tv = frames * nodes, vv = nodes * nodes;
+  // K = 0 (no partition) sums nothing: zeros.
+  Tensor out = new_output(x, {n_batch, cout, frames, nodes}, parts == 0);
+  if (out.numel() == 0 || parts == 0) return out;
+  workers = std::max<int64_t>(1, std::min(workers, n_batch));
+  const StGraphConvOrder order = st_graph_conv_forward_order(p);
+  const bool aggregate_first = order == StGraphConvOrder::AggregateFirst;
+  const torch::stable::Device device = x.device();
+  const ScalarType dtype = x.scalar_type();
+  const T* xp = data_of<const T>(x);
+  const int64_t x_stride = x.stride(0);
+  const T* ap = data_of<const T>(adjacency);
+  const int64_t a_stride = p.per_sample ? parts * vv : 0;
+  const T* bp = p.has_bias ? data_of<const T>(*bias) : nullptr;
+  T* op = data_of<T>(out);
+
+  // Wcat [Cout, K, Cin] for aggregating first; Wstack is weight itself.
+  const Tensor wcat = aggregate_first ? torch::stable::contiguous(torch::stable::transpose(weight, 0, 1)) : weight;
+  const T* wp = data_of<const T>(wcat);
+
+  Carver carve;
+  const int64_t at_main = carve.take(aggregate_first ? parts * cin * tv : parts * cout * tv);
+  const int64_t at_tmp = carve.take(aggregate_first ? 0 : (parts > 1 ? cout * tv : 0));
+  const bool bias_table = aggregate_first && p.has_bias;
+  const int64_t at_colsum = carve.take(bias_table ? parts * nodes : 0);
+  const int64_t at_table = carve.take(bias_table ? cout * nodes : 0);
+  const int64_t per_worker = carve.used;
+  Tensor scratch = torch::stable::new_empty(x, {workers * per_worker});
+  T* scratch_p = data_of<T>(scratch);
+  if (bias_table && !p.per_sample) {
+    // One table for the whole batch, in worker 0's slot, read by every worker.
+    backend.column_sums(ap, parts, nodes, scratch_p + at_colsum);
+    backend.bias_table(bp, scratch_p + at_colsum, parts, cout, nodes, scratch_p + at_table);
+  }
+
+  for_each_worker(n_batch, workers, [&](int64_t w, int64_t first, int64_t end) {
+    T* buf = scratch_p + w * per_worker;
+    T* main = buf + at_main;
+    for (int64_t n = first; n < end; ++n) {
+      const T* xn = xp + n * x_stride;
+      const T* an = ap + n * a_stride;
+      T* outn = op + n * cout * tv;
+      if (aggregate_first) {
+        for (int64_t k = 0; k < parts; ++k) {
+          gemm(main + k * cin * tv, matrix(xn, cin * frames, nodes), matrix(an + k * vv, nodes, nodes), device,
+               dtype);
+        }
+        gemm(outn, matrix(wp, cout, parts * cin), matrix(main, parts * cin, tv), device, dtype);
+        if (bias_table) {
+          T* table = scratch_p + at_table;
+          if (p.per_sample) {
+            table = buf + at_table;
+            backend.column_sums(an, parts, nodes, buf + at_colsum);
+            backend.bias_table(bp, buf + at_colsum, parts, cout, nodes, table);
+          }
+          backend.add_over_time(outn, table, cout, frames, nodes);
+        }
+      } else {
+        gemm(main, matrix(wp, parts * cout, cin), matrix(xn, cin, tv), device, dtype);
+        if (bp != nullptr) backend.add_to_rows(main, bp, parts * cout, tv);
+        gemm(outn, matrix(main, cout * frames, nodes), matrix(an, nodes, nodes), device, dtype);
+        for (int64_t k = 1; k < parts; ++k) {
+          gemm(buf + at_tmp, matrix(main + k * cout * tv, cout * frames, nodes), matrix(an + k * vv, nodes, nodes),
+               device, dtype);
+          backend.accumulate(outn, buf + at_tmp, cout * tv);
+        }
+      }
+    }
+  });
+  return out;
+}
+
+template <typename T>
+std::tuple<Tensor, Tensor, Tensor, Tensor> st_graph_conv_run_backward(
+    const Tensor& grad_out, const Tensor& x, const Tensor& weight, const Tensor& adjacency,
+    const std::optional<Tensor>& bias, const StGraphConvProblem& p, const StGraphConvMask& mask,
+    const StGraphConvBackend<T>& backend, int64_t workers) {
+  const int64_t n_batch = p.batch, cin = p.in_channels, cout = p.out_channels, frames = p.frames;
+  const int64_t nodes = p.nodes, parts = p.partitions, tv = frames * nodes, vv = nodes * nodes;
+  const bool need_x = mask[0], need_w = mask[1], need_a = mask[2], need_b = mask[3] && p.has_bias;
+  using torch::headeronly::IntHeaderOnlyArrayRef;
+  const bool empty = n_batch == 0 || cout == 0 || tv == 0 || parts == 0;
+  Tensor grad_x = new_output(x, need_x ? x.sizes() : IntHeaderOnlyArrayRef{0}, empty || cin * tv == 0);
+  Tensor grad_w = torch::stable::new_zeros(x, need_w ? weight.sizes() : IntHeaderOnlyArrayRef{0});
+  Tensor grad_a = torch::stable::new_zeros(x, need_a ? adjacency.sizes() : IntHeaderOnlyArrayRef{0});
+  Tensor grad_b = torch::stable::new_zeros(x, need_b ? IntHeaderOnlyArrayRef{parts, cout} : IntHeaderOnlyArrayRef{0});
+  if (empty || !(need_x || need_w || need_a || need_b)) return {grad_x, grad_w, grad_a, grad_b};
+  workers = std::max<int64_t>(1, std::min(workers, n_batch));
+  const bool aggregate_first = st_graph_conv_backward_order(p, mask) == StGraphConvOrder::AggregateFirst;
+  const torch::stable::Device device = x.device();
+  const ScalarType dtype = x.scalar_type();
+  const T* xp = data_of<const T>(x);
+  const int64_t x_stride = x.stride(0);
+  const T* gp = data_of<const T>(grad_out);
+  const int64_t g_stride = grad_out.stride(0);
+  const T* ap = data_of<const T>(adjacency);
+  const int64_t a_stride = p.per_sample ? parts * vv : 0;
+  const T* bp = p.has_bias ? data_of<const T>(*bias) : nullptr;
+  const Tensor wcat = aggregate_first ? torch::stable::contiguous(torch::stable::transpose(weight, 0, 1)) : weight;
+  const T* wp = data_of<const T>(wcat);
+  T* gx = need_x ? data_of<T>(grad_x) : nullptr;
+  T* ga = need_a ? data_of<T>(grad_a) : nullptr;
+  const bool shared_a = need_a && !p.per_sample;
+  const bool need_sums = need_b || (need_a && p.has_bias);
+
+  Carver carve;
+  const int64_t weight_size = parts * cout * cin;
+  // AggregateFirst: main = dY [K Cin, TV], second = Y [K Cin, TV]; ChannelFirst: main = H [K Cout, TV],
+  // second = Z [K Cout, TV].
+  const int64_t main_size = aggregate_first ? ((need_x || need_a) ? parts * cin * tv : 0)
+                                            : ((need_x || need_w) ? parts * cout * tv : 0);
+  const int64_t second_size = aggregate_first ? (need_w ? parts * cin * tv : 0) : (need_a ? parts * cout * tv : 0);
+  const int64_t at_main = carve.take(main_size);
+  const int64_t at_second = carve.take(second_size);
+  const int64_t at_tmp_x = carve.take(aggregate_first && need_x && parts > 1 ? cin * tv : 0);
+  const int64_t at_tmp_w = carve.take(need_w ? weight_size : 0);
+  const int64_t at_tmp_a = carve.take(shared_a ? vv : 0);
+  const int64_t at_sums = carve.take(need_sums ? cout * nodes : 0);
+  const int64_t at_colsum = carve.take(need_b ? parts * nodes : 0);
+  const int64_t per_worker = carve.used;
+  Carver carve_partial;
+  const int64_t at_part_w = carve_partial.take(need_w ? weight_size : 0);
+  const int64_t at_part_a = carve_partial.take(shared_a ? parts * vv : 0);
+  const int64_t at_part_b = carve_partial.take(need_b ? parts * cout : 0);
+  const int64_t per_partial = carve_partial.used;
+  Tensor scratch = torch::stable::new_empty(x, {workers * per_worker});
+  Tensor partials = torch::stable::new_zeros(x, {workers * per_partial});
+  T* scratch_p = data_of<T>(scratch);
+  T* partial_p = data_of<T>(partials);
+  if (need_b && !p.per_sample) backend.column_sums(ap, parts, nodes, scratch_p + at_colsum);
+
+  for_each_worker(n_batch, workers, [&](int64_t w, int64_t first, int64_t end) {
+    T* buf = scratch_p + w * per_worker;
+    T* part = partial_p + w * per_partial;
+    T* main = buf + at_main;
+    T* second = buf + at_second;
+    for (int64_t n = first; n < end; ++n) {
+      const T* xn = xp + n * x_stride;
+      const T* gn = gp + n * g_stride;
+      const T* an = ap + n * a_stride;
+      // The shared adjacency's gradient goes to this worker's partial sum, a per-sample one straight out.
+      T* gan = shared_a ? part + at_part_a : (need_a ? ga + n * parts * vv : nullptr);
+      T* sums = buf + at_sums;
+      if (need_sums) backend.sum_over_time(gn, cout, frames, nodes, sums);
+      if (aggregate_first) {
+        if (need_x || need_a) {
+          gemm(main, transposed(wp, cout, parts * cin), matrix(gn, cout, tv), device, dtype);  // dY
+        }
+        if (need_x) {
+          T* gxn = gx + n * cin * tv;
+          for (int64_t k = 0; k < parts; ++k) {
+            T* target = k == 0 ? gxn : buf + at_tmp_x;
+            gemm(target, matrix(main + k * cin * tv, cin * frames, nodes), transposed(an + k * vv, nodes, nodes),
+                 device, dtype);
+            if (k > 0) backend.accumulate(gxn, target, cin * tv);
+          }
+        }
+        if (need_a) {
+          for (int64_t k = 0; k < parts; ++k) {
+            T* target = shared_a ? buf + at_tmp_a : gan + k * vv;
+            gemm(target, transposed(xn, cin * frames, nodes), matrix(main + k * cin * tv, cin * frames, nodes),
+                 device, dtype);
+            if (shared_a) backend.accumulate(gan + k * vv, target, vv);
+          }
+          if (p.has_bias) backend.adjacency_bias_gradient(sums, bp, parts, cout, nodes, gan);
+        }
+        if (need_w) {
+          for (int64_t k = 0; k < parts; ++k) {
+            gemm(second + k * cin * tv, matrix(xn, cin * frames, nodes), matrix(an + k * vv, nodes, nodes), device,
+                 dtype);  // Y_k
+          }
+          gemm(buf + at_tmp_w, matrix(gn, cout, tv), transposed(second, parts * cin, tv), device, dtype);
+          backend.accumulate(part + at_part_w, buf + at_tmp_w, weight_size);
+        }
+      } else {
+        if (need_x || need_w) {
+          for (int64_t k = 0; k < parts; ++k) {
+            gemm(main + k * cout * tv, matrix(gn, cout * frames, nodes), transposed(an + k * vv, nodes, nodes),
+                 device, dtype);  // H_k
+          }
+        }
+        if (need_x) {
+          gemm(gx + n * cin * tv, transposed(wp, parts * cout, cin), matrix(main, parts * cout, tv), device, dtype);
+        }
+        if (need_w) {
+          gemm(buf + at_tmp_w, matrix(main, parts * cout, tv), transposed(xn, cin, tv), device, dtype);
+          backend.accumulate(part + at_part_w, buf + at_tmp_w, weight_size);
+        }
+        if (need_a) {
+          gemm(second, matrix(wp, parts * cout, cin), matrix(xn, cin, tv), device, dtype);  // Z
+          if (bp != nullptr) backend.add_to_rows(second, bp, parts * cout, tv);
+          for (int64_t k = 0; k < parts; ++k) {
+            T* target = shared_a ? buf + at_tmp_a : gan + k * vv;
+            gemm(target, transposed(second + k * cout * tv, cout * frames, nodes), matrix(gn, cout * frames, nodes),
+                 device, dtype);
+            if (shared_a) backend.accumulate(gan + k * vv, target, vv);
+          }
+        }
+      }
+      if (need_b) {
+        const T* colsum = scratch_p + at_colsum;
+        if (p.per_sample) {
+          backend.column_sums(an, parts, nodes, buf + at_colsum);
+          colsum = buf + at_colsum;
+        }
+        backend.bias_gradient(sums, colsum, parts, cout, nodes, part + at_part_b);
+      }
+    }
+  });
+
+  // The workers' partial sums, added in worker order.
+  auto reduce = [&](int64_t at, int64_t size, T* dst) {
+    for (int64_t w = 0; w < workers; ++w) backend.accumulate(dst, partial_p + w * per_partial + at, size);
+  };
+  if (need_w) {
+    if (aggregate_first) {
+      Tensor cat = torch::stable::new_zeros(x, {cout, parts, cin});
+      reduce(at_part_w, weight_size, data_of<T>(cat));
+      grad_w = torch::stable::contiguous(torch::stable::transpose(cat, 0, 1));
+    } else {
+      reduce(at_part_w, weight_size, data_of<T>(grad_w));
+    }
+  }
+  if (shared_a) reduce(at_part_a, parts * vv, ga);
+  if (need_b) reduce(at_part_b, parts * cout, data_of<T>(grad_b));
+  return {grad_x, grad_w, grad_a, grad_b};
+}
+
+template Tensor st_graph_conv_run_forward<float>(const Tensor&, const Tensor&, const Tensor&,
+                                                 const std::optional<Tensor>&, const StGraphConvProblem&,
+                                                 const StGraphConvBackend<float>&, int64_t);
+template Tensor st_graph_conv_run_forward<double>(const Tensor&, const Tensor&, const Tensor&,
+                                                  const std::optional<Tensor>&, const StGraphConvProblem&,
+                                                  const StGraphConvBackend<double>&, int64_t);
+template std::tuple<Tensor, Tensor, Tensor, Tensor> st_graph_conv_run_backward<float>(
+    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&,
+    const StGraphConvProblem&, const StGraphConvMask&, const StGraphConvBackend<float>&, int64_t);
+template std::tuple<Tensor, Tensor, Tensor, Tensor> st_graph_conv_run_backward<double>(
+    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&,
+    const StGraphConvProblem&, const StGraphConvMask&, const StGraphConvBackend<double>&, int64_t);
+
+namespace {
+
+template <typename T>
+class CpuBackend final : public StGraphConvBackend<T> {
+ public:
+  explicit CpuBackend(const cpu::StGraphConvKernelsOf<T>& k) : k_(k) {}
+  void accumulate(T* dst, const T* src, int64_t n) const override { k_.accumulate(dst, src, n); }
+  void add_to_rows(T* z, const T* row_values, int64_t rows, int64_t cols) const override {
+    k_.add_to_rows(z, row_values, rows, cols);
+  }
+  void add_over_time(T* out, const T* table, int64_t channels, int64_t frames, int64_t nodes) const override {
+    k_.add_over_time(out, table, channels, frames, nodes);
+  }
+  void column_sums(const T* adjacency, int64_t partitions, int64_t nodes, T* colsum) const override {
+    k_.column_sums(adjacency, partitions, nodes, colsum);
+  }
+  void bias_table(const T* bias, const T* colsum, int64_t partitions, int64_t channels, int64_t nodes,
+                  T* table) const override {
+    k_.bias_table(bias, colsum, partitions, channels, nodes, table);
+  }
+  void sum_over_time(const T* g, int64_t channels, int64_t frames, int64_t nodes, T* sums) const override {
+    k_.sum_over_time(g, channels, frames, nodes, sums);
+  }
+  void bias_gradient(const T* sums, const T* colsum, int64_t partitions, int64_t channels, int64_t nodes,
+                     T* grad_bias) const override {
+    k_.bias_gradient(sums, colsum, partitions, channels, nodes, grad_bias);
+  }
+  void adjacency_bias_gradient(const T* sums, const T* bias, int64_t partitions, int64_t channels, int64_t nodes,
+                               T* grad_adjacency) const override {
+    k_.adjacency_bias_gradient(sums, bias, partitions, channels, nodes, grad_adjacency);
+  }
+
+ private:
+  const cpu::StGraphConvKernelsOf<T>& k_;
+};
+
+std::optional<Tensor> contiguous_or_none(const std::optional<Tensor>& t) {
+  return t.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*t)) : std::nullopt;
+}
+
+int64_t cpu_workers() { return std::max<int64_t>(1, parallel_num_threads()); }
+
+Tensor st_graph_conv_cpu(const Tensor& x, const Tensor& weight, const Tensor& adjacency,
+                         const std::optional<Tensor>& bias) {
+  const StGraphConvProblem p = check_st_graph_conv("st_graph_conv", x, weight, adjacency, bias);
+  const Tensor xc = st_graph_conv_samples_contiguous(x);
+  const Tensor wc = torch::stable::contiguous(weight);
+  const Tensor ac = torch::stable::contiguous(adjacency);
+  const std::optional<Tensor> bc = contiguous_or_none(bias);
+  const cpu::StGraphConvKernels& k = FK_CPU_DISPATCH(cpu::st_graph_conv_kernels);
+  if (x.scalar_type() == ScalarType::Float) {
+    return st_graph_conv_run_forward<float>(xc, wc, ac, bc, p, CpuBackend<float>(k.f32), cpu_workers());
+  }
+  return st_graph_conv_run_forward<double>(xc, wc, ac, bc, p, CpuBackend<double>(k.f64), cpu_workers());
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> st_graph_conv_backward_cpu(
+    const Tensor& grad_out, const Tensor& x, const Tensor& weight, const Tensor& adjacency,
+    const std::optional<Tensor>& bias, bool need_x, bool need_weight, bool need_adjacency, bool need_bias) {
+  const char* op = "_st_graph_conv_backward";
+  const StGraphConvProblem p = check_st_graph_conv(op, x, weight, adjacency, bias);
+  check_st_graph_conv_grad_out(op, grad_out, x, p);
+  const StGraphConvMask mask{need_x, need_weight, need_adjacency, need_bias};
+  const Tensor gc = st_graph_conv_samples_contiguous(grad_out);
+  const Tensor xc = st_graph_conv_samples_contiguous(x);
+  const Tensor wc = torch::stable::contiguous(weight);
+  const Tensor ac = torch::stable::contiguous(adjacency);
+  const std::optional<Tensor> bc = contiguous_or_none(bias);
+  const cpu::StGraphConvKernels& k = FK_CPU_DISPATCH(cpu::st_graph_conv_kernels);
+  if (x.scalar_type() == ScalarType::Float) {
+    return st_graph_conv_run_backward<float>(gc, xc, wc, ac, bc, p, mask, CpuBackend<float>(k.f32), cpu_workers());
+  }
+  return st_graph_conv_run_backward<double>(gc, xc, wc, ac, bc, p, mask, CpuBackend<double>(k.f64), cpu_workers());
+}
+
+}  // namespace
+}  // namespace facekernels
+
+STABLE_TORCH_LIBRARY_FRAGMENT(facekernels, m) {
+  m.def("st_graph_conv(Tensor x, Tensor weight, Tensor adjacency, Tensor? bias=None) -> Tensor");
+  m.def(
+      "_st_graph_conv_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor adjacency, Tensor? bias, "
+      "bool need_x, bool need_weight, bool need_adjacency, bool need_bias) -> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+STABLE_TORCH_LIBRARY_IMPL(facekernels, CPU, m) {
+  m.impl("st_graph_conv", TORCH_BOX(&facekernels::st_graph_conv_cpu));
+  m.impl("_st_graph_conv_backward", TORCH_BOX(&facekernels::st_graph_conv_backward_cpu));
+}

@@ -1,0 +1,155 @@
+"""diff_attention: the differential attention of the Differential Transformer (and MMDA's MD2A) as one fused
+op, forward and backward, that never holds a T x S attention map."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._registration import check_same_device, register_autocast
+
+__all__ = ["diff_attention"]
+
+
+def _broadcast_lam(lam: Tensor | float, q1: Tensor) -> Tensor:
+    if not isinstance(lam, torch.Tensor):
+        lam = torch.tensor(float(lam), dtype=q1.dtype, device=q1.device)
+    if q1.dim() != 4:
+        return lam  # the op reports q1's rank
+    bh = (q1.shape[0], q1.shape[1])
+    ok = lam.dim() <= 2
+    if ok:
+        try:
+            ok = tuple(torch.broadcast_shapes(tuple(lam.shape), bh)) == bh
+        except RuntimeError:
+            ok = False
+    if not ok:
+        raise RuntimeError(
+            f"diff_attention: lam must be broadcastable to [B, H] = [{bh[0]}, {bh[1]}] (0-d, [H], [1, H], [B, 1] "
+            f"or [B, H]), got {list(lam.shape)}"
+        )
+    return lam.expand(bh)
+
+
+def diff_attention(
+    q1: Tensor,
+    k1: Tensor,
+    q2: Tensor,
+    k2: Tensor,
+    v: Tensor,
+    lam: Tensor | float,
+    causal: bool = False,
+    scale: float | None = None,
+) -> Tensor:
+    r"""Differential attention: the difference of two softmax attention maps applied to one value tensor.
+
+    For every batch ``b`` and head ``h``::
+
+        P_i = softmax(q_i k_i^T * scale + M)     (over the S keys; i = 1, 2)
+        out = P_1 v - lam[b, h] * P_2 v  =  (P_1 - lam[b, h] P_2) v
+
+    with ``scale = D ** -0.5`` by default, and ``M = -inf`` where key index > query index when ``causal``
+    (else 0). The op never holds a ``T x S`` map: it works on tiles of query rows and computes each row's
+    exact softmax of both maps in cache, combines them into ``P_1 - lam P_2`` before the single product
+    with ``v``, and keeps only the rows' log-sum-exp of both maps (``[B, H, T]`` each) for the backward.
+    The backward recomputes the maps from them and shares ``dO v^T`` between the two maps:
+    ``dPV = dO v^T``, ``dS_1 = P_1 (dPV - rowsum(P_1 dPV))``, ``dS_2 = -lam P_2 (dPV - rowsum(P_2 dPV))``,
+    ``dv = (P_1 - lam P_2)^T dO``, ``dlam = -sum(P_2 dPV)``, ``dq_i = scale dS_i k_i``,
+    ``dk_i = scale dS_i^T q_i``. Extra memory in both directions: O(B H T) plus per-thread tiles.
+
+    Args:
+        q1, q2: ``[B, H, T, D]`` queries of the two maps.
+        k1, k2: ``[B, H, S, D]`` keys of the two maps.
+        v: ``[B, H, S, Dv]``, shared by both maps (``Dv`` may differ from ``D``; the Differential
+            Transformer uses ``Dv = 2 D``). ``1 <= D, Dv <= 256``.
+        lam: broadcastable to ``[B, H]``: a 0-d tensor (or a number), ``[H]``, ``[1, H]``, ``[B, 1]`` or
+            ``[B, H]``; differentiable.
+        causal: mask keys after each query (needs ``T == S``).
+        scale: the logit scale, default ``D ** -0.5``.
+
+    All tensors share one dtype and device: float32/float64 on CPU, float16/bfloat16/float32 on CUDA
+    (float32 accumulation); any strides (a ``[B, T, H, D]`` tensor transposed to ``[B, H, T, D]`` is read in
+    place on CPU).
+
+    Returns:
+        ``[B, H, T, Dv]``, contiguous; differentiable in ``q1, k1, q2, k2, v, lam`` (once).
+    """
+    lam = _broadcast_lam(lam, q1)
+    out, _, _ = torch.ops.facekernels._diff_attention_forward.default(q1, k1, q2, k2, v, lam, causal, scale)
+    return out
+
+
+def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.register_fake("facekernels::_diff_attention_forward")
+def _diff_attention_forward_fake(
+    q1: Tensor, k1: Tensor, q2: Tensor, k2: Tensor, v: Tensor, lam: Tensor, causal: bool = False,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    check_same_device("diff_attention", q1=q1, k1=k1, q2=q2, k2=k2, v=v, lam=lam)
+    b, h, t, _ = q1.shape
+    stats = _stats_dtype(q1.dtype)
+    return (
+        q1.new_empty((b, h, t, v.shape[3])),
+        q1.new_empty((b, h, t), dtype=stats),
+        q1.new_empty((b, h, t), dtype=stats),
+    )
+
+
+@torch.library.register_fake("facekernels::_diff_attention_backward")
+def _diff_attention_backward_fake(
+    grad_out: Tensor, q1: Tensor, k1: Tensor, q2: Tensor, k2: Tensor, v: Tensor, lam: Tensor, lse1: Tensor,
+    lse2: Tensor, causal: bool, scale: float | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    check_same_device(
+        "_diff_attention_backward", grad_out=grad_out, q1=q1, k1=k1, q2=q2, k2=k2, v=v, lam=lam, lse1=lse1, lse2=lse2
+    )
+    return (
+        q1.new_empty(q1.shape),
+        q1.new_empty(k1.shape),
+        q1.new_empty(q1.shape),
+        q1.new_empty(k1.shape),
+        q1.new_empty(v.shape),
+        q1.new_empty(lam.shape),
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q1, k1, q2, k2, v, lam = inputs[:6]
+    _, lse1, lse2 = output
+    ctx.mark_non_differentiable(lse1, lse2)
+    ctx.save_for_backward(q1, k1, q2, k2, v, lam, lse1, lse2)
+    # The dispatcher drops trailing arguments equal to their defaults; fill them back in.
+    ctx.causal = inputs[6] if len(inputs) > 6 else False
+    ctx.scale = inputs[7] if len(inputs) > 7 else None
+
+
+def _backward(ctx, grad_out: Tensor, grad_lse1: Tensor | None, grad_lse2: Tensor | None):
+    q1, k1, q2, k2, v, lam, lse1, lse2 = ctx.saved_tensors
+    grads = [None] * len(ctx.needs_input_grad)
+    if any(ctx.needs_input_grad[:6]):
+        computed = torch.ops.facekernels._diff_attention_backward.default(
+            grad_out, q1, k1, q2, k2, v, lam, lse1, lse2, ctx.causal, ctx.scale
+        )
+        for i in range(6):
+            if ctx.needs_input_grad[i]:
+                grads[i] = computed[i]
+    return tuple(grads)
+
+
+torch.library.register_autograd("facekernels::_diff_attention_forward", _backward, setup_context=_setup_context)
+
+
+def _refuse_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "diff_attention: double backward (differentiating its gradient, e.g. a gradient penalty through this op) "
+        "is not implemented"
+    )
+
+
+torch.library.register_autograd(
+    "facekernels::_diff_attention_backward", _refuse_double_backward, setup_context=lambda ctx, inputs, output: None
+)
+register_autocast("_diff_attention_forward")

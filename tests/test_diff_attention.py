@@ -1,0 +1,364 @@
+"""diff_attention on CPU: values and gradients (q1, k1, q2, k2, v and lam) against a float64 reference that
+materialises both maps; T = 1, S = 1, T != S, causal, tile-boundary sizes, D != Dv, D up to 256, every
+accepted lam shape, the key-blocked path for long key ranges, the per-thread split of the backward when
+there are fewer heads than threads, gradcheck, the torch.library contract, torch.compile, strided inputs,
+empty batches, SIMD levels, autocast and every bad input."""
+
+import facekernels
+import pytest
+import torch
+from conftest import assert_compiled_matches_eager, run_at_each_cpu_capability
+from facekernels.ops import diff_attention
+
+ops = torch.ops.facekernels
+
+
+def reference(q1, k1, q2, k2, v, lam, causal=False, scale=None):
+    """float64, both T x S maps materialised."""
+    q1, k1, q2, k2, v = (t.double() for t in (q1, k1, q2, k2, v))
+    lam = torch.as_tensor(lam).double().expand(q1.shape[:2])
+    scale = q1.shape[-1] ** -0.5 if scale is None else scale
+    s1 = q1 @ k1.transpose(-1, -2) * scale
+    s2 = q2 @ k2.transpose(-1, -2) * scale
+    if causal:
+        t, s = s1.shape[-2:]
+        future = torch.ones(t, s, dtype=torch.bool).triu(1)
+        s1 = s1.masked_fill(future, float("-inf"))
+        s2 = s2.masked_fill(future, float("-inf"))
+    return s1.softmax(-1) @ v - lam[..., None, None] * (s2.softmax(-1) @ v)
+
+
+def make(b, h, t, s, d, dv, dtype=torch.float32, lam_shape=None, requires_grad=True):
+    shapes = [(b, h, t, d), (b, h, s, d), (b, h, t, d), (b, h, s, d), (b, h, s, dv)]
+    xs = [torch.randn(*sh, dtype=dtype, requires_grad=requires_grad) for sh in shapes]
+    lam = torch.rand(lam_shape if lam_shape is not None else (b, h), dtype=dtype) * 0.8 + 0.1
+    lam.requires_grad_(requires_grad)
+    return xs, lam
+
+
+TOL = {torch.float32: {"atol": 1e-4, "rtol": 1e-4}, torch.float64: {"atol": 1e-11, "rtol": 1e-10}}
+
+CASES = [  # (B, H, T, S, D, Dv, causal)
+    (2, 3, 7, 9, 8, 5, False),
+    (1, 2, 1, 1, 4, 4, False),       # T = S = 1
+    (1, 2, 1, 13, 4, 6, False),      # one query
+    (2, 1, 11, 1, 4, 6, False),      # one key
+    (1, 2, 1, 1, 4, 4, True),
+    (1, 2, 63, 63, 16, 32, True),    # tile boundaries
+    (1, 1, 64, 64, 8, 8, True),
+    (1, 1, 65, 65, 8, 16, True),
+    (1, 2, 129, 129, 8, 8, True),
+    (1, 2, 65, 129, 8, 8, False),
+    (1, 1, 129, 7, 8, 24, False),
+    (1, 1, 33, 300, 32, 64, False),
+    (1, 1, 17, 17, 256, 256, True),  # the largest head dimensions
+    (1, 1, 9, 21, 256, 3, False),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
+def test_matches_reference(case, dtype):
+    b, h, t, s, d, dv, causal = case
+    xs, lam = make(b, h, t, s, d, dv, dtype)
+    out = diff_attention(*xs, lam, causal=causal)
+    expected = reference(*xs, lam, causal)
+    assert out.shape == (b, h, t, dv) and out.dtype == dtype and out.is_contiguous()
+    torch.testing.assert_close(out.double(), expected, **TOL[dtype])
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [*xs, lam], grad)
+    want = torch.autograd.grad(expected, [*xs, lam], grad.double())
+    for name, g, w in zip(["q1", "k1", "q2", "k2", "v", "lam"], got, want):
+        assert g.shape == w.shape, name
+        torch.testing.assert_close(g.double(), w.double(), **TOL[dtype], msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("lam_shape", [(), (3,), (1, 3), (2, 1), (2, 3)])
+def test_lam_shapes_and_gradient(lam_shape):
+    xs, lam = make(2, 3, 10, 12, 8, 8, torch.float64, lam_shape=lam_shape)
+    out = diff_attention(*xs, lam)
+    expected = reference(*xs, lam.expand(2, 3))
+    torch.testing.assert_close(out, expected)
+    (g,) = torch.autograd.grad(out.square().sum(), lam)
+    (w,) = torch.autograd.grad(expected.square().sum(), lam)
+    assert g.shape == lam.shape
+    torch.testing.assert_close(g, w)
+
+
+def test_lam_as_a_number():
+    xs, _ = make(1, 2, 5, 6, 4, 4, torch.float64, requires_grad=False)
+    torch.testing.assert_close(diff_attention(*xs, 0.5), reference(*xs, torch.tensor(0.5)))
+
+
+def test_lam_gradient_is_minus_sum_p2_dpv():
+    """dlam[b, h] = -sum(P2 * (dO V^T)) written out with the maps."""
+    xs, lam = make(2, 2, 6, 7, 4, 5, torch.float64)
+    out = diff_attention(*xs, lam)
+    go = torch.randn_like(out)
+    (g,) = torch.autograd.grad(out, lam, go)
+    q2, k2, v = xs[2], xs[3], xs[4]
+    p2 = (q2 @ k2.transpose(-1, -2) / 2).softmax(-1)
+    torch.testing.assert_close(g, -(p2 * (go @ v.transpose(-1, -2))).sum((-1, -2)))
+
+
+@pytest.mark.parametrize("scale", [0.3, -0.7, 2.0])
+def test_explicit_scale(scale):
+    xs, lam = make(1, 2, 9, 10, 8, 4, torch.float64)
+    out = diff_attention(*xs, lam, scale=scale)
+    expected = reference(*xs, lam, scale=scale)
+    torch.testing.assert_close(out, expected)
+    got = torch.autograd.grad(out.sum(), xs[0])
+    want = torch.autograd.grad(expected.sum(), xs[0])
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_key_blocked_path(monkeypatch, causal, dtype):
+    """Long key ranges are split into key blocks (two passes); a small block size forces it here."""
+    monkeypatch.setenv("FACEKERNELS_DIFF_ATTENTION_KEY_BLOCK", "16")
+    xs, lam = make(2, 2, 50, 50, 8, 12, dtype)
+    out = diff_attention(*xs, lam, causal=causal)
+    expected = reference(*xs, lam, causal)
+    torch.testing.assert_close(out.double(), expected, **TOL[dtype])
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [*xs, lam], grad)
+    want = torch.autograd.grad(expected, [*xs, lam], grad.double())
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.double(), w.double(), **TOL[dtype])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("causal", [False, True])
+def test_thread_counts_agree(threads, causal):
+    """One (b, h) pair and several threads: the backward splits the query blocks into partial dK, dV."""
+    old = torch.get_num_threads()
+    xs, lam = make(1, 1, 300, 300, 8, 8, torch.float64)
+    try:
+        torch.set_num_threads(threads)
+        out = diff_attention(*xs, lam, causal=causal)
+        got = torch.autograd.grad(out, [*xs, lam], torch.ones_like(out))
+    finally:
+        torch.set_num_threads(old)
+    expected = reference(*xs, lam, causal)
+    want = torch.autograd.grad(expected, [*xs, lam], torch.ones_like(expected))
+    torch.testing.assert_close(out, expected)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+def test_gradcheck():
+    xs, lam = make(1, 2, 5, 6, 3, 4, torch.float64)
+    assert torch.autograd.gradcheck(lambda *a: diff_attention(*a[:5], a[5]), (*xs, lam))
+    xs, lam = make(2, 1, 6, 6, 3, 2, torch.float64, lam_shape=(1,))
+    assert torch.autograd.gradcheck(lambda *a: diff_attention(*a[:5], a[5], causal=True, scale=0.8), (*xs, lam))
+
+
+def test_opcheck():
+    xs, lam = make(2, 2, 5, 7, 4, 6)
+    torch.library.opcheck(ops._diff_attention_forward.default, (*xs, lam))
+    torch.library.opcheck(ops._diff_attention_forward.default, (*xs, lam, False, 0.5))
+    xs_c, lam_c = make(1, 2, 6, 6, 4, 3)
+    torch.library.opcheck(ops._diff_attention_forward.default, (*xs_c, lam_c, True, None))
+    detached = [x.detach() for x in xs]
+    out, lse1, lse2 = ops._diff_attention_forward(*detached, lam.detach())
+    torch.library.opcheck(
+        ops._diff_attention_backward.default,
+        (torch.randn_like(out), *detached, lam.detach(), lse1, lse2, False, None),
+    )
+
+
+def test_torch_compile_fullgraph():
+    xs, lam = make(2, 2, 9, 11, 8, 4)
+
+    def block(q1, k1, q2, k2, v, lam):
+        return diff_attention(q1, k1, q2, k2, v, lam.abs()).tanh()
+
+    assert_compiled_matches_eager(block, [*xs, lam])
+
+
+def test_torch_compile_fullgraph_causal_head_lam():
+    xs, lam = make(1, 3, 12, 12, 4, 8, lam_shape=(3,))
+
+    def block(q1, k1, q2, k2, v, lam):
+        return diff_attention(q1, k1, q2, k2, v, lam, causal=True) * 2
+
+    assert_compiled_matches_eager(block, [*xs, lam])
+
+
+def test_strided_inputs():
+    """The layout users have: [B, T, H, D] projections viewed as [B, H, T, D]; also a non-unit last stride."""
+    b, h, t, s, d, dv = 2, 3, 13, 10, 8, 16
+    q1 = torch.randn(b, t, h, d, dtype=torch.float64).transpose(1, 2)
+    k1 = torch.randn(b, s, h, d, dtype=torch.float64).transpose(1, 2)
+    qkv = torch.randn(b, t, 2, h, d, dtype=torch.float64)
+    q2 = qkv[:, :, 0].transpose(1, 2)
+    k2 = torch.randn(b, h, d, s, dtype=torch.float64).transpose(2, 3)  # last stride != 1
+    v = torch.randn(b, s, h, 2 * dv, dtype=torch.float64)[..., ::2].transpose(1, 2)
+    lam = torch.rand(b, h, dtype=torch.float64).t().contiguous().t()
+    xs = [x.requires_grad_() for x in (q1, k1, q2, k2, v)]
+    out = diff_attention(*xs, lam, causal=False)
+    expected = reference(*xs, lam)
+    torch.testing.assert_close(out, expected)
+    got = torch.autograd.grad(out, xs, torch.randn(b, t, h, dv, dtype=torch.float64).transpose(1, 2))
+    want = torch.autograd.grad(expected, xs, torch.ones_like(expected))  # shapes only below
+    for g, w, x in zip(got, want, xs):
+        assert g.shape == w.shape == x.shape
+    go = torch.randn(b, h, t, dv, dtype=torch.float64)
+    got = torch.autograd.grad(diff_attention(*xs, lam), xs, go)
+    want = torch.autograd.grad(reference(*xs, lam), xs, go)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("shape", [(0, 2, 5, 6), (2, 0, 5, 6), (1, 2, 0, 6)])
+def test_empty(shape):
+    b, h, t, s = shape
+    xs, lam = make(b, h, t, s, 4, 3)
+    out = diff_attention(*xs, lam)
+    assert out.shape == (b, h, t, 3)
+    out.sum().backward()
+    for x in [*xs, lam]:
+        assert x.grad.shape == x.shape and (x.grad == 0).all()
+
+
+def test_inference_mode():
+    """The per-tile GEMMs write into tensors made on the worker threads, outside inference mode's reach."""
+    xs, lam = make(2, 3, 40, 40, 16, 8, requires_grad=False)
+    with torch.inference_mode():
+        out = diff_attention(*xs, lam, causal=True)
+    torch.testing.assert_close(out.double(), reference(*xs, lam, True), **TOL[torch.float32])
+
+
+def test_large_logits_are_stable():
+    xs, lam = make(1, 1, 20, 30, 8, 8, torch.float32, requires_grad=False)
+    xs[0] = xs[0] * 40
+    xs[2] = xs[2] * 40
+    out = diff_attention(*xs, lam)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), reference(*xs, lam), atol=1e-4, rtol=1e-4)
+
+
+def test_cpu_capabilities_agree(tmp_path):
+    """The SIMD levels compiled in give the same result (run in subprocesses with the level lowered)."""
+    script = (
+        "import sys, torch, facekernels\n"
+        "torch.manual_seed(0)\n"
+        "shapes = [(2, 3, 37, 16), (2, 3, 41, 16), (2, 3, 37, 16), (2, 3, 41, 16), (2, 3, 41, 24)]\n"
+        "xs = [torch.randn(*s).requires_grad_() for s in shapes]\n"
+        "lam = torch.rand(2, 3).requires_grad_()\n"
+        "out = facekernels.ops.diff_attention(*xs, lam)\n"
+        "grads = torch.autograd.grad(out.square().sum(), [*xs, lam])\n"
+        "torch.save((facekernels.build_info()['cpu_kernels']['diff_attention'], [out, *grads]), sys.argv[1])\n"
+    )
+    results = run_at_each_cpu_capability(script, tmp_path)
+    base = results["default"][1]
+    for level, (used, outs) in results.items():
+        for a, b in zip(outs, base):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"{level} ({used}) differs from default")
+
+
+def test_autocast_cpu_runs_in_float32():
+    xs, lam = make(1, 2, 6, 7, 8, 4, requires_grad=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = diff_attention(*(x.bfloat16() for x in xs), lam)
+    assert out.dtype == torch.float32
+    expected = reference(*(x.bfloat16() for x in xs), lam)
+    torch.testing.assert_close(out.double(), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_build_info_lists_kernel():
+    info = facekernels.build_info()
+    assert info["cpu_kernels"]["diff_attention"] == info["cpu_capability"]
+
+
+def test_double_backward_is_refused_not_wrong():
+    xs, lam = make(1, 1, 4, 4, 2, 2, torch.float64)
+    out = diff_attention(*xs, lam)
+    (g,) = torch.autograd.grad(out.square().sum(), xs[0], create_graph=True)
+    with pytest.raises(RuntimeError, match="diff_attention: double backward .* is not implemented"):
+        torch.autograd.grad(g.sum(), xs[0])
+
+
+def _args(**over):
+    b, h, t, s, d, dv = 2, 3, 5, 6, 4, 7
+    args = {
+        "q1": torch.randn(b, h, t, d), "k1": torch.randn(b, h, s, d), "q2": torch.randn(b, h, t, d),
+        "k2": torch.randn(b, h, s, d), "v": torch.randn(b, h, s, dv), "lam": torch.rand(b, h),
+    }
+    args.update(over)
+    return args
+
+
+BAD = [
+    ("q1 3-D", _args(q1=torch.randn(3, 5, 4)),
+     r"q1 must be a 4-D tensor \[B, H, T, D\], got a 3-D tensor of shape \[3, 5, 4\]"),
+    ("v 5-D", _args(v=torch.randn(1, 2, 3, 6, 7)), r"v must be a 4-D tensor \[B, H, S, Dv\]"),
+    ("k1 batch", _args(k1=torch.randn(1, 3, 6, 4)),
+     r"k1 must have shape \[B, H, S, D\] = \[2, 3, \*, 4\], got \[1, 3, 6, 4\]"),
+    ("k2 heads", _args(k2=torch.randn(2, 4, 6, 4)),
+     r"k2 must have shape \[B, H, S, D\] = \[2, 3, 6, 4\], got \[2, 4, 6, 4\]"),
+    ("q2 D", _args(q2=torch.randn(2, 3, 5, 5)),
+     r"q2 must have shape \[B, H, T, D\] = \[2, 3, 5, 4\], got \[2, 3, 5, 5\]"),
+    ("k1 D", _args(k1=torch.randn(2, 3, 6, 3)),
+     r"k1 must have shape \[B, H, S, D\] = \[2, 3, \*, 4\], got \[2, 3, 6, 3\]"),
+    ("v S", _args(v=torch.randn(2, 3, 5, 7)),
+     r"v must have shape \[B, H, S, Dv\] = \[2, 3, 6, \*\], got \[2, 3, 5, 7\]"),
+    ("k2 S", _args(k2=torch.randn(2, 3, 7, 4)),
+     r"k2 must have shape \[B, H, S, D\] = \[2, 3, 6, 4\], got \[2, 3, 7, 4\]"),
+    ("lam 3-D", _args(lam=torch.rand(1, 2, 3)),
+     r"lam must be broadcastable to \[B, H\] = \[2, 3\] .*, got \[1, 2, 3\]"),
+    ("lam wrong heads", _args(lam=torch.rand(4)), r"lam must be broadcastable to \[B, H\] = \[2, 3\] .*, got \[4\]"),
+    ("lam [H, B]", _args(lam=torch.rand(3, 2)), r"lam must be broadcastable to \[B, H\] = \[2, 3\] .*, got \[3, 2\]"),
+    ("D too large", _args(q1=torch.randn(2, 3, 5, 257), k1=torch.randn(2, 3, 6, 257), q2=torch.randn(2, 3, 5, 257),
+                          k2=torch.randn(2, 3, 6, 257)),
+     r"q1 must have a head dimension D in \[1, 256\], got D = 257"),
+    ("Dv too large", _args(v=torch.randn(2, 3, 6, 300)), r"v must have a head dimension Dv in \[1, 256\], got Dv = 300"),
+    ("integer q1", _args(q1=torch.ones(2, 3, 5, 4, dtype=torch.int64)),
+     r"q1 must be float32 or float64 on CPU, got int64"),
+    ("integer v", _args(v=torch.ones(2, 3, 6, 7, dtype=torch.int32)),
+     r"v must have the same dtype as q1 \(float32\), got int32"),
+    ("half on CPU", {k: t.half() for k, t in _args().items()}, r"q1 must be float32 or float64 on CPU, got float16"),
+    ("mixed float dtypes", _args(k2=torch.randn(2, 3, 6, 4, dtype=torch.float64)),
+     r"k2 must have the same dtype as q1 \(float32\), got float64"),
+    ("lam dtype", _args(lam=torch.rand(2, 3, dtype=torch.float64)),
+     r"lam must have the same dtype as q1 \(float32\), got float64"),
+    ("no keys", _args(k1=torch.randn(2, 3, 0, 4), k2=torch.randn(2, 3, 0, 4), v=torch.randn(2, 3, 0, 7)),
+     r"k1 must have at least one key \(S >= 1\), got S = 0"),
+]
+
+
+@pytest.mark.parametrize("name,args,match", BAD, ids=[b[0] for b in BAD])
+def test_bad_inputs_raise(name, args, match):
+    with pytest.raises(RuntimeError, match=r"diff_attention: " + match):
+        diff_attention(**args)
+
+
+def test_bad_causal_and_scale():
+    with pytest.raises(RuntimeError, match=r"diff_attention: q1 must have as many queries as k1 has keys for "
+                                           r"causal=True \(T == S\), got T = 5 and S = 6"):
+        diff_attention(**_args(), causal=True)
+    with pytest.raises(RuntimeError, match=r"diff_attention: scale must be a finite number, got inf"):
+        diff_attention(**_args(), scale=float("inf"))
+
+
+def test_bad_input_mixed_devices():
+    with pytest.raises(RuntimeError, match=r"diff_attention: v must be on the same device as q1 \(cpu\), got meta"):
+        diff_attention(**_args(v=torch.randn(2, 3, 6, 7, device="meta")))
+    with pytest.raises(RuntimeError, match=r"diff_attention: lam must be on the same device as q1 \(cpu\), got meta"):
+        diff_attention(**_args(lam=torch.rand(2, 3, device="meta")))
+
+
+def test_backward_op_checks_its_arguments():
+    a = _args()
+    xs = [a[k] for k in ("q1", "k1", "q2", "k2", "v")]
+    out, lse1, lse2 = ops._diff_attention_forward(*xs, a["lam"])
+    with pytest.raises(RuntimeError, match=r"_diff_attention_backward: grad_out must have shape \[B, H, T, Dv\] = "
+                                           r"\[2, 3, 5, 7\], got \[2, 3, 5, 6\]"):
+        ops._diff_attention_backward(torch.randn(2, 3, 5, 6), *xs, a["lam"], lse1, lse2, False, None)
+    with pytest.raises(RuntimeError, match=r"_diff_attention_backward: lse2 must be float32 \(the forward's row "
+                                           r"statistics\), got float64"):
+        ops._diff_attention_backward(out, *xs, a["lam"], lse1, lse2.double(), False, None)
+    with pytest.raises(RuntimeError, match=r"_diff_attention_backward: lse1 must have shape \[B, H, T\] = "
+                                           r"\[2, 3, 5\], got \[2, 3, 4\]"):
+        ops._diff_attention_backward(out, *xs, a["lam"], lse1[..., :4], lse2, False, None)

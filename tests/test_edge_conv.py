@@ -1,0 +1,421 @@
+"""cosine_topk and edge_conv_max on CPU (issue 5) against float64 references written here.
+
+cosine_topk: values and indices against a stable descending sort of the float64 similarity matrix
+(k = 1, k = M, M != N, y None, tiles crossing the 2048-column boundary, many rows), exact ties between
+duplicate columns (smaller index first), a gallery of identical vectors, zero vectors, strided inputs,
+empty batches, non-differentiability, the torch.library contract, torch.compile and every bad input.
+
+edge_conv_max: values and gradients (x, w_self, w_edge, bias) against a per-neighbour float64 loop with
+gathers, for random idx, a cosine kNN graph, k = 1, k = N, M != N, duplicate neighbours and ties in the
+max (the first maximal j gets the gradient), bias None, neighbour groups and channel blocks (large N M,
+one batch element), strided inputs, empty inputs, gradcheck, opcheck on both ops, torch.compile
+(fullgraph), the SIMD levels, double backward and every bad input.
+"""
+
+import pytest
+import torch
+from conftest import assert_compiled_matches_eager, run_at_each_cpu_capability
+from facekernels.ops.edge_conv import cosine_topk, edge_conv_max
+
+# ---- cosine_topk ----------------------------------------------------------------------------------
+
+
+def reference_topk(x, k, y=None):
+    """Stable descending sort of the float64 cosine similarities: equal values keep index order."""
+    x = x.double()
+    y = x if y is None else y.double()
+    inv_x = 1 / x.norm(dim=1).clamp_min(1e-12)
+    inv_y = 1 / y.norm(dim=1).clamp_min(1e-12)
+    sim = torch.einsum("bcn,bcm->bnm", x, y) * inv_x[:, :, None] * inv_y[:, None, :]
+    order = torch.sort(-sim, dim=-1, stable=True).indices[..., :k]
+    return sim.gather(-1, order), order
+
+
+def check_topk(x, k, y=None, atol=None):
+    values, indices = cosine_topk(x, k, y)
+    ref_values, ref_indices = reference_topk(x, k, y)
+    assert values.dtype == x.dtype and indices.dtype == torch.int64
+    assert values.shape == ref_values.shape
+    torch.testing.assert_close(indices, ref_indices, rtol=0, atol=0)
+    tol = atol if atol is not None else (1e-6 if x.dtype == torch.float32 else 1e-13)
+    torch.testing.assert_close(values.double(), ref_values, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "b,c,n,m,k",
+    [(2, 16, 37, 50, 5), (1, 3, 1, 1, 1), (3, 8, 20, 20, 20), (2, 7, 9, 33, 1), (1, 12, 300, 2100, 7), (2, 5, 40, 3, 2)],
+)
+def test_topk_matches_reference(b, c, n, m, k, dtype):
+    x = torch.randn(b, c, n, dtype=dtype)
+    y = torch.randn(b, c, m, dtype=dtype)
+    check_topk(x, k, y)
+
+
+@pytest.mark.parametrize("k", [1, 6, 64])
+def test_topk_self(k):
+    x = torch.randn(2, 10, 64)
+    check_topk(x, k)
+    _, indices = cosine_topk(x, 1)
+    assert (indices[..., 0] == torch.arange(64)).all()  # each column is its own nearest
+
+
+def test_topk_many_rows_and_columns():
+    # Several row blocks per batch element and several column tiles (with a partial last one).
+    x = torch.randn(1, 24, 700)
+    y = torch.randn(1, 24, 4500)
+    check_topk(x, 10, y)
+
+
+def test_topk_large_gallery():
+    # C * M above 2^20: the gallery is read in place and each row block's candidates gathered at the end;
+    # duplicates in it (exact ties) and a run of identical columns (the exact-pruning path, read in place).
+    y = torch.randint(-2, 3, (1, 260, 4100)).float()
+    y[:, :, 3000:3400] = y[:, :, 7:8]
+    y[:, :, 100] = y[:, :, 4000]
+    x = torch.randint(-2, 3, (1, 260, 40)).float()
+    x[:, :, 5] = y[:, :, 7]
+    x[:, :, 6] = y[:, :, 100]
+    check_topk(x, 6, y)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_topk_ties_between_duplicate_columns(dtype):
+    # Small integers: every float64 similarity of the reference is exact, so duplicates tie exactly.
+    base = torch.randint(-3, 4, (2, 16, 30)).to(dtype)
+    y = base[:, :, torch.randint(0, 30, (400,))]  # many duplicate columns at scattered positions
+    x = torch.randint(-3, 4, (2, 16, 25)).to(dtype)
+    x[:, :, 3] = y[:, :, 17]
+    check_topk(x, 12, y)
+    check_topk(y, 9)
+
+
+def test_topk_identical_gallery():
+    # Every column equal: all M candidates stay within the margin (the exact-pruning path).
+    y = torch.randn(1, 32, 1).expand(1, 32, 3000).contiguous()
+    x = torch.randn(1, 32, 5)
+    _, indices = cosine_topk(x, 4, y)
+    assert (indices == torch.arange(4)).all()
+    check_topk(x, 4, y)
+
+
+def test_topk_zero_vectors():
+    x = torch.randn(2, 6, 11)
+    y = torch.randn(2, 6, 13)
+    x[:, :, 2] = 0
+    y[:, :, 5] = 0
+    y[:, :, 9] = 0
+    check_topk(x, 13, y)
+    values, indices = cosine_topk(x, 3, y)
+    assert (values[:, 2] == 0).all() and (indices[:, 2] == torch.arange(3)).all()
+
+
+def test_topk_strided():
+    x = torch.randn(2, 30, 9).transpose(1, 2)  # [2, 9, 30] with stride 1 along the batch... channels
+    y = torch.randn(2, 9, 80)[:, :, ::2]
+    assert not x.is_contiguous() and not y.is_contiguous()
+    check_topk(x, 5, y)
+    check_topk(x, 4)
+
+
+def test_topk_empty():
+    values, indices = cosine_topk(torch.randn(0, 4, 6), 3, torch.randn(0, 4, 8))
+    assert values.shape == (0, 6, 3) and indices.shape == (0, 6, 3)
+    values, indices = cosine_topk(torch.randn(2, 4, 0), 3, torch.randn(2, 4, 8))
+    assert values.shape == (2, 0, 3)
+
+
+def test_topk_not_differentiable():
+    x = torch.randn(1, 5, 7, requires_grad=True)
+    values, indices = cosine_topk(x, 2)
+    assert not values.requires_grad and not indices.requires_grad
+
+
+def test_topk_opcheck():
+    op = torch.ops.facekernels.cosine_topk.default
+    torch.library.opcheck(op, (torch.randn(2, 5, 9), 3))
+    torch.library.opcheck(op, (torch.randn(2, 5, 9, dtype=torch.float64), 4, torch.randn(2, 5, 12, dtype=torch.float64)))
+
+
+def test_topk_compile():
+    torch._dynamo.reset()
+
+    def f(x, y):
+        values, indices = cosine_topk(x, 3, y)
+        return values * 2, indices
+
+    x, y = torch.randn(2, 6, 10), torch.randn(2, 6, 14)
+    compiled = torch.compile(f, fullgraph=True, dynamic=False)
+    for a, b in zip(compiled(x, y), f(x, y)):
+        torch.testing.assert_close(a, b)
+
+
+def test_topk_autocast():
+    x, y = torch.randn(1, 8, 10, dtype=torch.bfloat16), torch.randn(1, 8, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        values, _ = cosine_topk(x, 2, y)
+    assert values.dtype == torch.float32
+    check_topk(x.float(), 2, y)
+
+
+def test_topk_bad_inputs():
+    x = torch.randn(2, 4, 6)
+    with pytest.raises(RuntimeError, match=r"cosine_topk: x must be a 3-D tensor \[B, C, N\], got a 2-D tensor"):
+        cosine_topk(torch.randn(4, 6), 2)
+    with pytest.raises(RuntimeError, match=r"cosine_topk: x must be float32 or float64 on CPU, got int64"):
+        cosine_topk(torch.ones(2, 4, 6, dtype=torch.int64), 2)
+    with pytest.raises(RuntimeError, match=r"cosine_topk: k must be in \[1, M\] = \[1, 6\], got 0"):
+        cosine_topk(x, 0)
+    with pytest.raises(RuntimeError, match=r"cosine_topk: k must be in \[1, M\] = \[1, 8\], got 9"):
+        cosine_topk(x, 9, torch.randn(2, 4, 8))
+    with pytest.raises(RuntimeError, match=r"cosine_topk: y must be \[B, C, M\] with B = 2 and C = 4 as x"):
+        cosine_topk(x, 2, torch.randn(3, 4, 8))
+    with pytest.raises(RuntimeError, match=r"cosine_topk: y must be \[B, C, M\] with B = 2 and C = 4 as x"):
+        cosine_topk(x, 2, torch.randn(2, 5, 8))
+    with pytest.raises(RuntimeError, match=r"cosine_topk: y must be a 3-D tensor \[B, C, M\]"):
+        cosine_topk(x, 2, torch.randn(4, 8))
+    with pytest.raises(RuntimeError, match=r"cosine_topk: y must have the same dtype as x \(float32\), got float64"):
+        cosine_topk(x, 2, torch.randn(2, 4, 8, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=r"cosine_topk: y must be on the same device as x \(cpu\), got meta"):
+        cosine_topk(x, 2, torch.randn(2, 4, 8, device="meta"))
+
+
+# ---- edge_conv_max --------------------------------------------------------------------------------
+
+
+def reference_zs(x, idx, w_self, w_edge, bias):
+    """float64 pre-activations [B, C, M, k], one neighbour at a time (a gather along the positions), so
+    equal neighbour lists give bitwise-equal pre-activations."""
+    x, w_self, w_edge = x.double(), w_self.double(), w_edge.double()
+    B, C, N = x.shape
+    zs = []
+    for j in range(idx.shape[2]):
+        xj = torch.gather(x, 2, idx[:, :, j].unsqueeze(1).expand(B, C, N))
+        z = x @ w_self.T + (xj - x) @ w_edge.T
+        if bias is not None:
+            z = z + bias.double()
+        zs.append(z)
+    return torch.stack(zs, -1)
+
+
+def reference(x, idx, w_self, w_edge, bias=None):
+    """max_j ReLU(z_j), the gradient routed to the first maximal j (gather at that j), 0 where max <= 0."""
+    z = reference_zs(x, idx, w_self, w_edge, bias)
+    first = (z == z.amax(-1, keepdim=True)).to(torch.int8).argmax(-1, keepdim=True)
+    return z.gather(-1, first).squeeze(-1).relu()
+
+
+def make_inputs(b, c, n, m, k, dtype=torch.float64, bias=True, idx=None):
+    x = torch.randn(b, c, n, dtype=dtype, requires_grad=True)
+    if idx is None:
+        idx = torch.randint(0, n, (b, n, k))
+    w_self = (torch.randn(m, n, dtype=dtype) / n**0.5).requires_grad_()
+    w_edge = (torch.randn(m, n, dtype=dtype) / n**0.5).requires_grad_()
+    bias_t = (torch.randn(m, dtype=dtype) * 0.1).requires_grad_() if bias else None
+    return x, idx, w_self, w_edge, bias_t
+
+
+def check_edge(x, idx, w_self, w_edge, bias, tol=None):
+    tol = tol or ((1e-4, 1e-4) if x.dtype == torch.float32 else (1e-10, 1e-10))
+    leaves = [t for t in (x, w_self, w_edge, bias) if t is not None and t.requires_grad]
+    out = edge_conv_max(x, idx, w_self, w_edge, bias)
+    ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+    mapping = dict(zip([id(t) for t in leaves], ref_leaves))
+    args = [mapping.get(id(t), t) if t is not None else None for t in (x, w_self, w_edge, bias)]
+    ref = reference(args[0], idx, args[1], args[2], args[3])
+    assert out.dtype == x.dtype and out.shape == ref.shape and out.is_contiguous()
+    torch.testing.assert_close(out.double(), ref, rtol=tol[0], atol=tol[1])
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, leaves, g.to(out.dtype))
+    ref_grads = torch.autograd.grad(ref, ref_leaves, g)
+    for a, r in zip(grads, ref_grads):
+        assert a.dtype == x.dtype
+        torch.testing.assert_close(a.double(), r, rtol=tol[0] * 10, atol=tol[1] * 10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "b,c,n,m,k",
+    [(2, 3, 5, 4, 2), (1, 1, 1, 1, 1), (3, 4, 6, 6, 6), (2, 5, 7, 3, 1), (2, 3, 9, 11, 4), (2, 8, 16, 16, 4),
+     (1, 100, 8, 8, 2)],
+)
+def test_edge_matches_reference(b, c, n, m, k, dtype):
+    check_edge(*make_inputs(b, c, n, m, k, dtype))
+
+
+def test_edge_without_bias():
+    check_edge(*make_inputs(2, 6, 10, 7, 3, bias=False))
+
+
+def test_edge_knn_graph():
+    x, _, w_self, w_edge, bias = make_inputs(2, 12, 16, 16, 4, torch.float32)
+    _, idx = cosine_topk(x.detach(), 4)
+    check_edge(x, idx, w_self, w_edge, bias)
+
+
+def test_edge_neighbour_groups_and_channel_blocks():
+    # N M above 2^22 / k: one neighbour per group (several GEMMs per task), and one batch element with
+    # enough channels to be split into blocks.
+    check_edge(*make_inputs(1, 70, 1500, 1500, 3, torch.float64, bias=True))
+
+
+def test_edge_duplicate_neighbours_and_ties():
+    b, c, n, m, k = 2, 5, 9, 6, 5
+    idx = torch.randint(0, n, (b, n, k))
+    idx[:, :, 3] = idx[:, :, 1]  # j = 3 repeats j = 1: the max ties, the gradient goes to j = 1
+    idx[:, :, 4] = idx[:, :, 0]
+    idx[1, 2, :] = 4  # one position with the same neighbour five times
+    x, _, w_self, w_edge, bias = make_inputs(b, c, n, m, k, idx=idx)
+    check_edge(x, idx, w_self, w_edge, bias)
+    # Every neighbour list equal: all k pre-activations tie; j = 0 wins everywhere.
+    idx_all = idx[:, :, :1].expand(b, n, k).contiguous()
+    check_edge(x, idx_all, w_self, w_edge, bias)
+    check_edge(x, idx_all[:, :, :1], w_self, w_edge, bias)
+
+
+def test_edge_relu_inactive_gets_no_gradient():
+    x, idx, w_self, w_edge, _ = make_inputs(2, 3, 5, 4, 2)
+    bias = torch.full((4,), -100.0, dtype=torch.float64, requires_grad=True)
+    out = edge_conv_max(x, idx, w_self, w_edge, bias)
+    assert (out == 0).all()
+    out.sum().backward()
+    assert (x.grad == 0).all() and (bias.grad == 0).all() and (w_self.grad == 0).all()
+
+
+def test_edge_gradcheck():
+    x, idx, w_self, w_edge, bias = make_inputs(2, 3, 6, 5, 3)
+    assert torch.autograd.gradcheck(lambda *a: edge_conv_max(a[0], idx, *a[1:]), (x, w_self, w_edge, bias))
+    assert torch.autograd.gradcheck(lambda *a: edge_conv_max(a[0], idx, *a[1:]), (x, w_self, w_edge))
+
+
+def test_edge_partial_gradients():
+    x, idx, w_self, w_edge, bias = make_inputs(2, 4, 6, 5, 3)
+    full = torch.autograd.grad(edge_conv_max(x, idx, w_self, w_edge, bias).sum(), (x, w_self, w_edge, bias))
+    only_x = torch.autograd.grad(edge_conv_max(x, idx, w_self.detach(), w_edge.detach()).sum(), (x,))
+    only_w = torch.autograd.grad(edge_conv_max(x.detach(), idx, w_self, w_edge, bias).sum(), (w_edge, bias))
+    torch.testing.assert_close(only_w[0], full[2])
+    torch.testing.assert_close(only_w[1], full[3])
+    ref_x = torch.autograd.grad(edge_conv_max(x, idx, w_self.detach(), w_edge.detach(), bias.detach()).sum(), (x,))
+    torch.testing.assert_close(ref_x[0], full[0])
+    assert only_x[0].shape == x.shape
+
+
+def test_edge_strided():
+    b, c, n, m, k = 2, 4, 7, 5, 3
+    x = torch.randn(b, n, c, dtype=torch.float64).transpose(1, 2).requires_grad_()
+    idx = torch.randint(0, n, (b, k, n)).transpose(1, 2)
+    w_self = torch.randn(n, m, dtype=torch.float64).T.requires_grad_()
+    w_edge = torch.randn(m, 2 * n, dtype=torch.float64)[:, ::2].requires_grad_()
+    bias = torch.randn(2 * m, dtype=torch.float64)[::2].requires_grad_()
+    assert not (x.is_contiguous() or idx.is_contiguous() or w_self.is_contiguous() or w_edge.is_contiguous())
+    check_edge(x, idx, w_self, w_edge, bias)
+    # A non-contiguous upstream gradient.
+    out = edge_conv_max(x, idx, w_self, w_edge, bias)
+    g = torch.randn(b, m, c, dtype=torch.float64).transpose(1, 2)
+    (gx,) = torch.autograd.grad(out, (x,), g, retain_graph=True)
+    (gx_ref,) = torch.autograd.grad(out, (x,), g.contiguous())
+    torch.testing.assert_close(gx, gx_ref)
+
+
+def test_edge_empty():
+    x, _, w_self, w_edge, bias = make_inputs(0, 3, 5, 4, 2)
+    idx = torch.zeros(0, 5, 2, dtype=torch.int64)
+    out = edge_conv_max(x, idx, w_self, w_edge, bias)
+    assert out.shape == (0, 3, 4)
+    out.sum().backward()
+    assert x.grad.shape == x.shape and (w_self.grad == 0).all() and (bias.grad == 0).all()
+    x, idx, w_self, w_edge, bias = make_inputs(2, 0, 5, 4, 2)
+    assert edge_conv_max(x, idx, w_self, w_edge, bias).shape == (2, 0, 4)
+
+
+def test_edge_opcheck():
+    x, idx, w_self, w_edge, bias = make_inputs(2, 3, 6, 5, 3, torch.float32)
+    torch.library.opcheck(torch.ops.facekernels.edge_conv_max.default, (x, idx, w_self, w_edge, bias))
+    torch.library.opcheck(torch.ops.facekernels.edge_conv_max.default, (x, idx, w_self, w_edge))
+    out, winner = torch.ops.facekernels.edge_conv_max.default(x, idx, w_self, w_edge, bias)
+    assert winner.dtype == torch.int32 and not winner.requires_grad
+    g = torch.randn_like(out)
+    backward = torch.ops.facekernels._edge_conv_max_backward.default
+    args = (g, x.detach(), idx, w_self.detach(), w_edge.detach(), winner)
+    torch.library.opcheck(backward, (*args, True, True, True))
+    torch.library.opcheck(backward, (*args, False, True, False))
+
+
+def test_edge_compile():
+    x, idx, w_self, w_edge, bias = make_inputs(2, 4, 8, 6, 3, torch.float32)
+    assert_compiled_matches_eager(lambda *a: edge_conv_max(a[0], idx, *a[1:]) * 2, (x, w_self, w_edge, bias))
+
+
+def test_edge_autocast():
+    x, idx, w_self, w_edge, bias = make_inputs(2, 4, 8, 6, 3, torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = edge_conv_max(x.bfloat16(), idx, w_self, w_edge, bias)
+    assert out.dtype == torch.float32
+
+
+def test_edge_double_backward_raises():
+    x, idx, w_self, w_edge, bias = make_inputs(1, 2, 4, 3, 2)
+    (gx,) = torch.autograd.grad(edge_conv_max(x, idx, w_self, w_edge, bias).sum(), (x,), create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        gx.sum().backward()
+
+
+def test_simd_levels_agree(tmp_path):
+    script = (
+        "import sys, torch, facekernels\n"
+        "from facekernels.ops.edge_conv import cosine_topk, edge_conv_max\n"
+        "torch.manual_seed(0)\n"
+        "x = torch.randn(2, 16, 40, requires_grad=True); idx = torch.randint(0, 40, (2, 40, 4))\n"
+        "ws = torch.randn(24, 40, requires_grad=True); we = torch.randn(24, 40, requires_grad=True)\n"
+        "out = edge_conv_max(x, idx, ws, we); out.sum().backward()\n"
+        "v, i = cosine_topk(x.detach(), 5, torch.randn(2, 16, 3000))\n"
+        "outs = [out.detach(), x.grad, ws.grad, we.grad, v, i]\n"
+        "torch.save((facekernels.build_info()['cpu_kernels']['edge_conv'], outs), sys.argv[1])\n"
+    )
+    results = run_at_each_cpu_capability(script, tmp_path)
+    base = results["default"][1]
+    for level, (used, outs) in results.items():
+        for a, b in zip(outs, base):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=f"{level} ({used}) differs from default")
+
+
+def test_edge_bad_inputs():
+    x, idx, w_self, w_edge, bias = (t.detach() if t.dtype.is_floating_point else t for t in make_inputs(2, 3, 5, 4, 2))
+    op = "edge_conv_max"
+    bad_idx = idx.clone()
+    bad_idx[1, 3, 1] = 5
+    with pytest.raises(RuntimeError, match=rf"{op}: idx must hold positions in \[0, N\) = \[0, 5\), got 5 at idx\[1, 3, 1\]"):
+        edge_conv_max(x, bad_idx, w_self, w_edge, bias)
+    bad_idx[1, 3, 1] = -1
+    with pytest.raises(RuntimeError, match=rf"{op}: idx must hold positions in \[0, N\) = \[0, 5\), got -1"):
+        edge_conv_max(x, bad_idx, w_self, w_edge, bias)
+    with pytest.raises(RuntimeError, match=rf"{op}: idx must be int64, got int32"):
+        edge_conv_max(x, idx.int(), w_self, w_edge, bias)
+    with pytest.raises(RuntimeError, match=rf"{op}: idx must be \[B, N, k\] with B = 2 and N = 5 as x, got \[3, 5, 2\]"):
+        edge_conv_max(x, torch.zeros(3, 5, 2, dtype=torch.int64), w_self, w_edge, bias)
+    with pytest.raises(RuntimeError, match=rf"{op}: idx must be \[B, N, k\] with B = 2 and N = 5 as x, got \[2, 4, 2\]"):
+        edge_conv_max(x, torch.zeros(2, 4, 2, dtype=torch.int64), w_self, w_edge, bias)
+    with pytest.raises(RuntimeError, match=rf"{op}: idx must be a 3-D tensor"):
+        edge_conv_max(x, torch.zeros(2, 5, dtype=torch.int64), w_self, w_edge, bias)
+    with pytest.raises(RuntimeError, match=rf"{op}: idx must have at least one neighbour"):
+        edge_conv_max(x, torch.zeros(2, 5, 0, dtype=torch.int64), w_self, w_edge, bias)
+    with pytest.raises(RuntimeError, match=rf"{op}: w_self must be \[M, N\] with N = 5 as x, got \[4, 6\]"):
+        edge_conv_max(x, idx, torch.randn(4, 6, dtype=torch.float64), w_edge, bias)
+    with pytest.raises(RuntimeError, match=rf"{op}: w_self must be a 2-D tensor"):
+        edge_conv_max(x, idx, torch.randn(4, 5, 1, dtype=torch.float64), w_edge, bias)
+    with pytest.raises(RuntimeError, match=rf"{op}: w_edge must have the same shape as w_self \[4, 5\], got \[3, 5\]"):
+        edge_conv_max(x, idx, w_self, torch.randn(3, 5, dtype=torch.float64), bias)
+    with pytest.raises(RuntimeError, match=rf"{op}: bias must be \[M\] = \[4\], got \[5\]"):
+        edge_conv_max(x, idx, w_self, w_edge, torch.randn(5, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=rf"{op}: x must be a 3-D tensor \[B, C, N\], got a 2-D tensor"):
+        edge_conv_max(x[0], idx, w_self, w_edge, bias)
+    with pytest.raises(RuntimeError, match=rf"{op}: x must be float32 or float64 on CPU, got int64"):
+        edge_conv_max(torch.ones(2, 3, 5, dtype=torch.int64), idx, w_self, w_edge, bias)
+    with pytest.raises(RuntimeError, match=rf"{op}: w_edge must have the same dtype as x \(float64\), got float32"):
+        edge_conv_max(x, idx, w_self, w_edge.float(), bias)
+    with pytest.raises(RuntimeError, match=rf"{op}: bias must have the same dtype as x \(float64\), got float32"):
+        edge_conv_max(x, idx, w_self, w_edge, bias.float())
+    with pytest.raises(RuntimeError, match=rf"{op}: w_self must be on the same device as x \(cpu\), got meta"):
+        edge_conv_max(x, idx, w_self.to("meta"), w_edge, bias)
+    with pytest.raises(RuntimeError, match=rf"{op}: idx must be on the same device as x \(cpu\), got meta"):
+        edge_conv_max(x, idx.to("meta"), w_self, w_edge, bias)
