@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (torch's libraries must be loaded before the extension)
 
-from . import _C, me, metrics, nn, ops
+from . import _C, graphs, me, metrics, models, nn, ops
 from .ops import (
     alignment_energy,
     circular_conv,
@@ -30,6 +30,6 @@ def build_info() -> dict:
 
 __all__ = [
     "__version__", "alignment_energy", "build_info", "circular_conv", "cosine_topk", "diff_attention",
-    "edge_conv_max", "local_mean_var", "local_stat_transform", "me", "metrics", "nn", "ops",
+    "edge_conv_max", "graphs", "local_mean_var", "local_stat_transform", "me", "metrics", "models", "nn", "ops",
     "st_graph_conv",
 ]

@@ -192,6 +192,18 @@ def _register_family_workloads() -> None:
 
     WORKLOADS.extend(workloads_st_graph_conv.WORKLOADS)
     QUICK.update(workloads_st_graph_conv.QUICK)
+    from . import workloads_diff_attention_modules
+
+    WORKLOADS.extend(workloads_diff_attention_modules.WORKLOADS)
+    QUICK.update(workloads_diff_attention_modules.QUICK)
+    from . import workloads_f5c
+
+    WORKLOADS.extend(workloads_f5c.WORKLOADS)
+    QUICK.update(workloads_f5c.QUICK)
+    from . import workloads_stgcn
+
+    WORKLOADS.extend(workloads_stgcn.WORKLOADS)
+    QUICK.update(workloads_stgcn.QUICK)
 
 
 _register_family_workloads()

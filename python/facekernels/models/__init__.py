@@ -1,1 +1,5 @@
 """Whole networks built from facekernels.nn (later issues)."""
+
+from .landmark_stgcn import LandmarkSTGCN
+
+__all__ = ["LandmarkSTGCN"]

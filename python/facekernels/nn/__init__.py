@@ -1,6 +1,9 @@
 """nn.Module blocks of the source papers, built on the facekernels ops."""
 
+from .ccc import CCC, F5C
+from .diff_attention import MD2A, MultiheadDiffAttention
 from .fcc import FCC
 from .local_sfft import LocalSFFT, dafe_alignment_loss
+from .stgcn import STGCNBlock
 
-__all__ = ["FCC", "LocalSFFT", "dafe_alignment_loss"]
+__all__ = ["CCC", "F5C", "FCC", "MD2A", "LocalSFFT", "MultiheadDiffAttention", "STGCNBlock", "dafe_alignment_loss"]

@@ -1,0 +1,80 @@
+"""Benchmark workload of the LandmarkSTGCN encoder (issue 6) against the same model on ST-GCN's graph conv.
+
+The peer is the identical network (same weights, same graph, training mode) whose blocks run the graph
+convolution as ST-GCN writes it: a 1x1 conv to K*C_out channels, then ``einsum('nkctv,kvw->nctw')``
+(:func:`st_gcn_conv_einsum`); everything else (batch norms, temporal convs, residuals) is shared code.
+The harness also times the peer torch.compile'd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..models.landmark_stgcn import LandmarkSTGCN
+from .workloads import Case, Workload
+from .workloads_st_graph_conv import st_gcn_conv_einsum
+
+
+def landmark_stgcn_einsum(model: LandmarkSTGCN) -> LandmarkSTGCN:
+    """``model`` with every block's graph convolution swapped for :func:`st_gcn_conv_einsum`."""
+    for block in model.blocks:
+        block.graph_conv = st_gcn_conv_einsum
+    return model
+
+
+def _case(n: int, c: int, t: int, graph: str, channels: Sequence[int], strides: Sequence[int]
+          ) -> Callable[[str], Case]:
+    def build(device: str) -> Case:
+        torch.manual_seed(0)
+        ours = LandmarkSTGCN(c, graph, channels, strides).to(device).train()
+        peer = landmark_stgcn_einsum(LandmarkSTGCN(c, graph, channels, strides)).to(device).train()
+        peer.load_state_dict(ours.state_dict())
+        x = torch.randn(n, c, t, ours.num_nodes, device=device).requires_grad_()
+        return Case(
+            inputs=[x],
+            candidates={"facekernels": ours, "einsum": peer},
+            peers=["einsum"],
+            compile_peers=["einsum"],
+            params=[x, *ours.parameters(), *peer.parameters()],
+        )
+
+    return build
+
+
+def _workload(name: str, n: int, c: int, t: int, graph: str, channels: Sequence[int], strides: Sequence[int],
+              k: int = 3) -> Workload:
+    v = 20 if graph == "lips20" else 68
+    flops = 0.0
+    nbytes = 4.0 * n * c * t * v
+    c_prev, t_cur = c, t
+    for i, (c_out, s) in enumerate(zip(channels, strides)):
+        t_out = (t_cur - 1) // s + 1
+        flops += 2.0 * n * t_cur * v * k * c_out * (c_prev + v)   # 1x1 conv to K*C_out, then the node sum
+        flops += 2.0 * n * t_out * v * c_out * c_out * 9           # temporal conv
+        if i > 0 and (c_prev != c_out or s != 1):
+            flops += 2.0 * n * t_out * v * c_prev * c_out           # residual 1x1 conv
+        nbytes += 4.0 * (k * c_out * (c_prev + 2 * v * v) + 9 * c_out * c_out)
+        c_prev, t_cur = c_out, t_out
+    nbytes += 4.0 * n * c_prev * t_cur
+    return Workload(
+        op="landmark_stgcn",
+        name=name,
+        description=(f"LandmarkSTGCN, training mode, N={n} {graph} sequences of T={t}, C={c}, "
+                     f"channels {tuple(channels)}, strides {tuple(strides)}"),
+        flops_forward=flops,
+        bytes_forward=nbytes,
+        flops_backward=2.0 * flops,
+        bytes_backward=2.0 * nbytes,
+        build=_case(n, c, t, graph, channels, strides),
+        modes=("forward", "forward+backward"),
+    )
+
+
+WORKLOADS: list[Workload] = [
+    # issue 6: LandmarkSTGCN forward+backward on N=32 lip sequences (LRW: 29 frames), the default network
+    _workload("stgcn_lips_n32", 32, 2, 29, "lips20", (64, 64, 128, 128, 256), (1, 1, 1, 1, 1)),
+]
+
+QUICK: set[str] = set()  # seconds per call and a whole-network compile: full runs only

@@ -1,0 +1,138 @@
+"""ST-GCN's spatio-temporal block on the st_graph_conv op, with a learnable edge mask and graph."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops.st_graph_conv import st_graph_conv
+
+__all__ = ["STGCNBlock"]
+
+
+class STGCNBlock(nn.Module):
+    r"""One ST-GCN block (Yan et al. 2018, ``st_gcn``) over a landmark graph, with a learned graph term.
+
+    Input ``[N, in_channels, T, V]``, output ``[N, out_channels, T', V]`` with
+    ``T' = (T - 1) // stride + 1``::
+
+        A'  = adjacency * edge_importance (+ adaptive_graph when adaptive)      [K, V, V]
+        g   = st_graph_conv(x, weight, A', bias)                                 the graph convolution
+        y   = BN_t(TemporalConv(ReLU(BN_g(g))))                                  9x1 conv, stride, padding 4
+        out = ReLU(Dropout(y) + residual(x))
+
+    with ``st_graph_conv(x, W, A, b)[n, c, t, w] = sum_k sum_v (sum_i W[k, c, i] x[n, i, t, v] + b[k, c])
+    A[k, v, w]`` (:func:`facekernels.ops.st_graph_conv`), which is ST-GCN's ``ConvTemporalGraphical``
+    (a 1x1 conv to K*out_channels channels, then ``einsum('nkctv,kvw->nctw')``) with
+    ``W[k, c, i] = conv.weight[k*out_channels + c, i]``. ``edge_importance`` (ones) is ST-GCN's
+    learnable edge-importance weighting; ``adaptive_graph`` (initialised to 1e-6, as 2s-AGCN's B) is the
+    learned additive graph of multi-graph ST-GCNs, free to link any two nodes. The residual is none
+    (``residual=False``), the identity (in == out channels and stride 1) or a strided 1x1 conv + BN.
+
+    Args:
+        in_channels: C_in.
+        out_channels: C_out.
+        adjacency: the ``[K, V, V]`` partition matrices (:func:`facekernels.graphs.adjacency`); kept as
+            the buffer ``adjacency`` (in the default dtype, as the parameters; moves and casts with the
+            module).
+        stride: the temporal stride.
+        residual: add the residual branch.
+        adaptive: add the learnable graph ``adaptive_graph`` to the masked adjacency.
+        dropout: dropout probability before the residual sum.
+        temporal_kernel_size: the temporal kernel length (odd; ST-GCN's 9).
+    """
+
+    # The graph convolution this block runs; benchmark peers swap in ST-GCN's 1x1 conv + einsum.
+    graph_conv = staticmethod(st_graph_conv)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        adjacency: Tensor,
+        stride: int = 1,
+        residual: bool = True,
+        adaptive: bool = True,
+        dropout: float = 0.0,
+        temporal_kernel_size: int = 9,
+    ) -> None:
+        super().__init__()
+        adjacency = torch.as_tensor(adjacency)
+        if adjacency.dim() != 3 or adjacency.size(1) != adjacency.size(2) or adjacency.numel() == 0:
+            raise ValueError(f"STGCNBlock: adjacency must be [K, V, V] with K, V >= 1, got {list(adjacency.shape)}")
+        if not adjacency.is_floating_point():
+            raise ValueError(f"STGCNBlock: adjacency must be floating point, got {adjacency.dtype}")
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"STGCNBlock: in_channels and out_channels must be >= 1, got {in_channels} and {out_channels}")
+        if stride < 1:
+            raise ValueError(f"STGCNBlock: stride must be >= 1, got {stride}")
+        if temporal_kernel_size < 1 or temporal_kernel_size % 2 == 0:
+            raise ValueError(f"STGCNBlock: temporal_kernel_size must be odd and >= 1, got {temporal_kernel_size}")
+        k, v = adjacency.size(0), adjacency.size(1)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+        self.adaptive = adaptive
+        self.register_buffer("adjacency", adjacency.detach().to(torch.get_default_dtype()).clone())
+        self.weight = nn.Parameter(torch.empty(k, out_channels, in_channels))
+        self.bias = nn.Parameter(torch.empty(k, out_channels))
+        self.edge_importance = nn.Parameter(torch.ones(k, v, v))
+        self.adaptive_graph = nn.Parameter(torch.full((k, v, v), 1e-6)) if adaptive else None
+        self.bn_graph = nn.BatchNorm2d(out_channels)
+        pad = (temporal_kernel_size - 1) // 2
+        self.temporal_conv = nn.Conv2d(out_channels, out_channels, (temporal_kernel_size, 1), (stride, 1), (pad, 0))
+        self.bn_temporal = nn.BatchNorm2d(out_channels)
+        self.dropout = nn.Dropout(dropout)
+        if not residual:
+            self.residual: nn.Module | None = None
+        elif in_channels == out_channels and stride == 1:
+            self.residual = nn.Identity()
+        else:
+            self.residual = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, (stride, 1)), nn.BatchNorm2d(out_channels)
+            )
+        self.reset_graph_conv_parameters()
+
+    @property
+    def num_partitions(self) -> int:
+        return self.adjacency.size(0)
+
+    @property
+    def num_nodes(self) -> int:
+        return self.adjacency.size(1)
+
+    def reset_graph_conv_parameters(self) -> None:
+        """weight and bias as ST-GCN's ``nn.Conv2d(in_channels, K*out_channels, 1)`` initialises them:
+        uniform within 1/sqrt(in_channels) (kaiming_uniform with a = sqrt(5))."""
+        bound = 1.0 / math.sqrt(self.in_channels)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            self.bias.uniform_(-bound, bound)
+
+    def graph(self) -> Tensor:
+        """The ``[K, V, V]`` graph the convolution uses: adjacency * edge_importance (+ adaptive_graph)."""
+        a = self.adjacency * self.edge_importance
+        if self.adaptive_graph is not None:
+            a = a + self.adaptive_graph
+        return a
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.size(1) != self.in_channels or x.size(3) != self.num_nodes:
+            raise ValueError(
+                f"STGCNBlock: x must be [N, {self.in_channels}, T, {self.num_nodes}] "
+                f"([N, in_channels, T, V]), got {list(x.shape)}"
+            )
+        res = self.residual(x) if self.residual is not None else None
+        y = self.graph_conv(x, self.weight, self.graph(), self.bias)
+        y = self.bn_temporal(self.temporal_conv(F.relu(self.bn_graph(y))))
+        y = self.dropout(y)
+        if res is not None:
+            y = y + res
+        return F.relu(y)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, K={self.num_partitions}, V={self.num_nodes}, "
+                f"stride={self.stride}, residual={self.residual is not None}, adaptive={self.adaptive}")
