@@ -125,6 +125,14 @@ def test_topk_empty():
     assert values.shape == (2, 0, 3)
 
 
+def test_topk_zero_channels():
+    # Every vector is zero, so every similarity is 0 (F.normalize of a zero vector): ties, smaller m first.
+    for y in (None, torch.randn(2, 0, 5)):
+        values, indices = cosine_topk(torch.randn(2, 0, 3), 2, y)
+        assert values.shape == (2, 3, 2) and (values == 0).all()
+        assert (indices == torch.tensor([0, 1])).all()
+
+
 def test_topk_not_differentiable():
     x = torch.randn(1, 5, 7, requires_grad=True)
     values, indices = cosine_topk(x, 2)
@@ -326,6 +334,18 @@ def test_edge_empty():
     assert x.grad.shape == x.shape and (w_self.grad == 0).all() and (bias.grad == 0).all()
     x, idx, w_self, w_edge, bias = make_inputs(2, 0, 5, 4, 2)
     assert edge_conv_max(x, idx, w_self, w_edge, bias).shape == (2, 0, 4)
+
+
+def test_edge_no_positions_bias_gradient():
+    # N = 0: no edge terms, the output is ReLU(bias) everywhere, and the bias still gets its gradient.
+    x = torch.randn(2, 3, 0, dtype=torch.float64, requires_grad=True)
+    idx = torch.zeros(2, 0, 2, dtype=torch.int64)
+    w = torch.randn(4, 0, dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor([1.0, -1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    out = edge_conv_max(x, idx, w, w, bias)
+    torch.testing.assert_close(out, bias.relu().expand(2, 3, 4))
+    out.sum().backward()
+    torch.testing.assert_close(bias.grad, torch.tensor([6.0, 0.0, 6.0, 6.0], dtype=torch.float64))
 
 
 def test_edge_opcheck():

@@ -259,7 +259,7 @@ std::tuple<Tensor, Tensor> cosine_topk_run(const Tensor& x_in, const std::option
         const T* xb = data_of<const T>(x) + b * C * N;
         const T* yb = data_of<const T>(y) + b * C * M;
         transpose_columns(xb, C, N, n0, rows, xr);
-        if (yr != nullptr && transposed_for != b) {
+        if (transpose_y && transposed_for != b) {
           transpose_columns(yb, C, M, 0, M, yr);
           transposed_for = b;
         }
@@ -286,7 +286,7 @@ std::tuple<Tensor, Tensor> cosine_topk_run(const Tensor& x_in, const std::option
           else kernels.topk_tile_f64(columns, tile, n0, rows, c0, cols, state);
         }
         cpu::TopkColumns<T> final_columns = columns;
-        if (yr == nullptr) {
+        if (!transpose_y) {
           if constexpr (f32) kernels.topk_prune_f32(columns, n0, rows, state);
           else kernels.topk_prune_f64(columns, n0, rows, state);
           int32_t* slots = data_of<int32_t>(slot) + t * M;
@@ -298,7 +298,7 @@ std::tuple<Tensor, Tensor> cosine_topk_run(const Tensor& x_in, const std::option
         int64_t* o = data_of<int64_t>(indices) + (b * N + n0) * k;
         if constexpr (f32) kernels.topk_finish_f32(final_columns, n0, rows, state, v, o);
         else kernels.topk_finish_f64(final_columns, n0, rows, state, v, o);
-        if (yr == nullptr) {
+        if (!transpose_y) {
           int32_t* slots = data_of<int32_t>(slot) + t * M;
           for (const int32_t m : candidates) slots[m] = -1;
         }
@@ -453,7 +453,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_run(const Tens
   Tensor grad_self = torch::stable::new_zeros(x_in, need_weights ? std::vector<int64_t>{M, N} : std::vector<int64_t>{0});
   Tensor grad_edge = torch::stable::new_zeros(x_in, need_weights ? std::vector<int64_t>{M, N} : std::vector<int64_t>{0});
   Tensor grad_bias = torch::stable::new_zeros(x_in, {p.has_bias ? M : 0});
-  if (B == 0 || C == 0 || M == 0 || N == 0 || !(need_x || need_weights || p.has_bias)) {
+  // N == 0 still has a bias gradient: the forward's output is then ReLU(bias).
+  if (B == 0 || C == 0 || M == 0 || !(need_x || need_weights || p.has_bias)) {
     return {grad_x, grad_self, grad_edge, grad_bias};
   }
   const Tensor grad = torch::stable::contiguous(grad_in);

@@ -77,12 +77,14 @@ __global__ void topk_tile_kernel(const T* sim, TopkColumns columns, int64_t n0, 
       const int64_t j = j0 + lane;
       float v = -INFINITY;
       if (j < cols) v = to_float(row[j]) * static_cast<float>(columns.inv_y[c0 + j]) * scale;
-      unsigned pending = __ballot_sync(0xffffffffu, v >= cut);
+      // Lanes past the tile never take part (while a list is short, cut is -inf and -inf >= -inf). An
+      // infinite tile value is a float16/bfloat16 overflow of a finite similarity: re-rank it in float64.
+      unsigned pending = __ballot_sync(0xffffffffu, j < cols && (v >= cut || isinf(v)));
       while (pending != 0) {
         const int l = __ffs(pending) - 1;
         pending &= pending - 1;
         const float vl = __shfl_sync(0xffffffffu, v, l);
-        if (!(vl >= cut)) continue;  // the cut rose since the ballot
+        if (!(vl >= cut) && !isinf(vl)) continue;  // the cut rose since the ballot
         const int64_t m = c0 + j0 + l;
         double s = 0;
         for (int64_t c = lane; c < channels; c += 32) {
@@ -92,7 +94,10 @@ __global__ void topk_tile_kernel(const T* sim, TopkColumns columns, int64_t n0, 
         s = __shfl_sync(0xffffffffu, s, 0);
         const double e = s * inv_x * columns.inv_y[m];
         if (e != e) continue;  // NaN is never selected
-        const bool enters = size < k || ranks_before(e, m, value[k - 1], index[k - 1]);
+        // Lane 0 decides and the warp follows: it alone writes the list, and a lane reading value[k - 1]
+        // after lane 0's shift below would otherwise decide differently and desynchronise the warp.
+        const bool enters =
+            __shfl_sync(0xffffffffu, static_cast<int>(size < k || ranks_before(e, m, value[k - 1], index[k - 1])), 0);
         if (!enters) continue;
         if (lane == 0) {
           int64_t p = size < k ? size : k - 1;
