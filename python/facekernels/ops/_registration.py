@@ -23,6 +23,19 @@ def check_same_device(op: str, **tensors: Tensor | None) -> None:
             )
 
 
+def check_same_dtype(op: str, **tensors: Tensor | None) -> None:
+    """Raise if the given tensors do not all have one dtype: the fake kernels' mirror of the native
+    checks, so that a traced or compiled call fails where the eager one would."""
+    first_name, first = None, None
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        if first is None:
+            first_name, first = name, t
+        elif t.dtype != first.dtype:
+            raise RuntimeError(f"{op}: {name} must have the dtype of {first_name} ({first.dtype}), got {t.dtype}")
+
+
 def _cast(value: object, dtype: torch.dtype) -> object:
     if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != torch.float64:
         return value.to(dtype)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._registration import check_same_device, register_autocast
+from ._registration import check_same_device, check_same_dtype, register_autocast
 
 __all__ = ["diff_attention"]
 
@@ -89,6 +89,15 @@ def _diff_attention_forward_fake(
     scale: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     check_same_device("diff_attention", q1=q1, k1=k1, q2=q2, k2=k2, v=v, lam=lam)
+    check_same_dtype("diff_attention", q1=q1, k1=k1, q2=q2, k2=k2, v=v, lam=lam)
+    for name, t in (("q1", q1), ("k1", k1), ("q2", q2), ("k2", k2), ("v", v)):
+        torch._check(t.dim() == 4, lambda name=name, t=t: f"diff_attention: {name} must be 4-D, got {t.dim()}-D")
+    torch._check(
+        k1.shape == k2.shape and q1.shape == q2.shape and v.shape[:3] == k1.shape[:3]
+        and q1.shape[:2] == k1.shape[:2] and q1.shape[3] == k1.shape[3],
+        lambda: f"diff_attention: q1, q2 [B, H, T, D], k1, k2 [B, H, S, D] and v [B, H, S, Dv] must agree, got "
+        f"{list(q1.shape)}, {list(k1.shape)}, {list(q2.shape)}, {list(k2.shape)}, {list(v.shape)}",
+    )
     b, h, t, _ = q1.shape
     stats = _stats_dtype(q1.dtype)
     return (

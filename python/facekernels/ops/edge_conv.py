@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._registration import check_same_device, register_autocast
+from ._registration import check_same_device, check_same_dtype, register_autocast
 
 __all__ = ["cosine_topk", "edge_conv_max"]
 
@@ -82,6 +82,16 @@ def edge_conv_max(
 @torch.library.register_fake("facekernels::cosine_topk")
 def _cosine_topk_fake(x: Tensor, k: int, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
     check_same_device("cosine_topk", x=x, y=y)
+    check_same_dtype("cosine_topk", x=x, y=y)
+    torch._check(x.dim() == 3, lambda: f"cosine_topk: x must be 3-D [B, C, N], got {x.dim()}-D")
+    m = x.shape[2]
+    if y is not None:
+        torch._check(
+            y.dim() == 3 and y.shape[0] == x.shape[0] and y.shape[1] == x.shape[1],
+            lambda: f"cosine_topk: y must be [B, C, M] with B, C as x {list(x.shape)}, got {list(y.shape)}",
+        )
+        m = y.shape[2]
+    torch._check(1 <= k <= m, lambda: f"cosine_topk: k must be in [1, M] = [1, {m}], got {k}")
     shape = (x.shape[0], x.shape[2], k)
     return x.new_empty(shape), x.new_empty(shape, dtype=torch.int64)
 
@@ -91,6 +101,22 @@ def _edge_conv_max_fake(
     x: Tensor, idx: Tensor, w_self: Tensor, w_edge: Tensor, bias: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     check_same_device("edge_conv_max", x=x, idx=idx, w_self=w_self, w_edge=w_edge, bias=bias)
+    check_same_dtype("edge_conv_max", x=x, w_self=w_self, w_edge=w_edge, bias=bias)
+    torch._check(x.dim() == 3, lambda: f"edge_conv_max: x must be 3-D [B, C, N], got {x.dim()}-D")
+    torch._check(idx.dtype == torch.int64, lambda: f"edge_conv_max: idx must be int64, got {idx.dtype}")
+    torch._check(
+        idx.dim() == 3 and idx.shape[0] == x.shape[0] and idx.shape[1] == x.shape[2] and idx.shape[2] >= 1,
+        lambda: f"edge_conv_max: idx must be [B, N, k] with B, N of x {list(x.shape)}, got {list(idx.shape)}",
+    )
+    torch._check(
+        w_self.dim() == 2 and w_self.shape[1] == x.shape[2] and w_edge.shape == w_self.shape,
+        lambda: f"edge_conv_max: w_self and w_edge must be [M, N] with N = {x.shape[2]}, got "
+        f"{list(w_self.shape)} and {list(w_edge.shape)}",
+    )
+    torch._check(
+        bias is None or (bias.dim() == 1 and bias.shape[0] == w_self.shape[0]),
+        lambda: f"edge_conv_max: bias must be [M] = [{w_self.shape[0]}], got {list(bias.shape)}",
+    )
     shape = (x.shape[0], x.shape[1], w_self.shape[0])
     return x.new_empty(shape), x.new_empty(shape, dtype=torch.int32)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._registration import check_same_device, register_autocast
+from ._registration import check_same_device, check_same_dtype, register_autocast
 
 __all__ = ["st_graph_conv"]
 
@@ -45,6 +45,18 @@ def _st_graph_conv_fake(x: Tensor, weight: Tensor, adjacency: Tensor, bias: Tens
     check_same_device("st_graph_conv", x=x, weight=weight, adjacency=adjacency, bias=bias)
     torch._check(x.dim() == 4, lambda: f"st_graph_conv: x must be a 4-D tensor [N, Cin, T, V], got {x.dim()}-D")
     torch._check(weight.dim() == 3, lambda: "st_graph_conv: weight must be a 3-D tensor [K, Cout, Cin]")
+    check_same_dtype("st_graph_conv", x=x, weight=weight, adjacency=adjacency, bias=bias)
+    torch._check(
+        weight.shape[2] == x.shape[1],
+        lambda: f"st_graph_conv: weight must be [K, Cout, Cin] with Cin = {x.shape[1]}, got {list(weight.shape)}",
+    )
+    torch._check(
+        adjacency.dim() in (3, 4) and adjacency.shape[-3] == weight.shape[0]
+        and adjacency.shape[-2] == x.shape[3] and adjacency.shape[-1] == x.shape[3]
+        and (adjacency.dim() == 3 or adjacency.shape[0] == x.shape[0]),
+        lambda: f"st_graph_conv: adjacency must be [K, V, V] or [N, K, V, V] with K = {weight.shape[0]}, "
+        f"V = {x.shape[3]}, got {list(adjacency.shape)}",
+    )
     return x.new_empty((x.shape[0], weight.shape[1], x.shape[2], x.shape[3]))
 
 
