@@ -7,7 +7,6 @@ peers (see peers.py); the harness adds the torch.compile'd peers and times forwa
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 
@@ -15,30 +14,7 @@ from ..nn.fcc import FCC
 from ..ops.circular_conv import circular_conv
 from ..ops.local_stats import local_mean_var, local_stat_transform
 from . import peers
-
-
-@dataclass
-class Case:
-    """Inputs and candidates of one workload on one device, ready to time."""
-
-    inputs: list[torch.Tensor]
-    candidates: dict[str, Callable[..., torch.Tensor]]  # name -> fn(*inputs); "facekernels" first
-    peers: list[str]                                    # which candidates are plain-PyTorch peers
-    compile_peers: list[str]                            # peers also measured torch.compile'd
-    params: list[torch.Tensor] = field(default_factory=list)  # leaves whose grads the backward makes
-
-
-@dataclass
-class Workload:
-    op: str
-    name: str
-    description: str
-    flops_forward: float
-    bytes_forward: float
-    flops_backward: float   # of the backward alone
-    bytes_backward: float
-    build: Callable[[str], Case]
-    modes: tuple[str, ...] = ("forward", "forward+backward")
+from .cases import Case, Workload  # Case and Workload are also used from here by the harness
 
 
 def _circular_conv_case(b: int, c: int, h: int, w: int, taps: int, dim: int) -> Callable[[str], Case]:

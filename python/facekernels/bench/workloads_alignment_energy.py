@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops.alignment_energy import alignment_energy
-from .workloads import Case, Workload
+from .cases import Case, Workload
 
 
 def alignment_energy_chunked(

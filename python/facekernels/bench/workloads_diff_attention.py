@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops.diff_attention import diff_attention
-from .workloads import Case, Workload
+from .cases import Case, Workload
 
 
 def diff_attention_sdpa(

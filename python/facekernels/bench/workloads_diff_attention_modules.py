@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..nn.diff_attention import MultiheadDiffAttention
-from .workloads import Case, Workload
+from .cases import Case, Workload
 
 
 def diff_attention_two_sdpa(q1: Tensor, k1: Tensor, q2: Tensor, k2: Tensor, v: Tensor, lam: Tensor,

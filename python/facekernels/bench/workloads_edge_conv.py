@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops.edge_conv import cosine_topk, edge_conv_max
-from .workloads import Case, Workload
+from .cases import Case, Workload
 
 
 def cosine_topk_chunked(x: Tensor, k: int, y: Tensor | None = None, chunk: int = 1024) -> tuple[Tensor, Tensor]:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..nn.ccc import CCC, F5C
 from . import peers
-from .workloads import Case, Workload
+from .cases import Case, Workload
 
 
 def cosine_topk_eager(x: Tensor, k: int, y: Tensor | None = None) -> tuple[Tensor, Tensor]:

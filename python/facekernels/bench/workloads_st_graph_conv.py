@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..ops.st_graph_conv import st_graph_conv
-from .workloads import Case, Workload
+from .cases import Case, Workload
 
 
 def st_gcn_conv_einsum(x: Tensor, weight: Tensor, adjacency: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..models.landmark_stgcn import LandmarkSTGCN
-from .workloads import Case, Workload
+from .cases import Case, Workload
 from .workloads_st_graph_conv import st_gcn_conv_einsum
 
 
