@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import assert_compiled_matches_eager
 from facekernels.ops import diff_attention
+from test_diff_attention import reference as cpu_reference
 
 pytestmark = [
     pytest.mark.cuda,
@@ -22,19 +23,9 @@ ops = torch.ops.facekernels
 
 
 def reference(q1, k1, q2, k2, v, lam, causal=False, scale=None):
-    """float64 on the CPU, both T x S maps materialised."""
-    q1, k1, q2, k2, v = (t.detach().cpu().double().requires_grad_() for t in (q1, k1, q2, k2, v))
-    lam = lam.detach().cpu().double().requires_grad_()
-    scale = q1.shape[-1] ** -0.5 if scale is None else scale
-    s1 = q1 @ k1.transpose(-1, -2) * scale
-    s2 = q2 @ k2.transpose(-1, -2) * scale
-    if causal:
-        t, s = s1.shape[-2:]
-        future = torch.ones(t, s, dtype=torch.bool).triu(1)
-        s1 = s1.masked_fill(future, float("-inf"))
-        s2 = s2.masked_fill(future, float("-inf"))
-    out = s1.softmax(-1) @ v - lam.expand(q1.shape[:2])[..., None, None] * (s2.softmax(-1) @ v)
-    return out, [q1, k1, q2, k2, v, lam]
+    """test_diff_attention's float64 reference on the CPU, with the leaves its gradients are taken for."""
+    leaves = [t.detach().cpu().double().requires_grad_() for t in (q1, k1, q2, k2, v, lam)]
+    return cpu_reference(*leaves, causal=causal, scale=scale), leaves
 
 
 def make(b, h, t, s, d, dv, dtype=torch.float32, lam_shape=None):

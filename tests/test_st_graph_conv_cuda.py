@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import assert_compiled_matches_eager
 from facekernels.ops import st_graph_conv
+from test_st_graph_conv import reference as cpu_reference
 
 pytestmark = [
     pytest.mark.cuda,
@@ -21,15 +22,8 @@ DEVICE = "cuda"
 
 
 def reference(x, weight, adjacency, bias=None):
-    """out[n, c, t, w] = sum_k sum_v (sum_i weight[k, c, i] x[n, i, t, v] + bias[k, c]) A[(n,) k, v, w]
-    in float64 on the CPU."""
-    x, weight, adjacency = x.double().cpu(), weight.double().cpu(), adjacency.double().cpu()
-    z = torch.einsum("kci,nitv->nkctv", weight, x)
-    if bias is not None:
-        z = z + bias.double().cpu()[None, :, :, None, None]
-    if adjacency.dim() == 3:
-        return torch.einsum("nkctv,kvw->nctw", z, adjacency)
-    return torch.einsum("nkctv,nkvw->nctw", z, adjacency)
+    """test_st_graph_conv's float64 reference, on the CPU."""
+    return cpu_reference(x.cpu(), weight.cpu(), adjacency.cpu(), None if bias is None else bias.cpu())
 
 
 # Relative to the largest reference value (float16/bfloat16 inputs and outputs are rounded once each;
