@@ -8,32 +8,43 @@ from torch import Tensor
 _LIB = torch.library.Library("facekernels", "FRAGMENT")
 
 
-def check_same_device(op: str, **tensors: Tensor | None) -> None:
-    """Raise if the given tensors are not all on one device. Fake kernels call it: the dispatcher would
-    otherwise route a mix of real and meta tensors to the fake kernel and return a meta result."""
+def _check_all_same(op: str, attribute: str, what: str, tensors: dict[str, Tensor | None]) -> None:
+    """Raise unless the given tensors (None skipped) agree on ``attribute`` ("device" or "dtype")."""
     first_name, first = None, None
     for name, t in tensors.items():
         if t is None:
             continue
         if first is None:
-            first_name, first = name, t
-        elif t.device != first.device:
-            raise RuntimeError(
-                f"{op}: {name} must be on the same device as {first_name} ({first.device}), got {t.device}"
-            )
+            first_name, first = name, getattr(t, attribute)
+        elif getattr(t, attribute) != first:
+            raise RuntimeError(f"{op}: {name} must {what} {first_name} ({first}), got {getattr(t, attribute)}")
+
+
+def check_same_device(op: str, **tensors: Tensor | None) -> None:
+    """Raise if the given tensors are not all on one device. Fake kernels call it: the dispatcher would
+    otherwise route a mix of real and meta tensors to the fake kernel and return a meta result."""
+    _check_all_same(op, "device", "be on the same device as", tensors)
 
 
 def check_same_dtype(op: str, **tensors: Tensor | None) -> None:
     """Raise if the given tensors do not all have one dtype: the fake kernels' mirror of the native
     checks, so that a traced or compiled call fails where the eager one would."""
-    first_name, first = None, None
-    for name, t in tensors.items():
-        if t is None:
-            continue
-        if first is None:
-            first_name, first = name, t
-        elif t.dtype != first.dtype:
-            raise RuntimeError(f"{op}: {name} must have the dtype of {first_name} ({first.dtype}), got {t.dtype}")
+    _check_all_same(op, "dtype", "have the dtype of", tensors)
+
+
+def refuse_double_backward(backward_op: str, public_name: str) -> None:
+    """Make differentiating ``backward_op`` (a backward kernel op) raise: without an autograd kernel torch
+    would treat it as a constant and only warn, giving silently wrong second derivatives."""
+
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"{public_name}: double backward (differentiating its gradient, e.g. a gradient penalty through this "
+            "op) is not implemented"
+        )
+
+    torch.library.register_autograd(
+        f"facekernels::{backward_op}", backward, setup_context=lambda ctx, inputs, output: None
+    )
 
 
 def _cast(value: object, dtype: torch.dtype) -> object:

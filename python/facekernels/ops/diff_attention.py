@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._registration import check_same_device, check_same_dtype, register_autocast
+from ._registration import check_same_device, check_same_dtype, refuse_double_backward, register_autocast
 
 __all__ = ["diff_attention"]
 
@@ -151,14 +151,5 @@ def _backward(ctx, grad_out: Tensor, grad_lse1: Tensor | None, grad_lse2: Tensor
 torch.library.register_autograd("facekernels::_diff_attention_forward", _backward, setup_context=_setup_context)
 
 
-def _refuse_double_backward(ctx, *grads):
-    raise RuntimeError(
-        "diff_attention: double backward (differentiating its gradient, e.g. a gradient penalty through this op) "
-        "is not implemented"
-    )
-
-
-torch.library.register_autograd(
-    "facekernels::_diff_attention_backward", _refuse_double_backward, setup_context=lambda ctx, inputs, output: None
-)
+refuse_double_backward("_diff_attention_backward", "diff_attention")
 register_autocast("_diff_attention_forward")

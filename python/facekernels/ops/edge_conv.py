@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._registration import check_same_device, check_same_dtype, register_autocast
+from ._registration import check_same_device, check_same_dtype, refuse_double_backward, register_autocast
 
 __all__ = ["cosine_topk", "edge_conv_max"]
 
@@ -188,18 +188,7 @@ def _edge_backward(ctx, grad_out: Tensor, grad_winner: Tensor | None):
 torch.library.register_autograd("facekernels::edge_conv_max", _edge_backward, setup_context=_edge_setup_context)
 
 
-def _refuse_double_backward(ctx, *grads):
-    raise RuntimeError(
-        "edge_conv_max: double backward (differentiating its gradient, e.g. a gradient penalty through this op) "
-        "is not implemented"
-    )
-
-
-torch.library.register_autograd(
-    "facekernels::_edge_conv_max_backward",
-    _refuse_double_backward,
-    setup_context=lambda ctx, inputs, output: None,
-)
+refuse_double_backward("_edge_conv_max_backward", "edge_conv_max")
 
 register_autocast("cosine_topk")
 register_autocast("edge_conv_max")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._registration import check_same_device, register_autocast
+from ._registration import check_same_device, refuse_double_backward, register_autocast
 
 __all__ = ["local_mean_var", "local_stat_transform"]
 
@@ -126,26 +126,8 @@ torch.library.register_autograd(
 
 
 # Not twice differentiable: differentiating a gradient raises instead of silently treating the backward
-# kernels as constants (what torch does for an op with no autograd kernel, with only a warning).
-def _refuse_double_backward(name: str):
-    def backward(ctx, *grads):
-        raise RuntimeError(
-            f"{name}: double backward (differentiating its gradient, e.g. a gradient penalty through this op) "
-            "is not implemented"
-        )
-
-    return backward
-
-
-torch.library.register_autograd(
-    "facekernels::_local_stat_transform_backward",
-    _refuse_double_backward("local_stat_transform"),
-    setup_context=lambda ctx, inputs, output: None,
-)
-torch.library.register_autograd(
-    "facekernels::_local_mean_var_backward",
-    _refuse_double_backward("local_mean_var"),
-    setup_context=lambda ctx, inputs, output: None,
-)
+# kernels as constants.
+refuse_double_backward("_local_stat_transform_backward", "local_stat_transform")
+refuse_double_backward("_local_mean_var_backward", "local_mean_var")
 register_autocast("local_stat_transform")
 register_autocast("local_mean_var")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._registration import check_same_device, check_same_dtype, register_autocast
+from ._registration import check_same_device, check_same_dtype, refuse_double_backward, register_autocast
 
 __all__ = ["st_graph_conv"]
 
@@ -113,14 +113,5 @@ def _backward(ctx, grad_out: Tensor):
 torch.library.register_autograd("facekernels::st_graph_conv", _backward, setup_context=_setup_context)
 
 
-def _refuse_double_backward(ctx, *grads):
-    raise RuntimeError(
-        "st_graph_conv: double backward (differentiating its gradient, e.g. a gradient penalty through this op) "
-        "is not implemented"
-    )
-
-
-torch.library.register_autograd(
-    "facekernels::_st_graph_conv_backward", _refuse_double_backward, setup_context=lambda ctx, inputs, output: None
-)
+refuse_double_backward("_st_graph_conv_backward", "st_graph_conv")
 register_autocast("st_graph_conv")
