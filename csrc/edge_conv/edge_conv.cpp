@@ -85,6 +85,24 @@ EdgeConvProblem check_edge_conv_max(const char* op, const Tensor& x, const Tenso
   return {b, x.size(1), n, m, idx.size(2), bias.has_value()};
 }
 
+EdgeConvProblem check_edge_conv_max_backward(const char* op, const Tensor& grad_out, const Tensor& x,
+                                             const Tensor& idx, const Tensor& w_self, const Tensor& w_edge,
+                                             const Tensor& winner, bool has_bias) {
+  const EdgeConvProblem q = check_edge_conv_max(op, x, idx, w_self, w_edge, std::nullopt);
+  const EdgeConvProblem p{q.batch, q.channels, q.n, q.m, q.k, has_bias};
+  FK_CHECK(grad_out.dim() == 3 && grad_out.size(0) == p.batch && grad_out.size(1) == p.channels &&
+               grad_out.size(2) == p.m,
+           op, "grad_out must be [B, C, M] = [", p.batch, ", ", p.channels, ", ", p.m, "], got ",
+           shape_string(grad_out));
+  check_same_dtype(op, "grad_out", grad_out, "x", x);
+  check_same_device(op, "grad_out", grad_out, "x", x);
+  check_same_device(op, "winner", winner, "x", x);
+  FK_CHECK(winner.scalar_type() == ScalarType::Int && winner.dim() == 3 && winner.size(0) == p.batch &&
+               winner.size(1) == p.channels && winner.size(2) == p.m,
+           op, "winner must be int32 [B, C, M], got ", dtype_name(winner.scalar_type()), " ", shape_string(winner));
+  return p;
+}
+
 void fail_edge_index(const char* op, int64_t value, int64_t at, int64_t n, int64_t k) {
   const int64_t j = at % k, i = (at / k) % n, b = at / k / (n > 0 ? n : 1);
   fail(op, "idx must hold positions in [0, N) = [0, ", n, "), got ", value, " at idx[", b, ", ", i, ", ", j, "]");
@@ -562,18 +580,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_cpu(const Tens
                                                                       const Tensor& w_edge, const Tensor& winner,
                                                                       bool has_bias, bool need_x, bool need_weights) {
   const char* op = "_edge_conv_max_backward";
-  const EdgeConvProblem q = check_edge_conv_max(op, x, idx, w_self, w_edge, std::nullopt);
-  const EdgeConvProblem p{q.batch, q.channels, q.n, q.m, q.k, has_bias};
-  const std::vector<int64_t> out_shape{p.batch, p.channels, p.m};
-  FK_CHECK(grad_out.dim() == 3 && grad_out.size(0) == p.batch && grad_out.size(1) == p.channels &&
-               grad_out.size(2) == p.m,
-           op, "grad_out must be [B, C, M] = [", p.batch, ", ", p.channels, ", ", p.m, "], got ",
-           shape_string(grad_out));
-  check_same_dtype(op, "grad_out", grad_out, "x", x);
-  check_same_device(op, "grad_out", grad_out, "x", x);
-  FK_CHECK(winner.scalar_type() == ScalarType::Int && winner.dim() == 3 && winner.size(0) == p.batch &&
-               winner.size(1) == p.channels && winner.size(2) == p.m,
-           op, "winner must be int32 [B, C, M], got ", dtype_name(winner.scalar_type()), " ", shape_string(winner));
+  const EdgeConvProblem p = check_edge_conv_max_backward(op, grad_out, x, idx, w_self, w_edge, winner, has_bias);
   if (x.scalar_type() == ScalarType::Float) {
     return edge_conv_max_backward_run<float>(grad_out, x, idx, w_self, w_edge, winner, p, need_x, need_weights);
   }

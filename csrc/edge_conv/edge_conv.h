@@ -30,6 +30,13 @@ EdgeConvProblem check_edge_conv_max(const char* op, const torch::stable::Tensor&
                                     const torch::stable::Tensor& w_self, const torch::stable::Tensor& w_edge,
                                     const std::optional<torch::stable::Tensor>& bias);
 
+// The backward op's arguments: those of the forward (bias as has_bias), grad_out [B, C, M] of x's dtype and
+// device, winner int32 [B, C, M] on x's device.
+EdgeConvProblem check_edge_conv_max_backward(const char* op, const torch::stable::Tensor& grad_out,
+                                             const torch::stable::Tensor& x, const torch::stable::Tensor& idx,
+                                             const torch::stable::Tensor& w_self, const torch::stable::Tensor& w_edge,
+                                             const torch::stable::Tensor& winner, bool has_bias);
+
 // Raises unless every value of idx (contiguous int64, `count` values) is in [0, n); one pass.
 void check_edge_index_range(const char* op, const int64_t* idx, int64_t count, int64_t n, int64_t k);
 

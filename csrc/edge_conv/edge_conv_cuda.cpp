@@ -189,19 +189,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_cuda(const Ten
                                                                        const Tensor& w_edge, const Tensor& winner_in,
                                                                        bool has_bias, bool need_x, bool need_weights) {
   const char* op = "_edge_conv_max_backward";
-  const EdgeConvProblem q = check_edge_conv_max(op, x_in, idx_in, w_self, w_edge, std::nullopt);
-  const EdgeConvProblem p{q.batch, q.channels, q.n, q.m, q.k, has_bias};
-  FK_CHECK(grad_in.dim() == 3 && grad_in.size(0) == p.batch && grad_in.size(1) == p.channels &&
-               grad_in.size(2) == p.m,
-           op, "grad_out must be [B, C, M] = [", p.batch, ", ", p.channels, ", ", p.m, "], got ",
-           shape_string(grad_in));
-  check_same_dtype(op, "grad_out", grad_in, "x", x_in);
-  check_same_device(op, "grad_out", grad_in, "x", x_in);
-  check_same_device(op, "winner", winner_in, "x", x_in);
-  FK_CHECK(winner_in.scalar_type() == ScalarType::Int && winner_in.dim() == 3 && winner_in.size(0) == p.batch &&
-               winner_in.size(1) == p.channels && winner_in.size(2) == p.m,
-           op, "winner must be int32 [B, C, M], got ", dtype_name(winner_in.scalar_type()), " ",
-           shape_string(winner_in));
+  const EdgeConvProblem p =
+      check_edge_conv_max_backward(op, grad_in, x_in, idx_in, w_self, w_edge, winner_in, has_bias);
   const torch::stable::accelerator::DeviceGuard guard(x_in.get_device_index());
   const cudaStream_t stream = current_cuda_stream(x_in.get_device_index());
   const int64_t B = p.batch, C = p.channels, N = p.n, M = p.m, k = p.k;
@@ -209,7 +198,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_cuda(const Ten
   Tensor grad_self = torch::stable::new_zeros(x_in, need_weights ? std::vector<int64_t>{M, N} : std::vector<int64_t>{0});
   Tensor grad_edge = torch::stable::new_zeros(x_in, need_weights ? std::vector<int64_t>{M, N} : std::vector<int64_t>{0});
   Tensor grad_bias = torch::stable::new_zeros(x_in, {has_bias ? M : 0});
-  if (B == 0 || C == 0 || M == 0 || N == 0) return {grad_x, grad_self, grad_edge, grad_bias};
+  // N == 0 still has a bias gradient: the forward's output is then ReLU(bias).
+  if (B == 0 || C == 0 || M == 0) return {grad_x, grad_self, grad_edge, grad_bias};
   const Tensor grad = torch::stable::contiguous(grad_in);
   const Tensor x = torch::stable::contiguous(x_in);
   const Tensor idx = torch::stable::contiguous(idx_in);
@@ -221,7 +211,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_cuda(const Ten
                                           dtype, stream),
                  op);
   }
-  if (!(need_x || need_weights)) return {grad_x, grad_self, grad_edge, grad_bias};
+  if (!(need_x || need_weights) || N == 0) return {grad_x, grad_self, grad_edge, grad_bias};
 
   Tensor weights_t = torch::stable::new_empty(x, {need_x ? 2 : 0, N * M}, ScalarType::Float);
   float* self_minus_edge_t = need_x ? data_of<float>(weights_t) : nullptr;
