@@ -11,6 +11,10 @@
 #include <cstdlib>
 #include <new>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #define FK_CONCAT_(a, b) a##b
 #define FK_CONCAT(a, b) FK_CONCAT_(a, b)
 
@@ -71,8 +75,31 @@ inline void store(T* p, Vec<T> v) {
   __builtin_memcpy(p, &v, sizeof(v));
 }
 
+// Every lane s: one vbroadcastss / vbroadcastsd (from memory when s is a load). The generic form
+// `Vec<T>{} + s` costs a scalar addition and a shuffle-port broadcast, which starve the FMA ports of a
+// register-blocked GEMM loop, and it turns -0.0 into +0.0.
 template <typename T>
 inline Vec<T> broadcast(T s) {
+#if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
+  constexpr bool floating = static_cast<T>(0.5) != static_cast<T>(0);
+  if constexpr (floating && sizeof(T) == 4) {
+#if defined(FK_CPU_CAPABILITY_AVX512)
+    return reinterpret_cast<Vec<T>>(_mm512_set1_ps(s));
+#elif defined(FK_CPU_CAPABILITY_AVX2)
+    return reinterpret_cast<Vec<T>>(_mm256_set1_ps(s));
+#else
+    return reinterpret_cast<Vec<T>>(_mm_set1_ps(s));
+#endif
+  } else if constexpr (floating && sizeof(T) == 8) {
+#if defined(FK_CPU_CAPABILITY_AVX512)
+    return reinterpret_cast<Vec<T>>(_mm512_set1_pd(s));
+#elif defined(FK_CPU_CAPABILITY_AVX2)
+    return reinterpret_cast<Vec<T>>(_mm256_set1_pd(s));
+#else
+    return reinterpret_cast<Vec<T>>(_mm_set1_pd(s));
+#endif
+  }
+#endif
   Vec<T> v = {};
   return v + s;
 }

@@ -386,22 +386,22 @@ void transpose_weights(const Tensor& w_self, const Tensor& w_edge, int64_t m, in
   });
 }
 
+// The forward's outputs out [B, C, M] and winner (int32), written by edge_conv_max_run (float64) or
+// edge_conv_max_fused (float32) from idx contiguous and checked, bias contiguous, B, C, M > 0.
+struct EdgeForward {
+  Tensor out, winner, idx;
+  std::optional<Tensor> bias;
+};
+
 template <typename T>
-std::tuple<Tensor, Tensor> edge_conv_max_run(const Tensor& x_in, const Tensor& idx_in, const Tensor& w_self,
-                                             const Tensor& w_edge, const std::optional<Tensor>& bias_in,
-                                             const EdgeConvProblem& p) {
+void edge_conv_max_run(const Tensor& x_in, const Tensor& w_self, const Tensor& w_edge, const EdgeForward& fw,
+                       const EdgeConvProblem& p) {
+  const Tensor& idx = fw.idx;
+  const std::optional<Tensor>& bias = fw.bias;
   const cpu::EdgeConvKernels& kernels = FK_CPU_DISPATCH(cpu::edge_conv_kernels);
   constexpr bool f32 = sizeof(T) == 4;
   const int64_t B = p.batch, C = p.channels, N = p.n, M = p.m, k = p.k;
-  Tensor out = torch::stable::new_empty(x_in, {B, C, M});
-  Tensor winner = torch::stable::new_empty(x_in, {B, C, M}, ScalarType::Int);
-  const Tensor idx = torch::stable::contiguous(idx_in);
-  check_edge_index_range("edge_conv_max", data_of<const int64_t>(idx), B * N * k, N, k);
-  if (B == 0 || C == 0 || M == 0) return {out, winner};
-
   const Tensor x = torch::stable::contiguous(x_in);
-  const std::optional<Tensor> bias =
-      bias_in.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*bias_in)) : std::nullopt;
   Tensor weights_t = torch::stable::new_empty(x, {2, N, M});
   T* self_minus_edge_t = data_of<T>(weights_t);
   T* edge_t = self_minus_edge_t + N * M;
@@ -432,8 +432,8 @@ std::tuple<Tensor, Tensor> edge_conv_max_run(const Tensor& x_in, const Tensor& i
           built_for = b;
         }
         const T* xb = data_of<const T>(x) + (b * C + c0) * N;
-        T* best = data_of<T>(out) + (b * C + c0) * M;
-        int32_t* arg = data_of<int32_t>(winner) + (b * C + c0) * M;
+        T* best = data_of<T>(fw.out) + (b * C + c0) * M;
+        int32_t* arg = data_of<int32_t>(fw.winner) + (b * C + c0) * M;
         for (int64_t j0 = 0; j0 < k; j0 += plan.kj) {
           const int64_t kj = std::min(plan.kj, k - j0);
           if constexpr (f32) kernels.build_weights_f32(weights, idx_b, k, j0, kj, w);
@@ -448,14 +448,70 @@ std::tuple<Tensor, Tensor> edge_conv_max_run(const Tensor& x_in, const Tensor& i
       }
     }
   });
-  return {out, winner};
+}
+
+// float32: the fused kernel (edge_conv_cpu.cpp), our own GEMM with the weight building and the max in
+// its loops. Tasks are (batch element, group of column blocks); the weights are packed once per call.
+void edge_conv_max_fused(const Tensor& x, const Tensor& w_self, const Tensor& w_edge, const EdgeForward& fw,
+                         const EdgeConvProblem& p) {
+  const cpu::EdgeConvKernels& kernels = FK_CPU_DISPATCH(cpu::edge_conv_kernels);
+  const int64_t B = p.batch, C = p.channels, N = p.n, M = p.m, k = p.k;
+  const Tensor& idx = fw.idx;
+  const std::optional<Tensor>& bias = fw.bias;
+  const int64_t NR = kernels.edge_fused_block(), mblocks = ceil_div(M, NR);
+  Tensor packed = torch::stable::new_empty(x, {2, mblocks * N * NR + kPad});
+  float* sme = data_of<float>(packed);
+  float* edge = sme + mblocks * N * NR + kPad;
+  const float* ws = data_of<const float>(w_self);
+  const float* we = data_of<const float>(w_edge);
+  parallel_for(0, mblocks, 1, [&](int64_t begin, int64_t end) {
+    kernels.edge_fused_pack_weights(ws, w_self.stride(0), w_self.stride(1), we, w_edge.stride(0), w_edge.stride(1),
+                                    M, N, begin, end, sme, edge);
+  });
+  const cpu::EdgeFused f{sme, edge, bias.has_value() ? data_of<const float>(*bias) : nullptr, C, N, M, k};
+
+  const int64_t threads = num_threads();
+  // Column groups per batch element: one unless the batch leaves threads idle.
+  const int64_t groups = std::min(mblocks, B >= 2 * threads ? int64_t{1} : ceil_div(2 * threads, B));
+  const int64_t per_group = ceil_div(mblocks, groups), tasks = B * groups;
+  const int64_t scratch_size = kernels.edge_fused_scratch(C, N);
+  Tensor scratch = torch::stable::new_empty(x, {threads, scratch_size});
+  Tensor skip = torch::stable::new_empty(x, {threads, k}, ScalarType::Byte);
+  const float* xd = data_of<const float>(x);
+  const int64_t sb = x.stride(0), sc = x.stride(1), sn = x.stride(2);
+  parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      float* sp = data_of<float>(scratch) + t * scratch_size;
+      uint8_t* sk = data_of<uint8_t>(skip) + t * k;
+      int64_t built_for = -1;
+      for (int64_t task = t; task < tasks; task += threads) {
+        const int64_t b = task / groups, mb0 = (task % groups) * per_group;
+        const int64_t mb1 = std::min(mblocks, mb0 + per_group);
+        if (mb0 >= mb1) continue;
+        const int64_t* idx_b = data_of<const int64_t>(idx) + b * N * k;
+        if (built_for != b) {
+          duplicate_neighbours(idx_b, N, k, sk);
+          built_for = b;
+        }
+        kernels.edge_fused_forward(f, xd + b * sb, sc, sn, idx_b, sk, mb0, mb1, data_of<float>(fw.out) + b * C * M,
+                                   data_of<int32_t>(fw.winner) + b * C * M, sp);
+      }
+    }
+  });
 }
 
 std::tuple<Tensor, Tensor> edge_conv_max_cpu(const Tensor& x, const Tensor& idx, const Tensor& w_self,
                                              const Tensor& w_edge, const std::optional<Tensor>& bias) {
   const EdgeConvProblem p = check_edge_conv_max("edge_conv_max", x, idx, w_self, w_edge, bias);
-  if (x.scalar_type() == ScalarType::Float) return edge_conv_max_run<float>(x, idx, w_self, w_edge, bias, p);
-  return edge_conv_max_run<double>(x, idx, w_self, w_edge, bias, p);
+  const int64_t B = p.batch, C = p.channels, N = p.n, M = p.m, k = p.k;
+  EdgeForward fw{torch::stable::new_empty(x, {B, C, M}), torch::stable::new_empty(x, {B, C, M}, ScalarType::Int),
+                 torch::stable::contiguous(idx),
+                 bias.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*bias)) : std::nullopt};
+  check_edge_index_range("edge_conv_max", data_of<const int64_t>(fw.idx), B * N * k, N, k);
+  if (B == 0 || C == 0 || M == 0) return {fw.out, fw.winner};
+  if (x.scalar_type() == ScalarType::Float) edge_conv_max_fused(x, w_self, w_edge, fw, p);
+  else edge_conv_max_run<double>(x, w_self, w_edge, fw, p);
+  return {fw.out, fw.winner};
 }
 
 template <typename T>

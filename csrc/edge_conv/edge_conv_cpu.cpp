@@ -207,6 +207,27 @@ void topk_tile(const TopkColumns<T>& t, const T* sim, int64_t n0, int64_t rows, 
     T* approx = s.approx + r * s.capacity;
     int32_t* index = s.index + r * s.capacity;
     T cut = s.threshold[r] - t.margin;
+    if (s.filled[r] < s.k && s.k <= L && cols >= L * s.k) {
+      // Before the row holds k values, seed the cut from the tile: the lane maxima are L of its values,
+      // so the row's final k-th largest is at least their k-th largest. Without this the first vectors
+      // of a row offer every lane to the heap (most of the selection's time for small M).
+      const int64_t full = cols / L * L;
+      Vec<T> hi = load(row) * load(inv_y) * scale;
+      for (int64_t j = L; j < full; j += L) {
+        const Vec<T> v = load(row + j) * load(inv_y + j) * scale;
+        hi = v > hi ? v : hi;
+      }
+      T lanes[L];
+      store(lanes, hi);
+      for (int a = 1; a < L; ++a) {  // insertion sort, descending (NaN lanes sort last)
+        const T v = lanes[a];
+        int b = a;
+        for (; b > 0 && (v > lanes[b - 1] || lanes[b - 1] != lanes[b - 1]); --b) lanes[b] = lanes[b - 1];
+        lanes[b] = v;
+      }
+      const T seed = lanes[s.k - 1] - t.margin;
+      if (seed > cut) cut = seed;
+    }
     for (int64_t j = 0; j < cols; j += L) {
       const Vec<T> v = load(row + j) * load(inv_y + j) * scale;
       const Mask<T> hit = v >= broadcast<T>(cut);
@@ -363,6 +384,167 @@ void accumulate_weight_grads(const T* dwcat, const int64_t* idx_b, int64_t k, in
   }
 }
 
+// ---- edge_conv_max: the fused float32 forward ---------------------------------------------------
+//
+// Our own register-blocked GEMM, so that the folded weights are built where the GEMM reads them and the
+// pre-activations never leave registers. Per batch element the channels are packed once into panels of
+// kEdgeRows rows ([panel][p][row], zero padded). Then per block of NR output columns m and neighbour j:
+// the packed weight panel W_j[:, block] ([N, NR], in L1) is the block of (w_self - w_edge)^T plus the
+// rows of w_edge^T scatter-added by idx[:, j]; every channel panel runs a kEdgeRows x NR micro-kernel
+// against it, K = N, and merges its tile into the running max (strictly greater: the first maximal j
+// wins) with the winner. After the last neighbour the block gets the bias and the ReLU.
+
+constexpr int64_t kEdgeRows = 6;
+template <typename T>
+constexpr int64_t kEdgeCols = 2 * kLanes<T>;
+
+int64_t edge_fused_block() { return kEdgeCols<float>; }
+
+int64_t edge_fused_scratch(int64_t channels, int64_t n) {
+  const int64_t panels = (channels + kEdgeRows - 1) / kEdgeRows;
+  return round_up(panels * n * kEdgeRows, 16) + round_up(n * kEdgeCols<float>, 16) +
+         2 * panels * kEdgeRows * kEdgeCols<float> + 64;
+}
+
+void edge_fused_pack_weights(const float* ws, int64_t s0, int64_t s1, const float* we, int64_t e0, int64_t e1,
+                             int64_t m, int64_t n, int64_t mb0, int64_t mb1, float* self_minus_edge_p,
+                             float* edge_p) {
+  constexpr int64_t NR = kEdgeCols<float>;
+  for (int64_t mb = mb0; mb < mb1; ++mb) {
+    float* sp = self_minus_edge_p + mb * n * NR;
+    float* ep = edge_p + mb * n * NR;
+    for (int64_t q = 0; q < NR; ++q) {
+      const int64_t r = mb * NR + q;
+      if (r >= m) {
+        for (int64_t p = 0; p < n; ++p) sp[p * NR + q] = ep[p * NR + q] = 0.0f;
+        continue;
+      }
+      for (int64_t p = 0; p < n; ++p) {
+        const float e = we[r * e0 + p * e1];
+        sp[p * NR + q] = ws[r * s0 + p * s1] - e;
+        ep[p * NR + q] = e;
+      }
+    }
+  }
+}
+
+// acc = a panel [n][kEdgeRows] x b panel [n][NR]; merged into best / arg ([kEdgeRows][NR]).
+template <bool First>
+inline void edge_micro(const float* __restrict a, const float* __restrict b, int64_t n, float* __restrict best,
+                       int32_t* __restrict arg, int32_t j) {
+  using V = Vec<float>;
+  using I = Vec<int32_t>;
+  constexpr int64_t L = kLanes<float>, NR = kEdgeCols<float>;
+  V c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {}, c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {},
+    c51 = {};
+  for (int64_t p = 0; p < n; ++p) {
+    const V b0 = load(b + p * NR), b1 = load(b + p * NR + L);
+    const float* ap = a + p * kEdgeRows;
+    V v = broadcast(ap[0]);
+    c00 += v * b0;
+    c01 += v * b1;
+    v = broadcast(ap[1]);
+    c10 += v * b0;
+    c11 += v * b1;
+    v = broadcast(ap[2]);
+    c20 += v * b0;
+    c21 += v * b1;
+    v = broadcast(ap[3]);
+    c30 += v * b0;
+    c31 += v * b1;
+    v = broadcast(ap[4]);
+    c40 += v * b0;
+    c41 += v * b1;
+    v = broadcast(ap[5]);
+    c50 += v * b0;
+    c51 += v * b1;
+  }
+  const I jv = broadcast<int32_t>(j);
+  auto merge = [&](int64_t at, V z) {
+    if constexpr (First) {
+      store(best + at, z);
+      store(arg + at, jv);
+    } else {
+      const V old = load(best + at);
+      const I greater = z > old;
+      store(best + at, greater ? z : old);
+      store(arg + at, greater ? jv : load(arg + at));
+    }
+  };
+  merge(0 * NR, c00);
+  merge(0 * NR + L, c01);
+  merge(1 * NR, c10);
+  merge(1 * NR + L, c11);
+  merge(2 * NR, c20);
+  merge(2 * NR + L, c21);
+  merge(3 * NR, c30);
+  merge(3 * NR + L, c31);
+  merge(4 * NR, c40);
+  merge(4 * NR + L, c41);
+  merge(5 * NR, c50);
+  merge(5 * NR + L, c51);
+}
+
+void edge_fused_forward(const EdgeFused& f, const float* xb, int64_t sc, int64_t sn, const int64_t* idx_b,
+                        const uint8_t* skip, int64_t mb0, int64_t mb1, float* out_b, int32_t* win_b,
+                        float* scratch) {
+  constexpr int64_t NR = kEdgeCols<float>, MR = kEdgeRows;
+  const int64_t C = f.channels, N = f.n, M = f.m, k = f.k;
+  const int64_t panels = (C + MR - 1) / MR;
+  float* xp = scratch;
+  float* bp = xp + round_up(panels * N * MR, 16);
+  float* best = bp + round_up(N * NR, 16);
+  int32_t* arg = reinterpret_cast<int32_t*>(best + panels * MR * NR);
+  for (int64_t pi = 0; pi < panels; ++pi) {
+    float* dst = xp + pi * N * MR;
+    for (int64_t r = 0; r < MR; ++r) {
+      const int64_t c = pi * MR + r;
+      if (c >= C) {
+        for (int64_t p = 0; p < N; ++p) dst[p * MR + r] = 0.0f;
+        continue;
+      }
+      const float* src = xb + c * sc;
+      for (int64_t p = 0; p < N; ++p) dst[p * MR + r] = src[p * sn];
+    }
+  }
+  for (int64_t mb = mb0; mb < mb1; ++mb) {
+    const float* sme = f.self_minus_edge_p + mb * N * NR;
+    const float* edge = f.edge_p + mb * N * NR;
+    bool first = true;
+    for (int64_t j = 0; j < k; ++j) {
+      if (skip[j]) continue;
+      __builtin_memcpy(bp, sme, sizeof(float) * N * NR);
+      for (int64_t i = 0; i < N; ++i) {
+        float* row = bp + idx_b[i * k + j] * NR;
+        const float* e = edge + i * NR;
+        for (int64_t q = 0; q < NR; q += kLanes<float>) store(row + q, load(row + q) + load(e + q));
+      }
+      const int32_t jj = static_cast<int32_t>(j);
+      for (int64_t pi = 0; pi < panels; ++pi) {
+        float* bt = best + pi * MR * NR;
+        int32_t* at = arg + pi * MR * NR;
+        if (first) edge_micro<true>(xp + pi * N * MR, bp, N, bt, at, jj);
+        else edge_micro<false>(xp + pi * N * MR, bp, N, bt, at, jj);
+      }
+      first = false;
+    }
+    // Bias and ReLU (NaN propagated); winner -1 where the output is not positive.
+    const int64_t m0 = mb * NR, cols = min64(NR, M - m0);
+    for (int64_t c = 0; c < C; ++c) {
+      const float* bt = best + c * NR;
+      const int32_t* at = arg + c * NR;
+      float* o = out_b + c * M + m0;
+      int32_t* w = win_b + c * M + m0;
+      for (int64_t q = 0; q < cols; ++q) {
+        const float v = bt[q] + (f.bias != nullptr ? f.bias[m0 + q] : 0.0f);
+        const bool active = v > 0.0f;
+        w[q] = active ? at[q] : -1;
+        o[q] = (active || v != v) ? v : 0.0f;
+      }
+    }
+  }
+}
+
 template <typename T>
 void add(T* dst, const T* src, int64_t count) {
   add_row(dst, src, count);
@@ -390,7 +572,11 @@ const EdgeConvKernels& FK_CONCAT(edge_conv_kernels_, FK_CPU_CAPABILITY)() {
                                      &accumulate_weight_grads<float>,
                                      &accumulate_weight_grads<double>,
                                      &add<float>,
-                                     &add<double>};
+                                     &add<double>,
+                                     &edge_fused_block,
+                                     &edge_fused_scratch,
+                                     &edge_fused_pack_weights,
+                                     &edge_fused_forward};
   return table;
 }
 

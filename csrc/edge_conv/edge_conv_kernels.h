@@ -61,6 +61,15 @@ struct EdgeWeights {
   int64_t n, m;
 };
 
+// The fused float32 forward (edge_conv_cpu.cpp): weights packed per block of NR output columns,
+// [M / NR][N][NR] (zero padded), and the problem it runs.
+struct EdgeFused {
+  const float* self_minus_edge_p;  // (w_self - w_edge)^T, packed
+  const float* edge_p;             // w_edge^T, packed
+  const float* bias;               // [M] or nullptr
+  int64_t channels, n, m, k;
+};
+
 struct EdgeConvKernels {
   // inv[b * n + i] = 1 / max(|x[b, :, i]|, 1e-12) in float64 for x [batch, channels, n] contiguous;
   // inv_t (row stride inv_t_stride) receives the same rounded to T.
@@ -115,6 +124,21 @@ struct EdgeConvKernels {
   // dst[i] += src[i], i < count.
   void (*add_f32)(float* dst, const float* src, int64_t count);
   void (*add_f64)(double* dst, const double* src, int64_t count);
+
+  // The fused float32 forward. NR, the output columns per block of this level.
+  int64_t (*edge_fused_block)();
+  // Scratch floats a thread needs for a batch element of `channels` x `n`.
+  int64_t (*edge_fused_scratch)(int64_t channels, int64_t n);
+  // Packs the m-blocks mb0 .. mb1 - 1 of (w_self - w_edge)^T and w_edge^T ([M, N] with strides s0, s1 and
+  // e0, e1).
+  void (*edge_fused_pack_weights)(const float* w_self, int64_t s0, int64_t s1, const float* w_edge, int64_t e0,
+                                  int64_t e1, int64_t m, int64_t n, int64_t mb0, int64_t mb1,
+                                  float* self_minus_edge_p, float* edge_p);
+  // out_b / win_b [C, M] (row stride M), the m-blocks mb0 .. mb1 - 1, of one batch element: x_b with
+  // channel stride sc and position stride sn, idx_b [N, k] contiguous, skip[j] (duplicate neighbours).
+  void (*edge_fused_forward)(const EdgeFused&, const float* x_b, int64_t sc, int64_t sn, const int64_t* idx_b,
+                             const uint8_t* skip, int64_t mb0, int64_t mb1, float* out_b, int32_t* win_b,
+                             float* scratch);
 };
 
 FK_DECLARE_CPU_KERNELS(const EdgeConvKernels&, edge_conv_kernels)
