@@ -523,12 +523,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_run(const Tens
   const cpu::EdgeConvKernels& kernels = FK_CPU_DISPATCH(cpu::edge_conv_kernels);
   constexpr bool f32 = sizeof(T) == 4;
   const int64_t B = p.batch, C = p.channels, N = p.n, M = p.m, k = p.k;
-  Tensor grad_x = torch::stable::new_zeros(x_in, need_x ? std::vector<int64_t>{B, C, N} : std::vector<int64_t>{0});
+  // Every element of grad_x is written by a task's first GEMM (zeroed only on the early return).
+  Tensor grad_x = torch::stable::new_empty(x_in, need_x ? std::vector<int64_t>{B, C, N} : std::vector<int64_t>{0});
   Tensor grad_self = torch::stable::new_zeros(x_in, need_weights ? std::vector<int64_t>{M, N} : std::vector<int64_t>{0});
   Tensor grad_edge = torch::stable::new_zeros(x_in, need_weights ? std::vector<int64_t>{M, N} : std::vector<int64_t>{0});
   Tensor grad_bias = torch::stable::new_zeros(x_in, {p.has_bias ? M : 0});
   // N == 0 still has a bias gradient: the forward's output is then ReLU(bias).
   if (B == 0 || C == 0 || M == 0 || !(need_x || need_weights || p.has_bias)) {
+    torch::stable::zero_(grad_x);
     return {grad_x, grad_self, grad_edge, grad_bias};
   }
   const Tensor grad = torch::stable::contiguous(grad_in);

@@ -428,12 +428,11 @@ void edge_fused_pack_weights(const float* ws, int64_t s0, int64_t s1, const floa
   }
 }
 
-// acc = a panel [n][kEdgeRows] x b panel [n][NR]; merged into best / arg ([kEdgeRows][NR]).
-template <bool First>
-inline void edge_micro(const float* __restrict a, const float* __restrict b, int64_t n, float* __restrict best,
-                       int32_t* __restrict arg, int32_t j) {
+// The kEdgeRows x NR tile a [n][kEdgeRows] x b [n][NR] (K = n) in registers, handed to epi(offset, v)
+// for each of its vectors (offset = row * NR + lane block).
+template <typename Epilogue>
+inline void edge_tile(const float* __restrict a, const float* __restrict b, int64_t n, Epilogue&& epi) {
   using V = Vec<float>;
-  using I = Vec<int32_t>;
   constexpr int64_t L = kLanes<float>, NR = kEdgeCols<float>;
   V c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {}, c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {},
     c51 = {};
@@ -459,8 +458,28 @@ inline void edge_micro(const float* __restrict a, const float* __restrict b, int
     c50 += v * b0;
     c51 += v * b1;
   }
+  epi(0 * NR, c00);
+  epi(0 * NR + L, c01);
+  epi(1 * NR, c10);
+  epi(1 * NR + L, c11);
+  epi(2 * NR, c20);
+  epi(2 * NR + L, c21);
+  epi(3 * NR, c30);
+  epi(3 * NR + L, c31);
+  epi(4 * NR, c40);
+  epi(4 * NR + L, c41);
+  epi(5 * NR, c50);
+  epi(5 * NR + L, c51);
+}
+
+// The tile merged into the running max best / arg ([kEdgeRows][NR]) of neighbour j.
+template <bool First>
+inline void edge_micro(const float* __restrict a, const float* __restrict b, int64_t n, float* __restrict best,
+                       int32_t* __restrict arg, int32_t j) {
+  using V = Vec<float>;
+  using I = Vec<int32_t>;
   const I jv = broadcast<int32_t>(j);
-  auto merge = [&](int64_t at, V z) {
+  edge_tile(a, b, n, [&](int64_t at, V z) {
     if constexpr (First) {
       store(best + at, z);
       store(arg + at, jv);
@@ -470,19 +489,26 @@ inline void edge_micro(const float* __restrict a, const float* __restrict b, int
       store(best + at, greater ? z : old);
       store(arg + at, greater ? jv : load(arg + at));
     }
-  };
-  merge(0 * NR, c00);
-  merge(0 * NR + L, c01);
-  merge(1 * NR, c10);
-  merge(1 * NR + L, c11);
-  merge(2 * NR, c20);
-  merge(2 * NR + L, c21);
-  merge(3 * NR, c30);
-  merge(3 * NR + L, c31);
-  merge(4 * NR, c40);
-  merge(4 * NR + L, c41);
-  merge(5 * NR, c50);
-  merge(5 * NR + L, c51);
+  });
+}
+
+// panel[(pi * n + p) * kEdgeRows + r] = src[(pi * kEdgeRows + r) * s_row + p * s_col] (zero past `rows`):
+// rows of a strided matrix packed into panels of kEdgeRows for edge_tile's `a`.
+inline void edge_pack_rows(const float* src, int64_t rows, int64_t n, int64_t s_row, int64_t s_col, float* panel) {
+  constexpr int64_t MR = kEdgeRows;
+  const int64_t panels = (rows + MR - 1) / MR;
+  for (int64_t pi = 0; pi < panels; ++pi) {
+    float* dst = panel + pi * n * MR;
+    for (int64_t r = 0; r < MR; ++r) {
+      const int64_t c = pi * MR + r;
+      if (c >= rows) {
+        for (int64_t p = 0; p < n; ++p) dst[p * MR + r] = 0.0f;
+        continue;
+      }
+      const float* row = src + c * s_row;
+      for (int64_t p = 0; p < n; ++p) dst[p * MR + r] = row[p * s_col];
+    }
+  }
 }
 
 void edge_fused_forward(const EdgeFused& f, const float* xb, int64_t sc, int64_t sn, const int64_t* idx_b,
@@ -495,18 +521,7 @@ void edge_fused_forward(const EdgeFused& f, const float* xb, int64_t sc, int64_t
   float* bp = xp + round_up(panels * N * MR, 16);
   float* best = bp + round_up(N * NR, 16);
   int32_t* arg = reinterpret_cast<int32_t*>(best + panels * MR * NR);
-  for (int64_t pi = 0; pi < panels; ++pi) {
-    float* dst = xp + pi * N * MR;
-    for (int64_t r = 0; r < MR; ++r) {
-      const int64_t c = pi * MR + r;
-      if (c >= C) {
-        for (int64_t p = 0; p < N; ++p) dst[p * MR + r] = 0.0f;
-        continue;
-      }
-      const float* src = xb + c * sc;
-      for (int64_t p = 0; p < N; ++p) dst[p * MR + r] = src[p * sn];
-    }
-  }
+  edge_pack_rows(xb, C, N, sc, sn, xp);
   for (int64_t mb = mb0; mb < mb1; ++mb) {
     const float* sme = f.self_minus_edge_p + mb * N * NR;
     const float* edge = f.edge_p + mb * N * NR;
