@@ -115,6 +115,27 @@ inline Vec<T> vsqrt(Vec<T> v) {
   return r;
 }
 
+// The lanes of a comparison mask (a vector of all-ones / all-zeros integer lanes) as bits, lane i in
+// bit i: one movemask on x86.
+template <typename M>
+inline uint32_t lane_bits(const M& m) {
+  constexpr int lanes = static_cast<int>(sizeof(M) / sizeof(m[0]));
+#if defined(__x86_64__)
+  if constexpr (sizeof(M) == 32 && lanes == 8) {
+    return static_cast<uint32_t>(_mm256_movemask_ps(reinterpret_cast<__m256>(m)));
+  } else if constexpr (sizeof(M) == 32 && lanes == 4) {
+    return static_cast<uint32_t>(_mm256_movemask_pd(reinterpret_cast<__m256d>(m)));
+  } else if constexpr (sizeof(M) == 16 && lanes == 4) {
+    return static_cast<uint32_t>(_mm_movemask_ps(reinterpret_cast<__m128>(m)));
+  } else if constexpr (sizeof(M) == 16 && lanes == 2) {
+    return static_cast<uint32_t>(_mm_movemask_pd(reinterpret_cast<__m128d>(m)));
+  }
+#endif
+  uint32_t bits = 0;
+  for (int i = 0; i < lanes; ++i) bits |= (m[i] != 0 ? uint32_t{1} : uint32_t{0}) << i;
+  return bits;
+}
+
 // Whether any lane of a comparison mask (a vector of all-ones / all-zeros integer lanes) is set.
 template <typename M>
 inline bool any_lane(const M& m) {

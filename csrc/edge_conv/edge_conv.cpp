@@ -277,7 +277,9 @@ std::tuple<Tensor, Tensor> cosine_topk_run(const Tensor& x_in, const std::option
         const T* xb = data_of<const T>(x) + b * C * N;
         const T* yb = data_of<const T>(y) + b * C * M;
         transpose_columns(xb, C, N, n0, rows, xr);
-        if (transpose_y && transposed_for != b) {
+        // Against itself with the task's rows all of x, the transposed rows of x are those of y.
+        const bool y_in_x_rows = self && n0 == 0 && rows == N;
+        if (transpose_y && !y_in_x_rows && transposed_for != b) {
           transpose_columns(yb, C, M, 0, M, yr);
           transposed_for = b;
         }
@@ -292,7 +294,7 @@ std::tuple<Tensor, Tensor> cosine_topk_run(const Tensor& x_in, const std::option
                                           margin,
                                           xr,
                                           n0,
-                                          yr,
+                                          y_in_x_rows ? xr : yr,
                                           nullptr};
         for (int64_t c0 = 0; c0 < M; c0 += W) {
           const int64_t cols = std::min(W, M - c0);

@@ -68,22 +68,34 @@ void inverse_norms(const T* x, int64_t batch, int64_t channels, int64_t n, doubl
   });
 }
 
-// The float64 cosine similarity of x[:, n] and y[:, m].
+// The float64 cosine similarity of x[:, n] and y[:, m]: 16 partial sums (channel c into sum c mod 16),
+// added in a fixed tree, whatever the strides or the SIMD level (the contiguous loop vectorises), so
+// equal columns give equal values.
 template <typename T>
 double exact_similarity(const TopkColumns<T>& t, int64_t n, int64_t m) {
   const T* x = t.x_rows != nullptr ? t.x_rows + (n - t.x_row0) * t.channels : t.x + n;
   const T* y = t.y_rows != nullptr ? t.y_rows + (t.y_slot != nullptr ? t.y_slot[m] : m) * t.channels : t.y + m;
   const int64_t sx = t.x_rows != nullptr ? 1 : t.n, sy = t.y_rows != nullptr ? 1 : t.m;
-  double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  int64_t c = 0;
-  for (; c + 4 <= t.channels; c += 4) {
-    a0 += static_cast<double>(x[c * sx]) * static_cast<double>(y[c * sy]);
-    a1 += static_cast<double>(x[(c + 1) * sx]) * static_cast<double>(y[(c + 1) * sy]);
-    a2 += static_cast<double>(x[(c + 2) * sx]) * static_cast<double>(y[(c + 2) * sy]);
-    a3 += static_cast<double>(x[(c + 3) * sx]) * static_cast<double>(y[(c + 3) * sy]);
+  const int64_t channels = t.channels, full = channels / 16 * 16;
+  double acc[16] = {};
+  if (sx == 1 && sy == 1) {
+    for (int64_t c = 0; c < full; c += 16) {
+      for (int i = 0; i < 16; ++i) acc[i] += static_cast<double>(x[c + i]) * static_cast<double>(y[c + i]);
+    }
+  } else {
+    for (int64_t c = 0; c < full; c += 16) {
+      for (int i = 0; i < 16; ++i) {
+        acc[i] += static_cast<double>(x[(c + i) * sx]) * static_cast<double>(y[(c + i) * sy]);
+      }
+    }
   }
-  for (; c < t.channels; ++c) a0 += static_cast<double>(x[c * sx]) * static_cast<double>(y[c * sy]);
-  return ((a0 + a1) + (a2 + a3)) * t.inv_x[n] * t.inv_y[m];
+  for (int64_t c = full; c < channels; ++c) {
+    acc[c - full] += static_cast<double>(x[c * sx]) * static_cast<double>(y[c * sy]);
+  }
+  for (int w = 8; w >= 1; w /= 2) {
+    for (int i = 0; i < w; ++i) acc[i] += acc[i + w];
+  }
+  return acc[0] * t.inv_x[n] * t.inv_y[m];
 }
 
 // a ranks before b: larger similarity, then smaller index. NaN ranks last.
@@ -219,31 +231,53 @@ void topk_tile(const TopkColumns<T>& t, const T* sim, int64_t n0, int64_t rows, 
       }
       T lanes[L];
       store(lanes, hi);
-      for (int a = 1; a < L; ++a) {  // insertion sort, descending (NaN lanes sort last)
-        const T v = lanes[a];
-        int b = a;
-        for (; b > 0 && (v > lanes[b - 1] || lanes[b - 1] != lanes[b - 1]); --b) lanes[b] = lanes[b - 1];
-        lanes[b] = v;
+      // The k-th largest lane by k rounds of selection (NaN lanes never chosen: then no seed).
+      T kth = negative_infinity<T>();
+      for (int64_t round = 0; round < s.k; ++round) {
+        int best = -1;
+        for (int l = 0; l < L; ++l) {
+          if (lanes[l] == lanes[l] && (best < 0 || lanes[l] > lanes[best])) best = l;
+        }
+        if (best < 0) {
+          kth = negative_infinity<T>();
+          break;
+        }
+        kth = lanes[best];
+        lanes[best] = static_cast<T>(__builtin_nan(""));
       }
-      const T seed = lanes[s.k - 1] - t.margin;
+      const T seed = kth - t.margin;
       if (seed > cut) cut = seed;
     }
+    // The row's selection state in registers; written back before a compaction and at the end.
+    int64_t count = s.count[r], filled = s.filled[r];
+    T threshold = s.threshold[r];
+    T* heap = s.heap + r * s.k;
     for (int64_t j = 0; j < cols; j += L) {
       const Vec<T> v = load(row + j) * load(inv_y + j) * scale;
-      const Mask<T> hit = v >= broadcast<T>(cut);
-      if (!any_lane(hit)) continue;
-      const int lanes = static_cast<int>(min64(L, cols - j));
-      for (int l = 0; l < lanes; ++l) {
-        if (!(v[l] >= cut)) continue;
-        const int64_t c = s.count[r];
-        approx[c] = v[l];
-        index[c] = static_cast<int32_t>(c0 + j + l);
-        s.count[r] = c + 1;
-        s.threshold[r] = heap_offer(s.heap + r * s.k, s.filled[r], s.k, v[l]);
-        cut = s.threshold[r] - t.margin;
-        if (c + 1 == s.capacity) compact(t, n, r, s);
+      uint32_t bits = lane_bits(v >= broadcast<T>(cut));
+      if (bits == 0) continue;
+      if (cols - j < L) bits &= (uint32_t{1} << (cols - j)) - 1;
+      while (bits != 0) {
+        const int l = __builtin_ctz(bits);
+        bits &= bits - 1;
+        const T value = v[l];
+        if (!(value >= cut)) continue;  // the cut rose within this vector
+        approx[count] = value;
+        index[count] = static_cast<int32_t>(c0 + j + l);
+        ++count;
+        threshold = heap_offer(heap, filled, s.k, value);
+        cut = threshold - t.margin;
+        if (count == s.capacity) {
+          s.count[r] = count;
+          s.threshold[r] = threshold;
+          compact(t, n, r, s);
+          count = s.count[r];
+        }
       }
     }
+    s.count[r] = count;
+    s.filled[r] = filled;
+    s.threshold[r] = threshold;
   }
 }
 
