@@ -11,11 +11,13 @@
 // (2 MiB) and the rows' candidate buffers, plus O(N + M) inverse norms. No normalised copy of x or y
 // is made: the tile holds raw dot products, scaled by the inverse norms in the epilogue.
 //
-// edge_conv_max: tasks are (batch element, block of channels). Per task and group of neighbours the
-// weights W_j (edge_conv_kernels.h) are built side by side, [N, kj M], and one GEMM gives the group's
-// pre-activations [cb, kj M]; the running max over j, with the index of the first maximal j, goes
-// straight into the outputs. The backward recomputes no forward GEMM: the saved winner routes the
-// gradient, then dX = dZ W^T and dW = X^T dZ per group (two GEMMs of the forward's size).
+// edge_conv_max: the float32 forward is our own register-blocked GEMM (edge_conv_cpu.cpp) that builds
+// the folded weights W_j (edge_conv_kernels.h) panel by panel in L1 and keeps the running max over j,
+// with the index of the first maximal j, in its epilogue; float64 builds W_j side by side, [N, kj M],
+// per task (batch element, block of channels) and runs one BLAS GEMM per group of neighbours. The
+// backward recomputes no forward GEMM: the saved winner routes the gradient, the two products shared
+// by all neighbours (G A and G^T X) go to BLAS over the whole batch, and the neighbour-specific ones run
+// as sparse sums that visit each routed entry once (edge_conv_cpu.cpp).
 #include "edge_conv/edge_conv.h"
 
 #include <torch/csrc/stable/library.h>
@@ -516,6 +518,11 @@ std::tuple<Tensor, Tensor> edge_conv_max_cpu(const Tensor& x, const Tensor& idx,
   return {fw.out, fw.winner};
 }
 
+// The backward (edge_conv_cpu.cpp has the derivation). G, the gradient where the output was active,
+// gives the bias gradient and the dense products G (w_self - w_edge) (into grad_x) and G^T X (grad_w_self)
+// by torch's BLAS over the whole batch. Then the sparse kernels add the gathered term's gradients: to
+// grad_x in place, tasks (batch element, block of channels); to per-thread accumulators of w_edge's,
+// tasks (batch element, block of rows of w_edge), summed in thread order.
 template <typename T>
 std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_run(const Tensor& grad_in, const Tensor& x_in,
                                                                      const Tensor& idx_in, const Tensor& w_self,
@@ -525,112 +532,156 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_run(const Tens
   const cpu::EdgeConvKernels& kernels = FK_CPU_DISPATCH(cpu::edge_conv_kernels);
   constexpr bool f32 = sizeof(T) == 4;
   const int64_t B = p.batch, C = p.channels, N = p.n, M = p.m, k = p.k;
-  // Every element of grad_x is written by a task's first GEMM (zeroed only on the early return).
-  Tensor grad_x = torch::stable::new_empty(x_in, need_x ? std::vector<int64_t>{B, C, N} : std::vector<int64_t>{0});
-  Tensor grad_self = torch::stable::new_zeros(x_in, need_weights ? std::vector<int64_t>{M, N} : std::vector<int64_t>{0});
-  Tensor grad_edge = torch::stable::new_zeros(x_in, need_weights ? std::vector<int64_t>{M, N} : std::vector<int64_t>{0});
+  auto shape = [](bool wanted, std::vector<int64_t> dims) { return wanted ? dims : std::vector<int64_t>{0}; };
+  // Written whole below (zeroed only on the early return).
+  Tensor grad_x = torch::stable::new_empty(x_in, shape(need_x, {B, C, N}));
+  Tensor grad_self = torch::stable::new_empty(x_in, shape(need_weights, {M, N}));
+  Tensor grad_edge = torch::stable::new_empty(x_in, shape(need_weights, {M, N}));
   Tensor grad_bias = torch::stable::new_zeros(x_in, {p.has_bias ? M : 0});
   // N == 0 still has a bias gradient: the forward's output is then ReLU(bias).
   if (B == 0 || C == 0 || M == 0 || !(need_x || need_weights || p.has_bias)) {
     torch::stable::zero_(grad_x);
+    torch::stable::zero_(grad_self);
+    torch::stable::zero_(grad_edge);
     return {grad_x, grad_self, grad_edge, grad_bias};
   }
   const Tensor grad = torch::stable::contiguous(grad_in);
   const Tensor x = torch::stable::contiguous(x_in);
   const Tensor idx = torch::stable::contiguous(idx_in);
   const Tensor winner = torch::stable::contiguous(winner_in);
-  Tensor weights_t = torch::stable::new_empty(x, {2, N, M});
-  T* self_minus_edge_t = data_of<T>(weights_t);
-  T* edge_t = self_minus_edge_t + N * M;
-  if (need_x) transpose_weights<T>(w_self, w_edge, M, N, self_minus_edge_t, edge_t);
-  const cpu::EdgeWeights<T> weights{self_minus_edge_t, edge_t, N, M};
-
-  const EdgePlan plan = edge_plan(p);
-  const int64_t width = plan.kj * M, threads = plan.threads;
-  const bool groups = plan.kj < k;
-  Tensor wcat = torch::stable::new_empty(x, {need_x ? threads : 0, N * width + kPad});
-  Tensor dz = torch::stable::new_empty(x, {threads, plan.cb * width + kPad});
-  Tensor dx_part = torch::stable::new_empty(x, {need_x && groups ? threads : 0, plan.cb * N + kPad});
-  Tensor dwcat = torch::stable::new_empty(x, {need_weights ? threads : 0, N * width + kPad});
-  Tensor accum = torch::stable::new_zeros(x, {need_weights ? threads : 0, 2, N * M});
-  Tensor bias_accum = torch::stable::new_zeros(x, {p.has_bias ? threads : 0, M}, ScalarType::Double);
+  const int64_t threads = num_threads();
   const torch::stable::Device device = x.device();
   const ScalarType dtype = x.scalar_type();
+  const T* xd = data_of<const T>(x);
+  const T* gd = data_of<const T>(grad);
+  const int32_t* wd = data_of<const int32_t>(winner);
 
+  // G and the bias gradient (per-thread float64 partial sums, added in thread order).
+  Tensor active = torch::stable::new_empty(x, {B, C, M});
+  T* g = data_of<T>(active);
+  Tensor bias_accum = torch::stable::new_zeros(x, {p.has_bias ? threads : 0, M}, ScalarType::Double);
   parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      T* w = need_x ? data_of<T>(wcat) + t * (N * width + kPad) : nullptr;
-      T* d = data_of<T>(dz) + t * (plan.cb * width + kPad);
-      T* part = need_x && groups ? data_of<T>(dx_part) + t * (plan.cb * N + kPad) : nullptr;
-      T* dw = need_weights ? data_of<T>(dwcat) + t * (N * width + kPad) : nullptr;
-      T* acc_self = need_weights ? data_of<T>(accum) + t * 2 * N * M : nullptr;
-      T* acc_edge = need_weights ? acc_self + N * M : nullptr;
-      double* acc_bias = p.has_bias ? data_of<double>(bias_accum) + t * M : nullptr;
-      for (int64_t task = t; task < plan.tasks; task += threads) {
-        const int64_t b = task / plan.blocks, c0 = (task % plan.blocks) * plan.cb;
-        const int64_t rows = std::min(plan.cb, C - c0);
-        const int64_t* idx_b = data_of<const int64_t>(idx) + b * N * k;
-        const T* xb = data_of<const T>(x) + (b * C + c0) * N;
-        const T* gb = data_of<const T>(grad) + (b * C + c0) * M;
-        const int32_t* wb = data_of<const int32_t>(winner) + (b * C + c0) * M;
-        T* dxb = need_x ? data_of<T>(grad_x) + (b * C + c0) * N : nullptr;
-        for (int64_t j0 = 0; j0 < k; j0 += plan.kj) {
-          const int64_t kj = std::min(plan.kj, k - j0);
-          if constexpr (f32) kernels.route_gradient_f32(gb, wb, rows, M, j0, kj, d, j0 == 0 ? acc_bias : nullptr);
-          else kernels.route_gradient_f64(gb, wb, rows, M, j0, kj, d, j0 == 0 ? acc_bias : nullptr);
-          if (!(need_x || need_weights)) break;  // only the bias gradient was wanted
-          if (need_x) {
-            if constexpr (f32) kernels.build_weights_f32(weights, idx_b, k, j0, kj, w);
-            else kernels.build_weights_f64(weights, idx_b, k, j0, kj, w);
-            // dX = dZ W^T: [rows, kj M] x [kj M, N].
-            T* target = j0 == 0 ? dxb : part;
-            matmul_into({target, 1, rows, N, 0, N, 1}, {d, 1, rows, kj * M, 0, kj * M, 1},
-                        {w, 1, kj * M, N, 0, 1, kj * M}, device, dtype);
-            if (j0 != 0) {
-              if constexpr (f32) kernels.add_f32(dxb, part, rows * N);
-              else kernels.add_f64(dxb, part, rows * N);
-            }
-          }
-          if (need_weights) {
-            // dW = X^T dZ: [N, rows] x [rows, kj M].
-            matmul_into({dw, 1, N, kj * M, 0, kj * M, 1}, {const_cast<T*>(xb), 1, N, rows, 0, 1, N},
-                        {d, 1, rows, kj * M, 0, kj * M, 1}, device, dtype);
-            if constexpr (f32) kernels.accumulate_weight_grads_f32(dw, idx_b, k, j0, kj, N, M, acc_self, acc_edge);
-            else kernels.accumulate_weight_grads_f64(dw, idx_b, k, j0, kj, N, M, acc_self, acc_edge);
-          }
-        }
+      double* acc = p.has_bias ? data_of<double>(bias_accum) + t * M : nullptr;
+      for (int64_t b = t; b < B; b += threads) {
+        const int64_t at = b * C * M;
+        if constexpr (f32) kernels.edge_mask_gradient_f32(gd + at, wd + at, C, M, g + at, acc);
+        else kernels.edge_mask_gradient_f64(gd + at, wd + at, C, M, g + at, acc);
       }
     }
   });
+  if (p.has_bias) {
+    const double* acc = data_of<const double>(bias_accum);
+    T* gb = data_of<T>(grad_bias);
+    for (int64_t r = 0; r < M; ++r) {
+      double sum = 0;
+      for (int64_t t = 0; t < threads; ++t) sum += acc[t * M + r];
+      gb[r] = static_cast<T>(sum);
+    }
+  }
+  if (!(need_x || need_weights)) return {grad_x, grad_self, grad_edge, grad_bias};
 
+  const int64_t chunk = f32 ? kernels.edge_sparse_chunk_f32() : kernels.edge_sparse_chunk_f64();
+  const int64_t npad = ceil_div(N, chunk) * chunk;
+  // The neighbours as int32 rows, idx_t[b][j][n] = idx[b, n, j] (checked in [0, N) by the forward's op;
+  // the backward op checks them again, one pass).
+  check_edge_index_range("_edge_conv_max_backward", data_of<const int64_t>(idx), B * N * k, N, k);
+  Tensor idx_t = torch::stable::new_empty(x, {B * k * N}, ScalarType::Int);
+  int32_t* it = data_of<int32_t>(idx_t);
+  parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    const int64_t* id = data_of<const int64_t>(idx);
+    for (int64_t b = begin; b < end; ++b) {
+      for (int64_t i = 0; i < N; ++i) {
+        for (int64_t j = 0; j < k; ++j) it[(b * k + j) * N + i] = static_cast<int32_t>(id[(b * N + i) * k + j]);
+      }
+    }
+  });
+  const int64_t scratch_size =
+      f32 ? kernels.edge_sparse_scratch_f32(C, N, M, k) : kernels.edge_sparse_scratch_f64(C, N, M, k);
+  Tensor scratch = torch::stable::new_empty(x, {threads, scratch_size});
+  // Blocks of rows per batch element: one unless the batch leaves threads idle.
+  const int64_t splits = B >= 2 * threads ? 1 : ceil_div(2 * threads, B);
+
+  if (need_x) {
+    // grad_x = G (w_self - w_edge), then the sparse sums against w_edge [M, npad] (zero padded).
+    const T* ws = data_of<const T>(w_self);
+    const T* we = data_of<const T>(w_edge);
+    const int64_t s0 = w_self.stride(0), s1 = w_self.stride(1), e0 = w_edge.stride(0), e1 = w_edge.stride(1);
+    Tensor self_minus_edge = torch::stable::new_empty(x, {M, N});
+    Tensor edge_padded = torch::stable::new_empty(x, {M * npad + kPad});
+    T* a = data_of<T>(self_minus_edge);
+    T* e = data_of<T>(edge_padded);
+    parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        for (int64_t i = 0; i < N; ++i) {
+          const T v = we[r * e0 + i * e1];
+          a[r * N + i] = ws[r * s0 + i * s1] - v;
+          e[r * npad + i] = v;
+        }
+        for (int64_t i = N; i < npad; ++i) e[r * npad + i] = T(0);
+      }
+    });
+    matmul_into({data_of<T>(grad_x), 1, B * C, N, 0, N, 1}, {g, 1, B * C, M, 0, M, 1}, {a, 1, M, N, 0, N, 1}, device,
+                dtype);
+    const cpu::EdgeSparse<T> sparse{e, C, N, M, k, npad};
+    const int64_t per = ceil_div(C, std::min(C, splits)), tasks = B * ceil_div(C, per);
+    parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        T* sp = data_of<T>(scratch) + t * scratch_size;
+        for (int64_t task = t; task < tasks; task += threads) {
+          const int64_t b = task / ceil_div(C, per), c0 = (task % ceil_div(C, per)) * per;
+          const int64_t c1 = std::min(C, c0 + per);
+          const int64_t at = b * C * M;
+          T* dxb = data_of<T>(grad_x) + b * C * N;
+          if constexpr (f32) kernels.edge_sparse_grad_x_f32(sparse, gd + at, wd + at, it + b * k * N, c0, c1, dxb, sp);
+          else kernels.edge_sparse_grad_x_f64(sparse, gd + at, wd + at, it + b * k * N, c0, c1, dxb, sp);
+        }
+      }
+    });
+  }
   if (need_weights) {
-    // w_self = D + E, w_edge = E with D = w_self - w_edge: grad_w_self = grad_D, grad_w_edge = grad_E' - grad_D
-    // (grad_E' the gradient through the gathered term). The threads' partials are added in thread order.
-    const T* acc = data_of<const T>(accum);
+    // grad_w_self = G^T X; w_edge's through the gather by the sparse sums against X [C, npad] (padded).
+    matmul_into({data_of<T>(grad_self), 1, M, N, 0, N, 1}, {g, 1, M, B * C, 0, 1, M},
+                {const_cast<T*>(xd), 1, B * C, N, 0, N, 1}, device, dtype);
+    const cpu::EdgeSparse<T> sparse{nullptr, C, N, M, k, npad};
+    Tensor x_padded = torch::stable::new_empty(x, {threads, C * npad + kPad});
+    Tensor edge_accum = torch::stable::new_empty(x, {threads, M * N});
+    const int64_t per = ceil_div(M, std::min(M, splits)), blocks = ceil_div(M, per), tasks = B * blocks;
+    parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        T* sp = data_of<T>(scratch) + t * scratch_size;
+        T* xp = data_of<T>(x_padded) + t * (C * npad + kPad);
+        T* acc = data_of<T>(edge_accum) + t * M * N;
+        std::fill_n(acc, M * N, T(0));
+        int64_t padded_for = -1;
+        for (int64_t task = t; task < tasks; task += threads) {
+          const int64_t b = task / blocks, m0 = (task % blocks) * per, m1 = std::min(M, m0 + per);
+          if (padded_for != b) {
+            for (int64_t c = 0; c < C; ++c) {
+              std::copy_n(xd + (b * C + c) * N, N, xp + c * npad);
+              std::fill(xp + c * npad + N, xp + (c + 1) * npad, T(0));
+            }
+            padded_for = b;
+          }
+          const int64_t at = b * C * M;
+          if constexpr (f32) kernels.edge_sparse_grad_edge_f32(sparse, xp, gd + at, wd + at, it + b * k * N, m0, m1, acc, sp);
+          else kernels.edge_sparse_grad_edge_f64(sparse, xp, gd + at, wd + at, it + b * k * N, m0, m1, acc, sp);
+        }
+      }
+    });
+    // w_self = D + E, w_edge = E with D = w_self - w_edge: grad_w_self = grad_D, grad_w_edge = grad_E' - grad_D.
+    const T* acc = data_of<const T>(edge_accum);
     T* gs = data_of<T>(grad_self);
     T* ge = data_of<T>(grad_edge);
     parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         for (int64_t i = 0; i < N; ++i) {
-          T sd = 0, se = 0;
-          for (int64_t t = 0; t < threads; ++t) {
-            sd += acc[(t * 2) * N * M + i * M + r];
-            se += acc[(t * 2 + 1) * N * M + i * M + r];
-          }
-          gs[r * N + i] = sd;
-          ge[r * N + i] = se - sd;
+          T sum = 0;
+          for (int64_t t = 0; t < threads; ++t) sum += acc[t * M * N + r * N + i];
+          ge[r * N + i] = sum - gs[r * N + i];
         }
       }
     });
-  }
-  if (p.has_bias) {
-    const double* acc = data_of<const double>(bias_accum);
-    T* gb = data_of<T>(grad_bias);
-    for (int64_t r = 0; r < M; ++r) {
-      double s = 0;
-      for (int64_t t = 0; t < threads; ++t) s += acc[t * M + r];
-      gb[r] = static_cast<T>(s);
-    }
   }
   return {grad_x, grad_self, grad_edge, grad_bias};
 }

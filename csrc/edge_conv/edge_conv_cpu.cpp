@@ -385,35 +385,154 @@ void max_finish(T* best, int32_t* arg, const T* bias, int64_t rows, int64_t m) {
   }
 }
 
+// ---- edge_conv_max: the backward ---------------------------------------------------------------
+//
+// The max routes each output's gradient to one neighbour, its winner: G_j[c, m] = g[c, m] where
+// winner[c, m] = j, else 0, and G = sum_j G_j (g where the output was active). With A = w_self - w_edge
+// and E = w_edge (so W_j[p, m] = A[m, p] + sum_{n : idx[n, j] = p} E[m, n]),
+//   dX[c, p]  = (G A)[c, p] + sum_j sum_{n : idx[n, j] = p} U_j[c, n],   U_j[c, :] = sum_{m : winner[c, m] = j} g[c, m] E[m, :]
+//   dA[m, p]  = (G^T X)[m, p]
+//   dE'[m, n] = sum_j Y_j[m, idx[n, j]],                                Y_j[m, :] = sum_{c : winner[c, m] = j} g[c, m] X[c, :]
+// (dE' is E's gradient through the gathered term). The dense products G A and G^T X go to torch's BLAS
+// over the whole batch (the binding). U_j and Y_j visit each (c, m) once, where the folded GEMMs
+// G_j W_j^T and X^T G_j would visit it once per neighbour: they run here, row by row, as sums of scaled
+// rows of E (resp. X) chosen by a bucketing of the row's winners, register-blocked over kSparseChunk
+// columns; then the scatter (dX) or gather (dE') through idx.
+
 template <typename T>
-void route_gradient(const T* grad, const int32_t* winner, int64_t rows, int64_t m, int64_t j0, int64_t kj, T* dz,
-                    double* bias_grad) {
-  const int64_t width = kj * m;
+constexpr int64_t kSparseChunk = 8 * kLanes<T>;
+
+template <typename T>
+int64_t edge_sparse_chunk() {
+  return kSparseChunk<T>;
+}
+
+// out[r] = g[r] where winner[r] >= 0, else 0 (rows x m, contiguous); bias_grad (nullable) += column sums.
+template <typename T>
+void edge_mask_gradient(const T* grad, const int32_t* winner, int64_t rows, int64_t m, T* out, double* bias_grad) {
   for (int64_t r = 0; r < rows; ++r) {
     const T* g = grad + r * m;
     const int32_t* w = winner + r * m;
-    for (int64_t jj = 0; jj < kj; ++jj) {
-      const int32_t j = static_cast<int32_t>(j0 + jj);
-      T* __restrict d = dz + r * width + jj * m;
-      for (int64_t i = 0; i < m; ++i) d[i] = w[i] == j ? g[i] : T(0);
-    }
+    T* __restrict o = out + r * m;
+    for (int64_t i = 0; i < m; ++i) o[i] = w[i] >= 0 ? g[i] : T(0);
     if (bias_grad != nullptr) {
-      for (int64_t i = 0; i < m; ++i) bias_grad[i] += w[i] >= 0 ? static_cast<double>(g[i]) : 0.0;
+      for (int64_t i = 0; i < m; ++i) bias_grad[i] += static_cast<double>(o[i]);
     }
   }
 }
 
+constexpr int64_t kBucketWays = 4;
+
+// out[0 .. npad) = sum over the kBucketWays segments q (off + q * cap, coef + q * cap, size[q] entries)
+// of coef[e] * src[off[e] + 0 .. npad); npad a multiple of kSparseChunk.
 template <typename T>
-void accumulate_weight_grads(const T* dwcat, const int64_t* idx_b, int64_t k, int64_t j0, int64_t kj, int64_t n,
-                             int64_t m, T* grad_self_minus_edge_t, T* grad_edge_t) {
-  const int64_t width = kj * m;
-  for (int64_t p = 0; p < n; ++p) {
-    for (int64_t jj = 0; jj < kj; ++jj) add_row(grad_self_minus_edge_t + p * m, dwcat + p * width + jj * m, m);
+void edge_sum_rows(const T* src, const int64_t* off, const T* coef, const int64_t* size, int64_t cap, int64_t npad,
+                   T* out) {
+  using V = Vec<T>;
+  constexpr int64_t L = kLanes<T>;
+  for (int64_t n0 = 0; n0 < npad; n0 += kSparseChunk<T>) {
+    V a0 = {}, a1 = {}, a2 = {}, a3 = {}, a4 = {}, a5 = {}, a6 = {}, a7 = {};
+    for (int64_t q = 0; q < kBucketWays; ++q) {
+      const int64_t* oq = off + q * cap;
+      const T* cq = coef + q * cap;
+      for (int64_t e = 0; e < size[q]; ++e) {
+        const T* row = src + oq[e] + n0;
+        const V s = broadcast(cq[e]);
+        a0 += s * load(row);
+        a1 += s * load(row + L);
+        a2 += s * load(row + 2 * L);
+        a3 += s * load(row + 3 * L);
+        a4 += s * load(row + 4 * L);
+        a5 += s * load(row + 5 * L);
+        a6 += s * load(row + 6 * L);
+        a7 += s * load(row + 7 * L);
+      }
+    }
+    T* o = out + n0;
+    store(o, a0);
+    store(o + L, a1);
+    store(o + 2 * L, a2);
+    store(o + 3 * L, a3);
+    store(o + 4 * L, a4);
+    store(o + 5 * L, a5);
+    store(o + 6 * L, a6);
+    store(o + 7 * L, a7);
   }
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t jj = 0; jj < kj; ++jj) {
-      const int64_t p = idx_b[i * k + j0 + jj];
-      add_row(grad_edge_t + i * m, dwcat + p * width + jj * m, m);
+}
+
+// Buckets the `count` entries of one row by winner w[i * step] (j in [0, k), or -1: bucket k, never
+// read): bucket j is kBucketWays segments, entry i in segment i mod kBucketWays, each ascending in i;
+// segment (j, q) holds off[(j * ways + q) * cap + e] = i * row_size and coef[...] = g[i * step] for
+// e < size[j * ways + q]. The segments' counters advance in turn, so consecutive entries never wait on
+// each other's counter through memory.
+template <typename T>
+inline void edge_bucket_row(const int32_t* w, const T* g, int64_t count, int64_t step, int64_t k, int64_t row_size,
+                            int64_t cap, int64_t* off, T* coef, int64_t* size) {
+  for (int64_t j = 0; j < (k + 1) * kBucketWays; ++j) size[j] = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const int32_t j0 = w[i * step];
+    const int64_t key = (j0 < 0 ? k : j0) * kBucketWays + (i & (kBucketWays - 1));
+    const int64_t e = key * cap + size[key]++;
+    off[e] = i * row_size;
+    coef[e] = g[i * step];
+  }
+}
+
+// Bucket segments hold cap = ceil(max(C, M) / ways) entries.
+inline int64_t edge_segment_cap(int64_t count) { return (count + kBucketWays - 1) / kBucketWays; }
+
+template <typename T>
+int64_t edge_sparse_scratch(int64_t channels, int64_t n, int64_t m, int64_t k) {
+  const int64_t npad = round_up(n, kSparseChunk<T>);
+  const int64_t slots = (k + 1) * kBucketWays * edge_segment_cap(max64(channels, m));
+  // off and the segment sizes (int64), coef, the row sum [npad].
+  return (slots + (k + 1) * kBucketWays) * 8 / static_cast<int64_t>(sizeof(T)) + slots + npad + 64;
+}
+
+// dx_b [C, N] rows c0 .. c1 - 1 += the gathered term's gradient; idx_t [k][N] int32.
+template <typename T>
+void edge_sparse_grad_x(const EdgeSparse<T>& s, const T* grad_b, const int32_t* winner_b, const int32_t* idx_t,
+                        int64_t c0, int64_t c1, T* dx_b, T* scratch) {
+  const int64_t N = s.n, M = s.m, k = s.k, npad = s.npad, cap = edge_segment_cap(M);
+  const int64_t slots = (k + 1) * kBucketWays * cap;
+  int64_t* off = reinterpret_cast<int64_t*>(scratch);
+  int64_t* size = off + slots;
+  T* coef = reinterpret_cast<T*>(size + (k + 1) * kBucketWays);
+  T* u = coef + slots;  // [npad]
+  for (int64_t c = c0; c < c1; ++c) {
+    edge_bucket_row(winner_b + c * M, grad_b + c * M, M, 1, k, npad, cap, off, coef, size);
+    T* __restrict d = dx_b + c * N;
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t* sj = size + j * kBucketWays;
+      if (sj[0] + sj[1] + sj[2] + sj[3] == 0) continue;
+      const int64_t at = j * kBucketWays * cap;
+      edge_sum_rows(s.edge, off + at, coef + at, sj, cap, npad, u);
+      const int32_t* ij = idx_t + j * N;
+      for (int64_t i = 0; i < N; ++i) d[ij[i]] += u[i];
+    }
+  }
+}
+
+// dedge [M, N] rows m0 .. m1 - 1 += E's gradient through the gather; x_pad [C, npad] (zero padded).
+template <typename T>
+void edge_sparse_grad_edge(const EdgeSparse<T>& s, const T* x_pad, const T* grad_b, const int32_t* winner_b,
+                           const int32_t* idx_t, int64_t m0, int64_t m1, T* dedge, T* scratch) {
+  const int64_t C = s.channels, N = s.n, M = s.m, k = s.k, npad = s.npad, cap = edge_segment_cap(C);
+  const int64_t slots = (k + 1) * kBucketWays * cap;
+  int64_t* off = reinterpret_cast<int64_t*>(scratch);
+  int64_t* size = off + slots;
+  T* coef = reinterpret_cast<T*>(size + (k + 1) * kBucketWays);
+  T* y = coef + slots;  // [npad]
+  for (int64_t r = m0; r < m1; ++r) {
+    edge_bucket_row(winner_b + r, grad_b + r, C, M, k, npad, cap, off, coef, size);
+    T* __restrict d = dedge + r * N;
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t* sj = size + j * kBucketWays;
+      if (sj[0] + sj[1] + sj[2] + sj[3] == 0) continue;
+      const int64_t at = j * kBucketWays * cap;
+      edge_sum_rows(x_pad, off + at, coef + at, sj, cap, npad, y);
+      const int32_t* ij = idx_t + j * N;
+      for (int64_t i = 0; i < N; ++i) d[i] += y[ij[i]];
     }
   }
 }
@@ -594,10 +713,6 @@ void edge_fused_forward(const EdgeFused& f, const float* xb, int64_t sc, int64_t
   }
 }
 
-template <typename T>
-void add(T* dst, const T* src, int64_t count) {
-  add_row(dst, src, count);
-}
 
 }  // namespace
 
@@ -616,12 +731,16 @@ const EdgeConvKernels& FK_CONCAT(edge_conv_kernels_, FK_CPU_CAPABILITY)() {
                                      &max_group<double>,
                                      &max_finish<float>,
                                      &max_finish<double>,
-                                     &route_gradient<float>,
-                                     &route_gradient<double>,
-                                     &accumulate_weight_grads<float>,
-                                     &accumulate_weight_grads<double>,
-                                     &add<float>,
-                                     &add<double>,
+                                     &edge_mask_gradient<float>,
+                                     &edge_mask_gradient<double>,
+                                     &edge_sparse_chunk<float>,
+                                     &edge_sparse_chunk<double>,
+                                     &edge_sparse_scratch<float>,
+                                     &edge_sparse_scratch<double>,
+                                     &edge_sparse_grad_x<float>,
+                                     &edge_sparse_grad_x<double>,
+                                     &edge_sparse_grad_edge<float>,
+                                     &edge_sparse_grad_edge<double>,
                                      &edge_fused_block,
                                      &edge_fused_scratch,
                                      &edge_fused_pack_weights,

@@ -70,6 +70,13 @@ struct EdgeFused {
   int64_t channels, n, m, k;
 };
 
+// The backward's sparse sums: w_edge [M, npad], zero padded (nullptr when grad_x is not wanted).
+template <typename T>
+struct EdgeSparse {
+  const T* edge;
+  int64_t channels, n, m, k, npad;
+};
+
 struct EdgeConvKernels {
   // inv[b * n + i] = 1 / max(|x[b, :, i]|, 1e-12) in float64 for x [batch, channels, n] contiguous;
   // inv_t (row stride inv_t_stride) receives the same rounded to T.
@@ -108,22 +115,32 @@ struct EdgeConvKernels {
   // best += bias (nullable); out = ReLU(best) in place; arg = -1 where best <= 0.
   void (*max_finish_f32)(float* best, int32_t* arg, const float* bias, int64_t rows, int64_t m);
   void (*max_finish_f64)(double* best, int32_t* arg, const double* bias, int64_t rows, int64_t m);
-  // dz [rows, kj * M]: grad [rows, M] routed to its winner, zero elsewhere; bias_grad (nullable, [M],
-  // float64) += the column sums of the routed gradient (call with it for one group only).
-  void (*route_gradient_f32)(const float* grad, const int32_t* winner, int64_t rows, int64_t m, int64_t j0,
-                             int64_t kj, float* dz, double* bias_grad);
-  void (*route_gradient_f64)(const double* grad, const int32_t* winner, int64_t rows, int64_t m, int64_t j0,
-                             int64_t kj, double* dz, double* bias_grad);
-  // From dwcat [N, kj * M] = X^T dz: grad_self_minus_edge_t [N, M] += sum_j dwcat_j and
-  // grad_edge_t[n, :] += sum_j dwcat_j[idx_b[n, j], :].
-  void (*accumulate_weight_grads_f32)(const float* dwcat, const int64_t* idx_b, int64_t k, int64_t j0, int64_t kj,
-                                      int64_t n, int64_t m, float* grad_self_minus_edge_t, float* grad_edge_t);
-  void (*accumulate_weight_grads_f64)(const double* dwcat, const int64_t* idx_b, int64_t k, int64_t j0,
-                                      int64_t kj, int64_t n, int64_t m, double* grad_self_minus_edge_t,
-                                      double* grad_edge_t);
-  // dst[i] += src[i], i < count.
-  void (*add_f32)(float* dst, const float* src, int64_t count);
-  void (*add_f64)(double* dst, const double* src, int64_t count);
+  // The backward (edge_conv_cpu.cpp). out [rows, M] = grad where winner >= 0, else 0; bias_grad
+  // (nullable, [M], float64) += its column sums.
+  void (*edge_mask_gradient_f32)(const float* grad, const int32_t* winner, int64_t rows, int64_t m, float* out,
+                                 double* bias_grad);
+  void (*edge_mask_gradient_f64)(const double* grad, const int32_t* winner, int64_t rows, int64_t m, double* out,
+                                 double* bias_grad);
+  // EdgeSparse::npad is N rounded up to a multiple of this.
+  int64_t (*edge_sparse_chunk_f32)();
+  int64_t (*edge_sparse_chunk_f64)();
+  // Scratch elements a thread needs for the two below.
+  int64_t (*edge_sparse_scratch_f32)(int64_t channels, int64_t n, int64_t m, int64_t k);
+  int64_t (*edge_sparse_scratch_f64)(int64_t channels, int64_t n, int64_t m, int64_t k);
+  // One batch element: rows c0 .. c1 - 1 of dx_b [C, N] += the gathered term's gradient (grad_b, winner_b
+  // [C, M] contiguous, idx_t [k][N] the neighbours as int32 rows).
+  void (*edge_sparse_grad_x_f32)(const EdgeSparse<float>&, const float* grad_b, const int32_t* winner_b,
+                                 const int32_t* idx_t, int64_t c0, int64_t c1, float* dx_b, float* scratch);
+  void (*edge_sparse_grad_x_f64)(const EdgeSparse<double>&, const double* grad_b, const int32_t* winner_b,
+                                 const int32_t* idx_t, int64_t c0, int64_t c1, double* dx_b, double* scratch);
+  // One batch element: rows m0 .. m1 - 1 of dedge [M, N] += w_edge's gradient through the gather, from
+  // x_pad [C, npad] (x_b zero padded).
+  void (*edge_sparse_grad_edge_f32)(const EdgeSparse<float>&, const float* x_pad, const float* grad_b,
+                                    const int32_t* winner_b, const int32_t* idx_t, int64_t m0, int64_t m1,
+                                    float* dedge, float* scratch);
+  void (*edge_sparse_grad_edge_f64)(const EdgeSparse<double>&, const double* x_pad, const double* grad_b,
+                                    const int32_t* winner_b, const int32_t* idx_t, int64_t m0, int64_t m1,
+                                    double* dedge, double* scratch);
 
   // The fused float32 forward. NR, the output columns per block of this level.
   int64_t (*edge_fused_block)();
