@@ -60,6 +60,16 @@ def test_topk_self(k):
     assert (indices[..., 0] == torch.arange(64)).all()  # each column is its own nearest
 
 
+@pytest.mark.parametrize("c,n,k", [(5, 1, 1), (3, 7, 7), (64, 37, 4), (128, 256, 4), (17, 100, 9)])
+def test_topk_self_symmetric_gram(c, n, k):
+    # float32 x against itself with a task per batch element (B >= 2 x threads): the symmetric Gram
+    # kernel, tiles of 6 x 16 positions with partial ones at the edges; also duplicated columns (ties).
+    x = torch.randn(8, c, n)
+    check_topk(x, k)
+    base = torch.randint(-3, 4, (8, c, max(1, n // 3))).float()
+    check_topk(base[:, :, torch.randint(0, base.shape[2], (n,))].contiguous(), k)
+
+
 def test_topk_many_rows_and_columns():
     # Several row blocks per batch element and several column tiles (with a partial last one).
     x = torch.randn(1, 24, 700)
@@ -90,9 +100,12 @@ def test_topk_ties_between_duplicate_columns(dtype):
     check_topk(y, 9)
 
 
-def test_topk_identical_gallery():
-    # Every column equal: all M candidates stay within the margin (the exact-pruning path).
-    y = torch.randn(1, 32, 1).expand(1, 32, 3000).contiguous()
+@pytest.mark.parametrize("m", [1000, 3000])
+def test_topk_identical_gallery(m):
+    # Every column equal: all M candidates stay within the margin (the exact-pruning path). M = 1000 fits
+    # one tile, where the whole-row selection finds more candidates than a row's buffer holds and falls
+    # back to the streaming one.
+    y = torch.randn(1, 32, 1).expand(1, 32, m).contiguous()
     x = torch.randn(1, 32, 5)
     _, indices = cosine_topk(x, 4, y)
     assert (indices == torch.arange(4)).all()

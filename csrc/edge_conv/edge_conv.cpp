@@ -255,6 +255,11 @@ std::tuple<Tensor, Tensor> cosine_topk_run(const Tensor& x_in, const std::option
 
   const torch::stable::Device device = x.device();
   const ScalarType dtype = x.scalar_type();
+  // float32 x against itself with one task per batch element: scratch of the symmetric Gram kernel.
+  const bool use_gram = f32 && self && R == N && W == M;
+  const int64_t gram_size = use_gram ? kernels.gram_self_scratch(C, N) : 0;
+  Tensor gram_scratch = torch::stable::new_empty(x, {use_gram ? threads * gram_size : 0}, ScalarType::Float);
+  float* gram = use_gram ? data_of<float>(gram_scratch) : nullptr;
   parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       T* tile = data_of<T>(sim) + t * tile_size;
@@ -300,6 +305,14 @@ std::tuple<Tensor, Tensor> cosine_topk_run(const Tensor& x_in, const std::option
                                           nullptr};
         for (int64_t c0 = 0; c0 < M; c0 += W) {
           const int64_t cols = std::min(W, M - c0);
+          if constexpr (f32) {
+            if (gram != nullptr && y_in_x_rows && cols == M) {
+              // x against itself, one tile: the symmetric Gram kernel, about half the GEMM.
+              kernels.gram_self(xb, C, N, tile, gram + t * gram_size);
+              kernels.topk_tile_f32(columns, tile, n0, rows, c0, cols, state);
+              continue;
+            }
+          }
           // tile[r, j] = <x[:, n0 + r], y[:, c0 + j]>: x^T rows are columns of x (row stride 1).
           matmul_into({tile, 1, rows, cols, 0, cols, 1},
                       {const_cast<T*>(xb + n0), 1, rows, C, 0, 1, N},

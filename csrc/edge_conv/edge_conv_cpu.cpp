@@ -207,6 +207,78 @@ inline T heap_offer(T* heap, int64_t& filled, int64_t k, T v) {
   return heap[0];
 }
 
+constexpr int64_t kWholeRow = 4096;
+
+// A row whose every column is in this tile, for small k: the k-th largest approximate similarity by k
+// passes of a vector max over a copy of the row (each pass takes out the first position of its max),
+// then every column within the margin of it as a candidate, in column order. Returns false, leaving
+// the state untouched, when they would not fit the row's buffer (near-ties: the heap path compacts).
+template <typename T>
+bool topk_whole_row(const TopkColumns<T>& t, const T* row, T scale, int64_t cols, const TopkState<T>& s,
+                    int64_t r) {
+  constexpr int L = kLanes<T>;
+  const T* inv_y = t.inv_y_t;
+  const int64_t padded = round_up(cols, L);
+  T copy[kWholeRow + 64];
+  const Vec<T> lowest = broadcast<T>(negative_infinity<T>());
+  for (int64_t j = 0; j < padded; j += L) {
+    Vec<T> v = load(row + j) * load(inv_y + j) * scale;
+    if (j + L > cols) {
+      for (int l = static_cast<int>(cols - j); l < L; ++l) v[l] = negative_infinity<T>();
+    }
+    store(copy + j, v == v ? v : lowest);  // NaN never selected
+  }
+  T kth = negative_infinity<T>();
+  for (int64_t pass = 0; pass < s.k; ++pass) {
+    Vec<T> hi = lowest;
+    for (int64_t j = 0; j < padded; j += L) {
+      const Vec<T> v = load(copy + j);
+      hi = v > hi ? v : hi;
+    }
+    T best = hi[0];
+    for (int l = 1; l < L; ++l) best = hi[l] > best ? hi[l] : best;
+    kth = best;
+    if (!(best > negative_infinity<T>())) break;  // fewer than k finite values: every one is a candidate
+    const Vec<T> b = broadcast<T>(best);
+    for (int64_t j = 0; j < padded; j += L) {
+      const uint32_t bits = lane_bits(load(copy + j) == b);
+      if (bits != 0) {
+        copy[j + __builtin_ctz(bits)] = negative_infinity<T>();
+        break;
+      }
+    }
+  }
+  const T cut = kth - t.margin;
+  const Vec<T> c = broadcast<T>(cut);
+  int64_t count = 0;
+  for (int64_t j = 0; j < cols; j += L) {
+    const Vec<T> v = load(row + j) * load(inv_y + j) * scale;
+    uint32_t bits = lane_bits(v >= c);
+    if (cols - j < L) bits &= (uint32_t{1} << (cols - j)) - 1;
+    count += __builtin_popcount(bits);
+  }
+  if (count > s.capacity) return false;
+  T* approx = s.approx + r * s.capacity;
+  int32_t* index = s.index + r * s.capacity;
+  count = 0;
+  for (int64_t j = 0; j < cols; j += L) {
+    const Vec<T> v = load(row + j) * load(inv_y + j) * scale;
+    uint32_t bits = lane_bits(v >= c);
+    if (cols - j < L) bits &= (uint32_t{1} << (cols - j)) - 1;
+    while (bits != 0) {
+      const int l = __builtin_ctz(bits);
+      bits &= bits - 1;
+      approx[count] = v[l];
+      index[count] = static_cast<int32_t>(j + l);
+      ++count;
+    }
+  }
+  s.count[r] = count;
+  s.threshold[r] = kth;
+  s.filled[r] = s.k;
+  return true;
+}
+
 template <typename T>
 void topk_tile(const TopkColumns<T>& t, const T* sim, int64_t n0, int64_t rows, int64_t c0, int64_t cols,
                const TopkState<T>& s) {
@@ -218,6 +290,10 @@ void topk_tile(const TopkColumns<T>& t, const T* sim, int64_t n0, int64_t rows, 
     const T scale = static_cast<T>(t.inv_x[n]);
     T* approx = s.approx + r * s.capacity;
     int32_t* index = s.index + r * s.capacity;
+    if (c0 == 0 && cols == t.m && s.filled[r] == 0 && s.k <= 16 && cols <= kWholeRow &&
+        topk_whole_row(t, row, scale, cols, s, r)) {
+      continue;
+    }
     T cut = s.threshold[r] - t.margin;
     if (s.filled[r] < s.k && s.k <= L && cols >= L * s.k) {
       // Before the row holds k values, seed the cut from the tile: the lane maxima are L of its values,
@@ -714,6 +790,67 @@ void edge_fused_forward(const EdgeFused& f, const float* xb, int64_t sc, int64_t
 }
 
 
+// ---- cosine_topk: the float32 Gram matrix of x against itself -----------------------------------
+//
+// sim[n, m] = <x[:, n], x[:, m]> for x [C, N] contiguous, by edge_tile: panels of kEdgeRows positions
+// (K = channels) against blocks of NR positions. Only the tiles that reach the diagonal or beyond are
+// computed; each stores its entries with m >= n and mirrors those with m > n, so sim is exactly
+// symmetric and about half the multiply-adds of a full GEMM are spent.
+
+int64_t gram_self_scratch(int64_t channels, int64_t n) {
+  const int64_t panels = (n + kEdgeRows - 1) / kEdgeRows, blocks = (n + kEdgeCols<float> - 1) / kEdgeCols<float>;
+  return round_up(panels * channels * kEdgeRows, 16) + blocks * channels * kEdgeCols<float> +
+         kEdgeRows * kEdgeCols<float> + 64;
+}
+
+void gram_self(const float* x, int64_t channels, int64_t n, float* sim, float* scratch) {
+  using V = Vec<float>;
+  constexpr int64_t MR = kEdgeRows, NR = kEdgeCols<float>;
+  const int64_t C = channels, panels = (n + MR - 1) / MR, blocks = (n + NR - 1) / NR;
+  float* a = scratch;                                  // [panels][C][MR]: positions as rows
+  float* b = a + round_up(panels * C * MR, 16);        // [blocks][C][NR]: positions as columns
+  float* tile = b + blocks * C * NR;                   // [MR][NR]
+  // a[(pi * C + c) * MR + r] = x[c, pi * MR + r], read row by row of x (zero past n).
+  for (int64_t i = n; i < panels * MR; ++i) {
+    for (int64_t c = 0; c < C; ++c) a[((i / MR) * C + c) * MR + i % MR] = 0.0f;
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    const float* row = x + c * n;
+    for (int64_t p = 0; p < n; ++p) a[((p / MR) * C + c) * MR + p % MR] = row[p];
+  }
+  for (int64_t jb = 0; jb < blocks; ++jb) {
+    const int64_t m0 = jb * NR, cols = min64(NR, n - m0);
+    float* bp = b + jb * C * NR;
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t q = 0; q < NR; ++q) bp[c * NR + q] = q < cols ? x[c * n + m0 + q] : 0.0f;
+    }
+  }
+  for (int64_t pi = 0; pi < panels; ++pi) {
+    const int64_t r0 = pi * MR, rows = min64(MR, n - r0);
+    for (int64_t jb = r0 / NR; jb < blocks; ++jb) {  // the blocks with a column m >= r0
+      const int64_t m0 = jb * NR, cols = min64(NR, n - m0);
+      edge_tile(a + pi * C * MR, b + jb * C * NR, C, [&](int64_t at, V v) { store(tile + at, v); });
+      if (m0 >= r0 + rows) {  // wholly right of the diagonal: rows as they are, columns mirrored
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t q = 0; q < cols; ++q) sim[(r0 + r) * n + m0 + q] = tile[r * NR + q];
+        }
+        for (int64_t q = 0; q < cols; ++q) {
+          for (int64_t r = 0; r < rows; ++r) sim[(m0 + q) * n + r0 + r] = tile[r * NR + q];
+        }
+        continue;
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t q = 0; q < cols; ++q) {
+          const int64_t row = r0 + r, col = m0 + q;
+          if (col < row) continue;
+          sim[row * n + col] = tile[r * NR + q];
+          sim[col * n + row] = tile[r * NR + q];
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const EdgeConvKernels& FK_CONCAT(edge_conv_kernels_, FK_CPU_CAPABILITY)() {
@@ -744,7 +881,9 @@ const EdgeConvKernels& FK_CONCAT(edge_conv_kernels_, FK_CPU_CAPABILITY)() {
                                      &edge_fused_block,
                                      &edge_fused_scratch,
                                      &edge_fused_pack_weights,
-                                     &edge_fused_forward};
+                                     &edge_fused_forward,
+                                     &gram_self_scratch,
+                                     &gram_self};
   return table;
 }
 

@@ -156,6 +156,11 @@ struct EdgeConvKernels {
   void (*edge_fused_forward)(const EdgeFused&, const float* x_b, int64_t sc, int64_t sn, const int64_t* idx_b,
                              const uint8_t* skip, int64_t mb0, int64_t mb1, float* out_b, int32_t* win_b,
                              float* scratch);
+
+  // cosine_topk of float32 x against itself: sim [N, N] = x^T x for x [C, N] contiguous, exactly
+  // symmetric, with about half a GEMM's work. Scratch floats a thread needs for it.
+  int64_t (*gram_self_scratch)(int64_t channels, int64_t n);
+  void (*gram_self)(const float* x, int64_t channels, int64_t n, float* sim, float* scratch);
 };
 
 FK_DECLARE_CPU_KERNELS(const EdgeConvKernels&, edge_conv_kernels)
