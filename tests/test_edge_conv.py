@@ -264,6 +264,20 @@ def test_edge_matches_reference(b, c, n, m, k, dtype):
     check_edge(*make_inputs(b, c, n, m, k, dtype))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [1, 3, 4, 5, 9])
+def test_edge_backward_by_gemms_and_sparse(k, dtype):
+    # k <= 4 runs the backward as GEMMs per group of neighbours, k > 4 as sparse sums over each row's
+    # winners (CPU); both against the reference, with random neighbours (repeats included), odd sizes, a
+    # negative bias so that some outputs are inactive.
+    b, c, n, m = 3, 7, 13, 10
+    idx = torch.randint(0, n, (b, n, k))
+    x, _, w_self, w_edge, bias = make_inputs(b, c, n, m, k, dtype, idx=idx)
+    with torch.no_grad():
+        bias.sub_(0.5)
+    check_edge(x, idx, w_self, w_edge, bias)
+
+
 def test_edge_without_bias():
     check_edge(*make_inputs(2, 6, 10, 7, 3, bias=False))
 

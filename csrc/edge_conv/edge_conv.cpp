@@ -531,37 +531,133 @@ std::tuple<Tensor, Tensor> edge_conv_max_cpu(const Tensor& x, const Tensor& idx,
   return {fw.out, fw.winner};
 }
 
-// The backward (edge_conv_cpu.cpp has the derivation). G, the gradient where the output was active,
-// gives the bias gradient and the dense products G (w_self - w_edge) (into grad_x) and G^T X (grad_w_self)
-// by torch's BLAS over the whole batch. Then the sparse kernels add the gathered term's gradients: to
-// grad_x in place, tasks (batch element, block of channels); to per-thread accumulators of w_edge's,
-// tasks (batch element, block of rows of w_edge), summed in thread order.
+// out[r] = sum over the threads t (in order) of partial[t * m + r].
 template <typename T>
-std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_run(const Tensor& grad_in, const Tensor& x_in,
-                                                                     const Tensor& idx_in, const Tensor& w_self,
-                                                                     const Tensor& w_edge, const Tensor& winner_in,
-                                                                     const EdgeConvProblem& p, bool need_x,
-                                                                     bool need_weights) {
+void sum_thread_partials(const double* partial, int64_t threads, int64_t m, T* out) {
+  for (int64_t r = 0; r < m; ++r) {
+    double sum = 0;
+    for (int64_t t = 0; t < threads; ++t) sum += partial[t * m + r];
+    out[r] = static_cast<T>(sum);
+  }
+}
+
+// The backward's inputs (contiguous) and outputs, allocated by edge_conv_max_backward_run, which picks
+// edge_conv_max_backward_dense or _sparse; they write grad_x, grad_self, grad_edge and grad_bias whole.
+struct EdgeBackward {
+  Tensor grad, x, idx, winner;
+  Tensor grad_x, grad_self, grad_edge, grad_bias;
+};
+
+// The backward by GEMMs per group of neighbours (k <= kDenseMaxK): the saved winner routes the gradient
+// into dZ [rows, kj M], then dX = dZ W^T and dW = X^T dZ per group (two GEMMs of the forward's size).
+template <typename T>
+void edge_conv_max_backward_dense(const EdgeBackward& bw, const Tensor& w_self, const Tensor& w_edge,
+                                  const EdgeConvProblem& p, bool need_x, bool need_weights) {
   const cpu::EdgeConvKernels& kernels = FK_CPU_DISPATCH(cpu::edge_conv_kernels);
   constexpr bool f32 = sizeof(T) == 4;
   const int64_t B = p.batch, C = p.channels, N = p.n, M = p.m, k = p.k;
-  auto shape = [](bool wanted, std::vector<int64_t> dims) { return wanted ? dims : std::vector<int64_t>{0}; };
-  // Written whole below (zeroed only on the early return).
-  Tensor grad_x = torch::stable::new_empty(x_in, shape(need_x, {B, C, N}));
-  Tensor grad_self = torch::stable::new_empty(x_in, shape(need_weights, {M, N}));
-  Tensor grad_edge = torch::stable::new_empty(x_in, shape(need_weights, {M, N}));
-  Tensor grad_bias = torch::stable::new_zeros(x_in, {p.has_bias ? M : 0});
-  // N == 0 still has a bias gradient: the forward's output is then ReLU(bias).
-  if (B == 0 || C == 0 || M == 0 || !(need_x || need_weights || p.has_bias)) {
-    torch::stable::zero_(grad_x);
-    torch::stable::zero_(grad_self);
-    torch::stable::zero_(grad_edge);
-    return {grad_x, grad_self, grad_edge, grad_bias};
+  const Tensor &grad = bw.grad, &x = bw.x, &idx = bw.idx, &winner = bw.winner;
+  const Tensor &grad_x = bw.grad_x, &grad_self = bw.grad_self, &grad_edge = bw.grad_edge, &grad_bias = bw.grad_bias;
+  Tensor weights_t = torch::stable::new_empty(x, {2, N, M});
+  T* self_minus_edge_t = data_of<T>(weights_t);
+  T* edge_t = self_minus_edge_t + N * M;
+  if (need_x) transpose_weights<T>(w_self, w_edge, M, N, self_minus_edge_t, edge_t);
+  const cpu::EdgeWeights<T> weights{self_minus_edge_t, edge_t, N, M};
+
+  const EdgePlan plan = edge_plan(p);
+  const int64_t width = plan.kj * M, threads = plan.threads;
+  const bool groups = plan.kj < k;
+  Tensor wcat = torch::stable::new_empty(x, {need_x ? threads : 0, N * width + kPad});
+  Tensor dz = torch::stable::new_empty(x, {threads, plan.cb * width + kPad});
+  Tensor dx_part = torch::stable::new_empty(x, {need_x && groups ? threads : 0, plan.cb * N + kPad});
+  Tensor dwcat = torch::stable::new_empty(x, {need_weights ? threads : 0, N * width + kPad});
+  Tensor accum = torch::stable::new_zeros(x, {need_weights ? threads : 0, 2, N * M});
+  Tensor bias_accum = torch::stable::new_zeros(x, {p.has_bias ? threads : 0, M}, ScalarType::Double);
+  const torch::stable::Device device = x.device();
+  const ScalarType dtype = x.scalar_type();
+
+  parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      T* w = need_x ? data_of<T>(wcat) + t * (N * width + kPad) : nullptr;
+      T* d = data_of<T>(dz) + t * (plan.cb * width + kPad);
+      T* part = need_x && groups ? data_of<T>(dx_part) + t * (plan.cb * N + kPad) : nullptr;
+      T* dw = need_weights ? data_of<T>(dwcat) + t * (N * width + kPad) : nullptr;
+      T* acc_self = need_weights ? data_of<T>(accum) + t * 2 * N * M : nullptr;
+      T* acc_edge = need_weights ? acc_self + N * M : nullptr;
+      double* acc_bias = p.has_bias ? data_of<double>(bias_accum) + t * M : nullptr;
+      for (int64_t task = t; task < plan.tasks; task += threads) {
+        const int64_t b = task / plan.blocks, c0 = (task % plan.blocks) * plan.cb;
+        const int64_t rows = std::min(plan.cb, C - c0);
+        const int64_t* idx_b = data_of<const int64_t>(idx) + b * N * k;
+        const T* xb = data_of<const T>(x) + (b * C + c0) * N;
+        const T* gb = data_of<const T>(grad) + (b * C + c0) * M;
+        const int32_t* wb = data_of<const int32_t>(winner) + (b * C + c0) * M;
+        T* dxb = need_x ? data_of<T>(grad_x) + (b * C + c0) * N : nullptr;
+        for (int64_t j0 = 0; j0 < k; j0 += plan.kj) {
+          const int64_t kj = std::min(plan.kj, k - j0);
+          if constexpr (f32) kernels.route_gradient_f32(gb, wb, rows, M, j0, kj, d, j0 == 0 ? acc_bias : nullptr);
+          else kernels.route_gradient_f64(gb, wb, rows, M, j0, kj, d, j0 == 0 ? acc_bias : nullptr);
+          if (!(need_x || need_weights)) break;  // only the bias gradient was wanted
+          if (need_x) {
+            if constexpr (f32) kernels.build_weights_f32(weights, idx_b, k, j0, kj, w);
+            else kernels.build_weights_f64(weights, idx_b, k, j0, kj, w);
+            // dX = dZ W^T: [rows, kj M] x [kj M, N].
+            T* target = j0 == 0 ? dxb : part;
+            matmul_into({target, 1, rows, N, 0, N, 1}, {d, 1, rows, kj * M, 0, kj * M, 1},
+                        {w, 1, kj * M, N, 0, 1, kj * M}, device, dtype);
+            if (j0 != 0) {
+              if constexpr (f32) kernels.add_f32(dxb, part, rows * N);
+              else kernels.add_f64(dxb, part, rows * N);
+            }
+          }
+          if (need_weights) {
+            // dW = X^T dZ: [N, rows] x [rows, kj M].
+            matmul_into({dw, 1, N, kj * M, 0, kj * M, 1}, {const_cast<T*>(xb), 1, N, rows, 0, 1, N},
+                        {d, 1, rows, kj * M, 0, kj * M, 1}, device, dtype);
+            if constexpr (f32) kernels.accumulate_weight_grads_f32(dw, idx_b, k, j0, kj, N, M, acc_self, acc_edge);
+            else kernels.accumulate_weight_grads_f64(dw, idx_b, k, j0, kj, N, M, acc_self, acc_edge);
+          }
+        }
+      }
+    }
+  });
+
+  if (need_weights) {
+    // w_self = D + E, w_edge = E with D = w_self - w_edge: grad_w_self = grad_D, grad_w_edge = grad_E' - grad_D
+    // (grad_E' the gradient through the gathered term). The threads' partials are added in thread order.
+    const T* acc = data_of<const T>(accum);
+    T* gs = data_of<T>(grad_self);
+    T* ge = data_of<T>(grad_edge);
+    parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        for (int64_t i = 0; i < N; ++i) {
+          T sd = 0, se = 0;
+          for (int64_t t = 0; t < threads; ++t) {
+            sd += acc[(t * 2) * N * M + i * M + r];
+            se += acc[(t * 2 + 1) * N * M + i * M + r];
+          }
+          gs[r * N + i] = sd;
+          ge[r * N + i] = se - sd;
+        }
+      }
+    });
   }
-  const Tensor grad = torch::stable::contiguous(grad_in);
-  const Tensor x = torch::stable::contiguous(x_in);
-  const Tensor idx = torch::stable::contiguous(idx_in);
-  const Tensor winner = torch::stable::contiguous(winner_in);
+  if (p.has_bias) sum_thread_partials(data_of<const double>(bias_accum), threads, M, data_of<T>(grad_bias));
+}
+
+// The sparse backward (k > kDenseMaxK; edge_conv_cpu.cpp has the derivation). G, the gradient where the
+// output was active, gives the bias gradient and the dense products G (w_self - w_edge) (into grad_x) and
+// G^T X (grad_w_self) by torch's BLAS over the whole batch. Then the sparse kernels add the gathered
+// term's gradients: to grad_x in place, tasks (batch element, block of channels); to per-thread
+// accumulators of w_edge's, tasks (batch element, block of rows of w_edge), summed in thread order.
+template <typename T>
+void edge_conv_max_backward_sparse(const EdgeBackward& bw, const Tensor& w_self, const Tensor& w_edge,
+                                   const EdgeConvProblem& p, bool need_x, bool need_weights) {
+  const cpu::EdgeConvKernels& kernels = FK_CPU_DISPATCH(cpu::edge_conv_kernels);
+  constexpr bool f32 = sizeof(T) == 4;
+  const int64_t B = p.batch, C = p.channels, N = p.n, M = p.m, k = p.k;
+  const Tensor &grad = bw.grad, &x = bw.x, &idx = bw.idx, &winner = bw.winner;
+  const Tensor &grad_x = bw.grad_x, &grad_self = bw.grad_self, &grad_edge = bw.grad_edge, &grad_bias = bw.grad_bias;
   const int64_t threads = num_threads();
   const torch::stable::Device device = x.device();
   const ScalarType dtype = x.scalar_type();
@@ -583,16 +679,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_run(const Tens
       }
     }
   });
-  if (p.has_bias) {
-    const double* acc = data_of<const double>(bias_accum);
-    T* gb = data_of<T>(grad_bias);
-    for (int64_t r = 0; r < M; ++r) {
-      double sum = 0;
-      for (int64_t t = 0; t < threads; ++t) sum += acc[t * M + r];
-      gb[r] = static_cast<T>(sum);
-    }
-  }
-  if (!(need_x || need_weights)) return {grad_x, grad_self, grad_edge, grad_bias};
+  if (p.has_bias) sum_thread_partials(data_of<const double>(bias_accum), threads, M, data_of<T>(grad_bias));
+  if (!(need_x || need_weights)) return;
 
   const int64_t chunk = f32 ? kernels.edge_sparse_chunk_f32() : kernels.edge_sparse_chunk_f64();
   const int64_t npad = ceil_div(N, chunk) * chunk;
@@ -696,7 +784,45 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_run(const Tens
       }
     });
   }
-  return {grad_x, grad_self, grad_edge, grad_bias};
+}
+
+// Which backward: the GEMMs cost about 2k forward-sized products, the sparse sums about 7-8 whatever k
+// (two BLAS products over the batch, two sparse ones at about half the GEMM rate, the bucketing and the
+// scatter / gather). Measured at MOL's shape (2 threads, float32): k = 1 8.7 ms by GEMMs against 22.5 sparse,
+// k = 4 about 28 either way, k = 8 60 against 34, k = 16 130 against 43.
+constexpr int64_t kDenseMaxK = 4;
+
+template <typename T>
+std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_run(const Tensor& grad_in, const Tensor& x_in,
+                                                                     const Tensor& idx_in, const Tensor& w_self,
+                                                                     const Tensor& w_edge, const Tensor& winner_in,
+                                                                     const EdgeConvProblem& p, bool need_x,
+                                                                     bool need_weights) {
+  const int64_t B = p.batch, C = p.channels, N = p.n, M = p.m;
+  auto shape = [](bool wanted, std::vector<int64_t> dims) { return wanted ? dims : std::vector<int64_t>{0}; };
+  // Written whole by either backward (zeroed only on the early return).
+  EdgeBackward bw{grad_in,
+                  x_in,
+                  idx_in,
+                  winner_in,
+                  torch::stable::new_empty(x_in, shape(need_x, {B, C, N})),
+                  torch::stable::new_empty(x_in, shape(need_weights, {M, N})),
+                  torch::stable::new_empty(x_in, shape(need_weights, {M, N})),
+                  torch::stable::new_zeros(x_in, {p.has_bias ? M : 0})};
+  // N == 0 still has a bias gradient: the forward's output is then ReLU(bias).
+  if (B == 0 || C == 0 || M == 0 || !(need_x || need_weights || p.has_bias)) {
+    torch::stable::zero_(bw.grad_x);
+    torch::stable::zero_(bw.grad_self);
+    torch::stable::zero_(bw.grad_edge);
+  } else {
+    bw.grad = torch::stable::contiguous(grad_in);
+    bw.x = torch::stable::contiguous(x_in);
+    bw.idx = torch::stable::contiguous(idx_in);
+    bw.winner = torch::stable::contiguous(winner_in);
+    if (p.k <= kDenseMaxK) edge_conv_max_backward_dense<T>(bw, w_self, w_edge, p, need_x, need_weights);
+    else edge_conv_max_backward_sparse<T>(bw, w_self, w_edge, p, need_x, need_weights);
+  }
+  return {bw.grad_x, bw.grad_self, bw.grad_edge, bw.grad_bias};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_cpu(const Tensor& grad_out, const Tensor& x,

@@ -461,7 +461,48 @@ void max_finish(T* best, int32_t* arg, const T* bias, int64_t rows, int64_t m) {
   }
 }
 
-// ---- edge_conv_max: the backward ---------------------------------------------------------------
+// ---- edge_conv_max: the backward by GEMMs (small k; the binding chooses) ---------------------------
+
+template <typename T>
+void route_gradient(const T* grad, const int32_t* winner, int64_t rows, int64_t m, int64_t j0, int64_t kj, T* dz,
+                    double* bias_grad) {
+  const int64_t width = kj * m;
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* g = grad + r * m;
+    const int32_t* w = winner + r * m;
+    for (int64_t jj = 0; jj < kj; ++jj) {
+      const int32_t j = static_cast<int32_t>(j0 + jj);
+      T* __restrict d = dz + r * width + jj * m;
+      for (int64_t i = 0; i < m; ++i) d[i] = w[i] == j ? g[i] : T(0);
+    }
+    if (bias_grad != nullptr) {
+      for (int64_t i = 0; i < m; ++i) bias_grad[i] += w[i] >= 0 ? static_cast<double>(g[i]) : 0.0;
+    }
+  }
+}
+
+template <typename T>
+void accumulate_weight_grads(const T* dwcat, const int64_t* idx_b, int64_t k, int64_t j0, int64_t kj, int64_t n,
+                             int64_t m, T* grad_self_minus_edge_t, T* grad_edge_t) {
+  const int64_t width = kj * m;
+  for (int64_t p = 0; p < n; ++p) {
+    for (int64_t jj = 0; jj < kj; ++jj) add_row(grad_self_minus_edge_t + p * m, dwcat + p * width + jj * m, m);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t jj = 0; jj < kj; ++jj) {
+      const int64_t p = idx_b[i * k + j0 + jj];
+      add_row(grad_edge_t + i * m, dwcat + p * width + jj * m, m);
+    }
+  }
+}
+
+template <typename T>
+void add(T* dst, const T* src, int64_t count) {
+  add_row(dst, src, count);
+}
+
+
+// ---- edge_conv_max: the sparse backward (larger k) -----------------------------------------------
 //
 // The max routes each output's gradient to one neighbour, its winner: G_j[c, m] = g[c, m] where
 // winner[c, m] = j, else 0, and G = sum_j G_j (g where the output was active). With A = w_self - w_edge
@@ -868,6 +909,12 @@ const EdgeConvKernels& FK_CONCAT(edge_conv_kernels_, FK_CPU_CAPABILITY)() {
                                      &max_group<double>,
                                      &max_finish<float>,
                                      &max_finish<double>,
+                                     &route_gradient<float>,
+                                     &route_gradient<double>,
+                                     &accumulate_weight_grads<float>,
+                                     &accumulate_weight_grads<double>,
+                                     &add<float>,
+                                     &add<double>,
                                      &edge_mask_gradient<float>,
                                      &edge_mask_gradient<double>,
                                      &edge_sparse_chunk<float>,

@@ -115,7 +115,24 @@ struct EdgeConvKernels {
   // best += bias (nullable); out = ReLU(best) in place; arg = -1 where best <= 0.
   void (*max_finish_f32)(float* best, int32_t* arg, const float* bias, int64_t rows, int64_t m);
   void (*max_finish_f64)(double* best, int32_t* arg, const double* bias, int64_t rows, int64_t m);
-  // The backward (edge_conv_cpu.cpp). out [rows, M] = grad where winner >= 0, else 0; bias_grad
+  // The backward by GEMMs (small k).
+  // dz [rows, kj * M]: grad [rows, M] routed to its winner, zero elsewhere; bias_grad (nullable, [M],
+  // float64) += the column sums of the routed gradient (call with it for one group only).
+  void (*route_gradient_f32)(const float* grad, const int32_t* winner, int64_t rows, int64_t m, int64_t j0,
+                             int64_t kj, float* dz, double* bias_grad);
+  void (*route_gradient_f64)(const double* grad, const int32_t* winner, int64_t rows, int64_t m, int64_t j0,
+                             int64_t kj, double* dz, double* bias_grad);
+  // From dwcat [N, kj * M] = X^T dz: grad_self_minus_edge_t [N, M] += sum_j dwcat_j and
+  // grad_edge_t[n, :] += sum_j dwcat_j[idx_b[n, j], :].
+  void (*accumulate_weight_grads_f32)(const float* dwcat, const int64_t* idx_b, int64_t k, int64_t j0, int64_t kj,
+                                      int64_t n, int64_t m, float* grad_self_minus_edge_t, float* grad_edge_t);
+  void (*accumulate_weight_grads_f64)(const double* dwcat, const int64_t* idx_b, int64_t k, int64_t j0,
+                                      int64_t kj, int64_t n, int64_t m, double* grad_self_minus_edge_t,
+                                      double* grad_edge_t);
+  // dst[i] += src[i], i < count.
+  void (*add_f32)(float* dst, const float* src, int64_t count);
+  void (*add_f64)(double* dst, const double* src, int64_t count);
+  // The sparse backward (larger k; edge_conv_cpu.cpp). out [rows, M] = grad where winner >= 0, else 0; bias_grad
   // (nullable, [M], float64) += its column sums.
   void (*edge_mask_gradient_f32)(const float* grad, const int32_t* winner, int64_t rows, int64_t m, float* out,
                                  double* bias_grad);
