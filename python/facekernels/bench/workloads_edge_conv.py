@@ -35,13 +35,16 @@ def cosine_topk_chunked(x: Tensor, k: int, y: Tensor | None = None, chunk: int =
 
 
 def edge_conv_max_eager(x: Tensor, idx: Tensor, w_self: Tensor, w_edge: Tensor, bias: Tensor | None = None) -> Tensor:
-    """edge_conv_max in vectorised eager PyTorch (gathers [B, C, N, k], pre-activations [B, C, k, M])."""
-    B, C, N = x.shape
-    k = idx.shape[2]
-    xj = torch.gather(x, 2, idx.reshape(B, 1, N * k).expand(B, C, N * k)).view(B, C, N, k)
-    base = F.linear(x, w_self, bias)                                          # [B, C, M]
-    edge = F.linear((xj - x.unsqueeze(-1)).transpose(2, 3), w_edge)           # [B, C, k, M]
-    return (base.unsqueeze(2) + edge).amax(2).relu()
+    """edge_conv_max in plain PyTorch, the way a careful user writes it: gather the neighbours into
+    [B, C, N, k], subtract the centres, one batched linear over N for all neighbours ([B, C, k, M]) and one
+    for the centre term, then the max over the neighbours before adding the centre term (max and ReLU
+    commute with it: one [B, C, M] addition instead of k)."""
+    b, c, n = x.shape
+    k = idx.shape[-1]
+    neighbours = x.gather(2, idx.reshape(b, 1, n * k).expand(b, c, n * k)).view(b, c, n, k)
+    edges = F.linear((neighbours - x.unsqueeze(-1)).transpose(2, 3), w_edge)  # [B, C, k, M]
+    centre = F.linear(x, w_self, bias)                                         # [B, C, M]
+    return (edges.amax(dim=2) + centre).relu()
 
 
 def _topk_case(b: int, c: int, n: int, m: int | None, k: int, compile_peer: bool) -> Callable[[str], Case]:

@@ -20,6 +20,7 @@ from torch import Tensor
 from ..nn.ccc import CCC, F5C
 from . import peers
 from .cases import Case, Workload
+from .workloads_edge_conv import edge_conv_max_eager
 
 
 def cosine_topk_eager(x: Tensor, k: int, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -30,20 +31,6 @@ def cosine_topk_eager(x: Tensor, k: int, y: Tensor | None = None) -> tuple[Tenso
         yh = xh if y is None else F.normalize(y, dim=1)
         values, indices = torch.bmm(xh.transpose(1, 2), yh).topk(k, dim=-1)
     return values, indices
-
-
-def edge_conv_max_eager(
-    x: Tensor, idx: Tensor, w_self: Tensor, w_edge: Tensor, bias: Tensor | None = None
-) -> Tensor:
-    """edge_conv_max in plain PyTorch: gather the neighbours into [B, C, N, k], subtract the centres, a
-    batched linear over N per neighbour plus the centre term, ReLU of the max over the neighbours
-    (max and ReLU commute)."""
-    b, c, n = x.shape
-    k = idx.shape[-1]
-    neighbours = x.gather(2, idx.reshape(b, 1, n * k).expand(b, c, n * k)).view(b, c, n, k)
-    edges = F.linear((neighbours - x.unsqueeze(-1)).transpose(2, 3), w_edge)  # [B, C, k, M]
-    centre = F.linear(x, w_self, bias)                                         # [B, C, M]
-    return (edges.amax(dim=2) + centre).relu()
 
 
 def _cosine_neighbours_eager(x: Tensor, k: int) -> Tensor:
