@@ -403,27 +403,25 @@ void transpose_weights(const Tensor& w_self, const Tensor& w_edge, int64_t m, in
   });
 }
 
-// The forward's outputs out [B, C, M] and winner (int32), written by edge_conv_max_run (float64) or
+// The forward's outputs out [B, C, M] and winner (int32), written by edge_conv_max_run_f64 or
 // edge_conv_max_fused (float32) from idx contiguous and checked, bias contiguous, B, C, M > 0.
 struct EdgeForward {
   Tensor out, winner, idx;
   std::optional<Tensor> bias;
 };
 
-template <typename T>
-void edge_conv_max_run(const Tensor& x_in, const Tensor& w_self, const Tensor& w_edge, const EdgeForward& fw,
-                       const EdgeConvProblem& p) {
+void edge_conv_max_run_f64(const Tensor& x_in, const Tensor& w_self, const Tensor& w_edge, const EdgeForward& fw,
+                           const EdgeConvProblem& p) {
   const Tensor& idx = fw.idx;
   const std::optional<Tensor>& bias = fw.bias;
   const cpu::EdgeConvKernels& kernels = FK_CPU_DISPATCH(cpu::edge_conv_kernels);
-  constexpr bool f32 = sizeof(T) == 4;
   const int64_t B = p.batch, C = p.channels, N = p.n, M = p.m, k = p.k;
   const Tensor x = torch::stable::contiguous(x_in);
   Tensor weights_t = torch::stable::new_empty(x, {2, N, M});
-  T* self_minus_edge_t = data_of<T>(weights_t);
-  T* edge_t = self_minus_edge_t + N * M;
-  transpose_weights<T>(w_self, w_edge, M, N, self_minus_edge_t, edge_t);
-  const cpu::EdgeWeights<T> weights{self_minus_edge_t, edge_t, N, M};
+  double* self_minus_edge_t = data_of<double>(weights_t);
+  double* edge_t = self_minus_edge_t + N * M;
+  transpose_weights<double>(w_self, w_edge, M, N, self_minus_edge_t, edge_t);
+  const cpu::EdgeWeights<double> weights{self_minus_edge_t, edge_t, N, M};
 
   const EdgePlan plan = edge_plan(p);
   const int64_t width = plan.kj * M;
@@ -432,12 +430,12 @@ void edge_conv_max_run(const Tensor& x_in, const Tensor& w_self, const Tensor& w
   Tensor skip = torch::stable::new_empty(x, {plan.threads, k}, ScalarType::Byte);
   const torch::stable::Device device = x.device();
   const ScalarType dtype = x.scalar_type();
-  const T* bias_data = bias.has_value() ? data_of<const T>(*bias) : nullptr;
+  const double* bias_data = bias.has_value() ? data_of<const double>(*bias) : nullptr;
 
   parallel_for(0, plan.threads, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      T* w = data_of<T>(wcat) + t * (N * width + kPad);
-      T* zt = data_of<T>(z) + t * (plan.cb * width + kPad);
+      double* w = data_of<double>(wcat) + t * (N * width + kPad);
+      double* zt = data_of<double>(z) + t * (plan.cb * width + kPad);
       uint8_t* sk = data_of<uint8_t>(skip) + t * k;
       int64_t built_for = -1;  // the batch element whose duplicate flags sk holds
       for (int64_t task = t; task < plan.tasks; task += plan.threads) {
@@ -448,20 +446,17 @@ void edge_conv_max_run(const Tensor& x_in, const Tensor& w_self, const Tensor& w
           duplicate_neighbours(idx_b, N, k, sk);
           built_for = b;
         }
-        const T* xb = data_of<const T>(x) + (b * C + c0) * N;
-        T* best = data_of<T>(fw.out) + (b * C + c0) * M;
+        const double* xb = data_of<const double>(x) + (b * C + c0) * N;
+        double* best = data_of<double>(fw.out) + (b * C + c0) * M;
         int32_t* arg = data_of<int32_t>(fw.winner) + (b * C + c0) * M;
         for (int64_t j0 = 0; j0 < k; j0 += plan.kj) {
           const int64_t kj = std::min(plan.kj, k - j0);
-          if constexpr (f32) kernels.build_weights_f32(weights, idx_b, k, j0, kj, w);
-          else kernels.build_weights_f64(weights, idx_b, k, j0, kj, w);
-          matmul_into({zt, 1, rows, kj * M, 0, kj * M, 1}, {const_cast<T*>(xb), 1, rows, N, 0, N, 1},
+          kernels.build_weights_f64(weights, idx_b, k, j0, kj, w);
+          matmul_into({zt, 1, rows, kj * M, 0, kj * M, 1}, {const_cast<double*>(xb), 1, rows, N, 0, N, 1},
                       {w, 1, N, kj * M, 0, kj * M, 1}, device, dtype);
-          if constexpr (f32) kernels.max_group_f32(zt, rows, M, j0, kj, sk, j0 == 0, best, arg);
-          else kernels.max_group_f64(zt, rows, M, j0, kj, sk, j0 == 0, best, arg);
+          kernels.max_group_f64(zt, rows, M, j0, kj, sk, j0 == 0, best, arg);
         }
-        if constexpr (f32) kernels.max_finish_f32(best, arg, bias_data, rows, M);
-        else kernels.max_finish_f64(best, arg, bias_data, rows, M);
+        kernels.max_finish_f64(best, arg, bias_data, rows, M);
       }
     }
   });
@@ -527,7 +522,7 @@ std::tuple<Tensor, Tensor> edge_conv_max_cpu(const Tensor& x, const Tensor& idx,
   check_edge_index_range("edge_conv_max", data_of<const int64_t>(fw.idx), B * N * k, N, k);
   if (B == 0 || C == 0 || M == 0) return {fw.out, fw.winner};
   if (x.scalar_type() == ScalarType::Float) edge_conv_max_fused(x, w_self, w_edge, fw, p);
-  else edge_conv_max_run<double>(x, w_self, w_edge, fw, p);
+  else edge_conv_max_run_f64(x, w_self, w_edge, fw, p);
   return {fw.out, fw.winner};
 }
 

@@ -105,15 +105,13 @@ struct EdgeConvKernels {
                             float* wcat);
   void (*build_weights_f64)(const EdgeWeights<double>&, const int64_t* idx_b, int64_t k, int64_t j0, int64_t kj,
                             double* wcat);
-  // Running max over the group's neighbours: z [rows, kj * M]; best / arg [rows, M] (row stride M).
+  // The float64 forward (float32 has the fused kernel below). Running max over the group's neighbours:
+  // z [rows, kj * M]; best / arg [rows, M] (row stride M).
   // Neighbours with skip[j] set are left out (an exact duplicate of an earlier neighbour); `first` marks
   // the first group (best is then initialised from its first neighbour not skipped).
-  void (*max_group_f32)(const float* z, int64_t rows, int64_t m, int64_t j0, int64_t kj, const uint8_t* skip,
-                        bool first, float* best, int32_t* arg);
   void (*max_group_f64)(const double* z, int64_t rows, int64_t m, int64_t j0, int64_t kj, const uint8_t* skip,
                         bool first, double* best, int32_t* arg);
   // best += bias (nullable); out = ReLU(best) in place; arg = -1 where best <= 0.
-  void (*max_finish_f32)(float* best, int32_t* arg, const float* bias, int64_t rows, int64_t m);
   void (*max_finish_f64)(double* best, int32_t* arg, const double* bias, int64_t rows, int64_t m);
   // The backward by GEMMs (small k).
   // dz [rows, kj * M]: grad [rows, M] routed to its winner, zero elsewhere; bias_grad (nullable, [M],
