@@ -698,58 +698,58 @@ void edge_fused_pack_weights(const float* ws, int64_t s0, int64_t s1, const floa
   }
 }
 
-// The kEdgeRows x NR tile a [n][kEdgeRows] x b [n][NR] (K = n) in registers, handed to epi(offset, v)
-// for each of its vectors (offset = row * NR + lane block).
-template <typename Epilogue>
+// The R x NR tile a [n][kEdgeRows] x b [n][NR] (K = n; R <= kEdgeRows, the first R rows of the panel) in
+// registers, handed to epi(offset, v) for each of its vectors (offset = row * NR + lane block).
+template <int R, typename Epilogue>
 inline void edge_tile(const float* __restrict a, const float* __restrict b, int64_t n, Epilogue&& epi) {
   using V = Vec<float>;
   constexpr int64_t L = kLanes<float>, NR = kEdgeCols<float>;
-  V c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {}, c30 = {}, c31 = {}, c40 = {}, c41 = {}, c50 = {},
-    c51 = {};
+  V lo[R], hi[R];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) lo[r] = hi[r] = V{};
   for (int64_t p = 0; p < n; ++p) {
     const V b0 = load(b + p * NR), b1 = load(b + p * NR + L);
     const float* ap = a + p * kEdgeRows;
-    V v = broadcast(ap[0]);
-    c00 += v * b0;
-    c01 += v * b1;
-    v = broadcast(ap[1]);
-    c10 += v * b0;
-    c11 += v * b1;
-    v = broadcast(ap[2]);
-    c20 += v * b0;
-    c21 += v * b1;
-    v = broadcast(ap[3]);
-    c30 += v * b0;
-    c31 += v * b1;
-    v = broadcast(ap[4]);
-    c40 += v * b0;
-    c41 += v * b1;
-    v = broadcast(ap[5]);
-    c50 += v * b0;
-    c51 += v * b1;
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      const V v = broadcast(ap[r]);
+      lo[r] += v * b0;
+      hi[r] += v * b1;
+    }
   }
-  epi(0 * NR, c00);
-  epi(0 * NR + L, c01);
-  epi(1 * NR, c10);
-  epi(1 * NR + L, c11);
-  epi(2 * NR, c20);
-  epi(2 * NR + L, c21);
-  epi(3 * NR, c30);
-  epi(3 * NR + L, c31);
-  epi(4 * NR, c40);
-  epi(4 * NR + L, c41);
-  epi(5 * NR, c50);
-  epi(5 * NR + L, c51);
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) {
+    epi(r * NR, lo[r]);
+    epi(r * NR + L, hi[r]);
+  }
 }
 
-// The tile merged into the running max best / arg ([kEdgeRows][NR]) of neighbour j.
-template <bool First>
+// Calls f(EdgeRows<R>{}) with R = rows (1 .. kEdgeRows) as a constant (decltype(arg)::value).
+template <int R>
+struct EdgeRows {
+  static constexpr int value = R;
+};
+
+template <typename F>
+inline void edge_rows_dispatch(int64_t rows, F&& f) {
+  switch (rows) {
+    case 1: f(EdgeRows<1>{}); break;
+    case 2: f(EdgeRows<2>{}); break;
+    case 3: f(EdgeRows<3>{}); break;
+    case 4: f(EdgeRows<4>{}); break;
+    case 5: f(EdgeRows<5>{}); break;
+    default: f(EdgeRows<6>{}); break;
+  }
+}
+
+// The tile (its first R rows) merged into the running max best / arg ([kEdgeRows][NR]) of neighbour j.
+template <bool First, int R>
 inline void edge_micro(const float* __restrict a, const float* __restrict b, int64_t n, float* __restrict best,
                        int32_t* __restrict arg, int32_t j) {
   using V = Vec<float>;
   using I = Vec<int32_t>;
   const I jv = broadcast<int32_t>(j);
-  edge_tile(a, b, n, [&](int64_t at, V z) {
+  edge_tile<R>(a, b, n, [&](int64_t at, V z) {
     if constexpr (First) {
       store(best + at, z);
       store(arg + at, jv);
@@ -808,8 +808,13 @@ void edge_fused_forward(const EdgeFused& f, const float* xb, int64_t sc, int64_t
       for (int64_t pi = 0; pi < panels; ++pi) {
         float* bt = best + pi * MR * NR;
         int32_t* at = arg + pi * MR * NR;
-        if (first) edge_micro<true>(xp + pi * N * MR, bp, N, bt, at, jj);
-        else edge_micro<false>(xp + pi * N * MR, bp, N, bt, at, jj);
+        const float* ap = xp + pi * N * MR;
+        // The last panel's rows past C are not computed (C = 128: 21 panels of 6 and one of 2).
+        edge_rows_dispatch(min64(MR, C - pi * MR), [&](auto rows_c) {
+          constexpr int R = decltype(rows_c)::value;
+          if (first) edge_micro<true, R>(ap, bp, N, bt, at, jj);
+          else edge_micro<false, R>(ap, bp, N, bt, at, jj);
+        });
       }
       first = false;
     }
@@ -870,7 +875,10 @@ void gram_self(const float* x, int64_t channels, int64_t n, float* sim, float* s
     const int64_t r0 = pi * MR, rows = min64(MR, n - r0);
     for (int64_t jb = r0 / NR; jb < blocks; ++jb) {  // the blocks with a column m >= r0
       const int64_t m0 = jb * NR, cols = min64(NR, n - m0);
-      edge_tile(a + pi * C * MR, b + jb * C * NR, C, [&](int64_t at, V v) { store(tile + at, v); });
+      edge_rows_dispatch(rows, [&](auto rows_c) {
+        constexpr int R = decltype(rows_c)::value;
+        edge_tile<R>(a + pi * C * MR, b + jb * C * NR, C, [&](int64_t at, V v) { store(tile + at, v); });
+      });
       if (m0 >= r0 + rows) {  // wholly right of the diagonal: rows as they are, columns mirrored
         for (int64_t r = 0; r < rows; ++r) {
           for (int64_t q = 0; q < cols; ++q) sim[(r0 + r) * n + m0 + q] = tile[r * NR + q];
