@@ -64,10 +64,37 @@ def test_topk_self(k):
 def test_topk_self_symmetric_gram(c, n, k):
     # float32 x against itself with a task per batch element (B >= 2 x threads): the symmetric Gram
     # kernel, tiles of 6 x 16 positions with partial ones at the edges; also duplicated columns (ties).
-    x = torch.randn(8, c, n)
+    b = max(8, 2 * torch.get_num_threads())  # at least two batch elements per thread: one task each
+    x = torch.randn(b, c, n)
     check_topk(x, k)
-    base = torch.randint(-3, 4, (8, c, max(1, n // 3))).float()
+    base = torch.randint(-3, 4, (b, c, max(1, n // 3))).float()
     check_topk(base[:, :, torch.randint(0, base.shape[2], (n,))].contiguous(), k)
+
+
+@pytest.mark.parametrize("m", [40, 3000])
+def test_topk_nan_similarities_never_selected(m):
+    # A NaN column of y has NaN similarity with every x: never selected. A NaN column of x has only NaN
+    # similarities: its row is padded with NaN and index -1. M = 40 takes the whole-row selection, 3000
+    # the streaming one (several column tiles).
+    b = max(4, 2 * torch.get_num_threads())
+    x = torch.randn(b, 6, 9)
+    y = torch.randn(b, 6, m)
+    y[:, 2, 7] = float("nan")
+    x[:, 0, 4] = float("nan")
+    values, indices = cosine_topk(x, 5, y)
+    ref_values, ref_indices = reference_topk(x, 5, torch.cat((y[:, :, :7], y[:, :, 8:]), 2))  # y without column 7
+    ref_indices = ref_indices + (ref_indices >= 7).long()
+    keep = torch.arange(9) != 4
+    assert not (indices == 7).any()
+    torch.testing.assert_close(indices[:, keep], ref_indices[:, keep], rtol=0, atol=0)
+    torch.testing.assert_close(values[:, keep].double(), ref_values[:, keep], rtol=0, atol=1e-6)
+    assert (indices[:, 4] == -1).all() and values[:, 4].isnan().all()
+    # Against itself, whole rows in one tile per batch element (the Gram and whole-row paths).
+    xs = torch.randn(b, 6, 9)
+    xs[:, 1, 2] = float("nan")
+    values, indices = cosine_topk(xs, 3)
+    assert not (indices[:, [0, 1, 3, 4, 5, 6, 7, 8]] == 2).any()
+    assert (indices[:, 2] == -1).all() and values[:, 2].isnan().all()
 
 
 def test_topk_many_rows_and_columns():
@@ -323,8 +350,9 @@ def test_edge_gradcheck():
     assert torch.autograd.gradcheck(lambda *a: edge_conv_max(a[0], idx, *a[1:]), (x, w_self, w_edge))
 
 
-def test_edge_partial_gradients():
-    x, idx, w_self, w_edge, bias = make_inputs(2, 4, 6, 5, 3)
+@pytest.mark.parametrize("k", [3, 6])
+def test_edge_partial_gradients(k):
+    x, idx, w_self, w_edge, bias = make_inputs(2, 4, 6, 5, k)
     full = torch.autograd.grad(edge_conv_max(x, idx, w_self, w_edge, bias).sum(), (x, w_self, w_edge, bias))
     only_x = torch.autograd.grad(edge_conv_max(x, idx, w_self.detach(), w_edge.detach()).sum(), (x,))
     only_w = torch.autograd.grad(edge_conv_max(x.detach(), idx, w_self, w_edge, bias).sum(), (w_edge, bias))
@@ -363,16 +391,19 @@ def test_edge_empty():
     assert edge_conv_max(x, idx, w_self, w_edge, bias).shape == (2, 0, 4)
 
 
-def test_edge_no_positions_bias_gradient():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [2, 6])
+def test_edge_no_positions_bias_gradient(k, dtype):
     # N = 0: no edge terms, the output is ReLU(bias) everywhere, and the bias still gets its gradient.
-    x = torch.randn(2, 3, 0, dtype=torch.float64, requires_grad=True)
-    idx = torch.zeros(2, 0, 2, dtype=torch.int64)
-    w = torch.randn(4, 0, dtype=torch.float64, requires_grad=True)
-    bias = torch.tensor([1.0, -1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 3, 0, dtype=dtype, requires_grad=True)
+    idx = torch.zeros(2, 0, k, dtype=torch.int64)
+    w = torch.randn(4, 0, dtype=dtype, requires_grad=True)
+    bias = torch.tensor([1.0, -1.0, 2.0, 3.0], dtype=dtype, requires_grad=True)
     out = edge_conv_max(x, idx, w, w, bias)
     torch.testing.assert_close(out, bias.relu().expand(2, 3, 4))
     out.sum().backward()
-    torch.testing.assert_close(bias.grad, torch.tensor([6.0, 0.0, 6.0, 6.0], dtype=torch.float64))
+    torch.testing.assert_close(bias.grad, torch.tensor([6.0, 0.0, 6.0, 6.0], dtype=dtype))
+    assert x.grad.shape == x.shape and w.grad.shape == w.shape
 
 
 def test_edge_opcheck():
@@ -416,7 +447,10 @@ def test_simd_levels_agree(tmp_path):
         "ws = torch.randn(24, 40, requires_grad=True); we = torch.randn(24, 40, requires_grad=True)\n"
         "out = edge_conv_max(x, idx, ws, we); out.sum().backward()\n"
         "v, i = cosine_topk(x.detach(), 5, torch.randn(2, 16, 3000))\n"
-        "outs = [out.detach(), x.grad, ws.grad, we.grad, v, i]\n"
+        "x8 = torch.randn(2, 16, 40, requires_grad=True); idx8 = torch.randint(0, 40, (2, 40, 8))\n"
+        "out8 = edge_conv_max(x8, idx8, ws, we); g = torch.autograd.grad(out8.sum(), (x8, ws, we))\n"
+        "vs, is_ = cosine_topk(torch.randn(2 * torch.get_num_threads() + 2, 16, 50), 4)\n"
+        "outs = [out.detach(), x.grad, ws.grad, we.grad, v, i, out8.detach(), *g, vs, is_]\n"
         "torch.save((facekernels.build_info()['cpu_kernels']['edge_conv'], outs), sys.argv[1])\n"
     )
     results = run_at_each_cpu_capability(script, tmp_path)
@@ -466,3 +500,25 @@ def test_edge_bad_inputs():
         edge_conv_max(x, idx, w_self.to("meta"), w_edge, bias)
     with pytest.raises(RuntimeError, match=rf"{op}: idx must be on the same device as x \(cpu\), got meta"):
         edge_conv_max(x, idx.to("meta"), w_self, w_edge, bias)
+
+
+@pytest.mark.parametrize("k", [2, 6])
+def test_edge_backward_op_checks_idx_and_winner(k):
+    # The backward op is callable directly: out-of-range idx or winner must raise, not index memory, in
+    # both backwards (GEMMs for k <= 4, sparse sums above).
+    x, idx, w_self, w_edge, bias = (t.detach() if t.dtype.is_floating_point else t for t in make_inputs(2, 3, 5, 4, k))
+    out, winner = torch.ops.facekernels.edge_conv_max(x, idx, w_self, w_edge, bias)
+    grad = torch.randn_like(out)
+    backward = torch.ops.facekernels._edge_conv_max_backward.default
+    op = "_edge_conv_max_backward"
+    bad_idx = idx.clone()
+    bad_idx[1, 2, 0] = 5
+    with pytest.raises(RuntimeError, match=rf"{op}: idx must hold positions in \[0, N\) = \[0, 5\), got 5 at idx\[1, 2, 0\]"):
+        backward(grad, x, bad_idx, w_self, w_edge, winner, True, True, True)
+    for value in (k, -2, 10**9):
+        bad_winner = winner.clone()
+        bad_winner[0, 1, 3] = value
+        with pytest.raises(RuntimeError, match=rf"{op}: winner must hold neighbour indices in \[-1, k\) = \[-1, {k}\), "
+                                               rf"got {value} at winner\[0, 1, 3\]"):
+            backward(grad, x, idx, w_self, w_edge, bad_winner, True, True, True)
+    backward(grad, x, idx, w_self, w_edge, winner, True, True, True)  # the forward's own winner passes

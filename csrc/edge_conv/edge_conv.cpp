@@ -526,6 +526,21 @@ std::tuple<Tensor, Tensor> edge_conv_max_cpu(const Tensor& x, const Tensor& idx,
   return {fw.out, fw.winner};
 }
 
+// Raises unless every winner (count values, [B, C, M] contiguous) is in [-1, k): -1 for an inactive
+// output, else the neighbour its max came from.
+void check_winner_range(const char* op, const int32_t* winner, int64_t count, int64_t k, int64_t c, int64_t m) {
+  const uint32_t limit = static_cast<uint32_t>(k) + 1;
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < count; ++i) bad |= static_cast<uint32_t>(static_cast<uint32_t>(winner[i]) + 1 >= limit);
+  if (!bad) return;
+  for (int64_t i = 0; i < count; ++i) {
+    if (static_cast<uint32_t>(winner[i]) + 1 >= limit) {
+      fail(op, "winner must hold neighbour indices in [-1, k) = [-1, ", k, "), got ", winner[i], " at winner[",
+           i / (c * m), ", ", (i / m) % c, ", ", i % m, "]");
+    }
+  }
+}
+
 // out[r] = sum over the threads t (in order) of partial[t * m + r].
 template <typename T>
 void sum_thread_partials(const double* partial, int64_t threads, int64_t m, T* out) {
@@ -679,9 +694,7 @@ void edge_conv_max_backward_sparse(const EdgeBackward& bw, const Tensor& w_self,
 
   const int64_t chunk = f32 ? kernels.edge_sparse_chunk_f32() : kernels.edge_sparse_chunk_f64();
   const int64_t npad = ceil_div(N, chunk) * chunk;
-  // The neighbours as int32 rows, idx_t[b][j][n] = idx[b, n, j] (checked in [0, N) by the forward's op;
-  // the backward op checks them again, one pass).
-  check_edge_index_range("_edge_conv_max_backward", data_of<const int64_t>(idx), B * N * k, N, k);
+  // The neighbours as int32 rows, idx_t[b][j][n] = idx[b, n, j] (checked by edge_conv_max_backward_run).
   Tensor idx_t = torch::stable::new_empty(x, {B * k * N}, ScalarType::Int);
   int32_t* it = data_of<int32_t>(idx_t);
   parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
@@ -814,6 +827,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_run(const Tens
     bw.x = torch::stable::contiguous(x_in);
     bw.idx = torch::stable::contiguous(idx_in);
     bw.winner = torch::stable::contiguous(winner_in);
+    // The op is callable directly (not only through autograd after the forward): idx and winner index
+    // memory in both backwards, so each costs one pass.
+    const char* op = "_edge_conv_max_backward";
+    check_edge_index_range(op, data_of<const int64_t>(bw.idx), B * N * p.k, N, p.k);
+    check_winner_range(op, data_of<const int32_t>(bw.winner), B * C * M, p.k, C, M);
     if (p.k <= kDenseMaxK) edge_conv_max_backward_dense<T>(bw, w_self, w_edge, p, need_x, need_weights);
     else edge_conv_max_backward_sparse<T>(bw, w_self, w_edge, p, need_x, need_weights);
   }

@@ -212,6 +212,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_cuda(const Ten
                  op);
   }
   if (!(need_x || need_weights) || N == 0) return {grad_x, grad_self, grad_edge, grad_bias};
+  // The backward op is callable directly: idx indexes rows of the scratch weights below, so check it too.
+  check_index_range_cuda(op, idx, N, p.k, stream);
 
   Tensor weights_t = torch::stable::new_empty(x, {need_x ? 2 : 0, N * M}, ScalarType::Float);
   float* self_minus_edge_t = need_x ? data_of<float>(weights_t) : nullptr;
