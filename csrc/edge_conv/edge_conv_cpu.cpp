@@ -295,6 +295,7 @@ void topk_tile(const TopkColumns<T>& t, const T* sim, int64_t n0, int64_t rows, 
       continue;
     }
     T cut = s.threshold[r] - t.margin;
+    T seed = negative_infinity<T>();  // a lower bound of the cut while the heap fills
     if (s.filled[r] < s.k && s.k <= L && cols >= L * s.k) {
       // Before the row holds k values, seed the cut from the tile: the lane maxima are L of its values,
       // so the row's final k-th largest is at least their k-th largest. Without this the first vectors
@@ -321,7 +322,7 @@ void topk_tile(const TopkColumns<T>& t, const T* sim, int64_t n0, int64_t rows, 
         kth = lanes[best];
         lanes[best] = static_cast<T>(__builtin_nan(""));
       }
-      const T seed = kth - t.margin;
+      seed = kth - t.margin;
       if (seed > cut) cut = seed;
     }
     // The row's selection state in registers; written back before a compaction and at the end.
@@ -343,6 +344,7 @@ void topk_tile(const TopkColumns<T>& t, const T* sim, int64_t n0, int64_t rows, 
         ++count;
         threshold = heap_offer(heap, filled, s.k, value);
         cut = threshold - t.margin;
+        if (seed > cut) cut = seed;
         if (count == s.capacity) {
           s.count[r] = count;
           s.threshold[r] = threshold;
