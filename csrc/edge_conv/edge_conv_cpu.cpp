@@ -509,9 +509,10 @@ void add(T* dst, const T* src, int64_t count) {
 // The max routes each output's gradient to one neighbour, its winner: G_j[c, m] = g[c, m] where
 // winner[c, m] = j, else 0, and G = sum_j G_j (g where the output was active). With A = w_self - w_edge
 // and E = w_edge (so W_j[p, m] = A[m, p] + sum_{n : idx[n, j] = p} E[m, n]),
-//   dX[c, p]  = (G A)[c, p] + sum_j sum_{n : idx[n, j] = p} U_j[c, n],   U_j[c, :] = sum_{m : winner[c, m] = j} g[c, m] E[m, :]
+//   dX[c, p]  = (G A)[c, p] + sum_j sum_{n : idx[n, j] = p} U_j[c, n]
 //   dA[m, p]  = (G^T X)[m, p]
-//   dE'[m, n] = sum_j Y_j[m, idx[n, j]],                                Y_j[m, :] = sum_{c : winner[c, m] = j} g[c, m] X[c, :]
+//   dE'[m, n] = sum_j Y_j[m, idx[n, j]]
+// with U_j[c, :] = sum_{m : winner[c, m] = j} g[c, m] E[m, :] and Y_j[m, :] = sum_{c : winner[c, m] = j} g[c, m] X[c, :]
 // (dE' is E's gradient through the gathered term). The dense products G A and G^T X go to torch's BLAS
 // over the whole batch (the binding). U_j and Y_j visit each (c, m) once, where the folded GEMMs
 // G_j W_j^T and X^T G_j would visit it once per neighbour: they run here, row by row, as sums of scaled
@@ -540,32 +541,24 @@ void edge_mask_gradient(const T* grad, const int32_t* winner, int64_t rows, int6
   }
 }
 
-constexpr int64_t kBucketWays = 4;
-
-// out[0 .. npad) = sum over the kBucketWays segments q (off + q * cap, coef + q * cap, size[q] entries)
-// of coef[e] * src[off[e] + 0 .. npad); npad a multiple of kSparseChunk.
+// out[0 .. npad) = sum_{e < count} coef[e] * src[off[e] + 0 .. npad); npad a multiple of kSparseChunk.
 template <typename T>
-void edge_sum_rows(const T* src, const int64_t* off, const T* coef, const int64_t* size, int64_t cap, int64_t npad,
-                   T* out) {
+void edge_sum_rows(const T* src, const int64_t* off, const T* coef, int64_t count, int64_t npad, T* out) {
   using V = Vec<T>;
   constexpr int64_t L = kLanes<T>;
   for (int64_t n0 = 0; n0 < npad; n0 += kSparseChunk<T>) {
     V a0 = {}, a1 = {}, a2 = {}, a3 = {}, a4 = {}, a5 = {}, a6 = {}, a7 = {};
-    for (int64_t q = 0; q < kBucketWays; ++q) {
-      const int64_t* oq = off + q * cap;
-      const T* cq = coef + q * cap;
-      for (int64_t e = 0; e < size[q]; ++e) {
-        const T* row = src + oq[e] + n0;
-        const V s = broadcast(cq[e]);
-        a0 += s * load(row);
-        a1 += s * load(row + L);
-        a2 += s * load(row + 2 * L);
-        a3 += s * load(row + 3 * L);
-        a4 += s * load(row + 4 * L);
-        a5 += s * load(row + 5 * L);
-        a6 += s * load(row + 6 * L);
-        a7 += s * load(row + 7 * L);
-      }
+    for (int64_t e = 0; e < count; ++e) {
+      const T* row = src + off[e] + n0;
+      const V s = broadcast(coef[e]);
+      a0 += s * load(row);
+      a1 += s * load(row + L);
+      a2 += s * load(row + 2 * L);
+      a3 += s * load(row + 3 * L);
+      a4 += s * load(row + 4 * L);
+      a5 += s * load(row + 5 * L);
+      a6 += s * load(row + 6 * L);
+      a7 += s * load(row + 7 * L);
     }
     T* o = out + n0;
     store(o, a0);
@@ -579,56 +572,66 @@ void edge_sum_rows(const T* src, const int64_t* off, const T* coef, const int64_
   }
 }
 
-// Buckets the `count` entries of one row by winner w[i * step] (j in [0, k), or -1: bucket k, never
-// read): bucket j is kBucketWays segments, entry i in segment i mod kBucketWays, each ascending in i;
-// segment (j, q) holds off[(j * ways + q) * cap + e] = i * row_size and coef[...] = g[i * step] for
-// e < size[j * ways + q]. The segments' counters advance in turn, so consecutive entries never wait on
-// each other's counter through memory.
+// A thread's scratch for one row of winners: k + 1 buckets of `cap` entries (the last for inactive
+// entries, never read), bucket j holding off[j * cap + e] (a source row's offset) and coef[j * cap + e]
+// for e < size[j], then the row sum [npad].
 template <typename T>
-inline void edge_bucket_row(const int32_t* w, const T* g, int64_t count, int64_t step, int64_t k, int64_t row_size,
-                            int64_t cap, int64_t* off, T* coef, int64_t* size) {
-  for (int64_t j = 0; j < (k + 1) * kBucketWays; ++j) size[j] = 0;
-  for (int64_t i = 0; i < count; ++i) {
-    const int32_t j0 = w[i * step];
-    const int64_t key = (j0 < 0 ? k : j0) * kBucketWays + (i & (kBucketWays - 1));
-    const int64_t e = key * cap + size[key]++;
-    off[e] = i * row_size;
-    coef[e] = g[i * step];
-  }
-}
+struct EdgeBuckets {
+  int64_t* off;
+  int64_t* size;
+  T* coef;
+  T* sum;
+  int64_t cap;
+};
 
-// Bucket segments hold cap = ceil(max(C, M) / ways) entries.
-inline int64_t edge_segment_cap(int64_t count) { return (count + kBucketWays - 1) / kBucketWays; }
+template <typename T>
+EdgeBuckets<T> edge_buckets_in(T* scratch, int64_t k, int64_t cap) {
+  int64_t* off = reinterpret_cast<int64_t*>(scratch);
+  int64_t* size = off + (k + 1) * cap;
+  T* coef = reinterpret_cast<T*>(size + k + 1);
+  return {off, size, coef, coef + (k + 1) * cap, cap};
+}
 
 template <typename T>
 int64_t edge_sparse_scratch(int64_t channels, int64_t n, int64_t m, int64_t k) {
-  const int64_t npad = round_up(n, kSparseChunk<T>);
-  const int64_t slots = (k + 1) * kBucketWays * edge_segment_cap(max64(channels, m));
-  // off and the segment sizes (int64), coef, the row sum [npad].
-  return (slots + (k + 1) * kBucketWays) * 8 / static_cast<int64_t>(sizeof(T)) + slots + npad + 64;
+  const int64_t cap = max64(channels, m);
+  return ((k + 1) * cap + k + 1) * 8 / static_cast<int64_t>(sizeof(T)) + (k + 1) * cap + round_up(n, kSparseChunk<T>) +
+         64;
+}
+
+// One row of winners w[i * step], i < count (gradients g[i * step], source row i at src + i * npad): the
+// entries bucketed by winner, in ascending i, then for each neighbour j with entries, visit(j, sum) with
+// sum [npad] = the sum of those source rows scaled by their gradients.
+template <typename T, typename Visit>
+void edge_row_sums(const T* src, const int32_t* w, const T* g, int64_t count, int64_t step, int64_t k, int64_t npad,
+                   const EdgeBuckets<T>& b, Visit&& visit) {
+  for (int64_t j = 0; j <= k; ++j) b.size[j] = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const int32_t j0 = w[i * step];
+    const int64_t j = j0 < 0 ? k : j0;
+    const int64_t e = j * b.cap + b.size[j]++;
+    b.off[e] = i * npad;
+    b.coef[e] = g[i * step];
+  }
+  for (int64_t j = 0; j < k; ++j) {
+    if (b.size[j] == 0) continue;
+    edge_sum_rows(src, b.off + j * b.cap, b.coef + j * b.cap, b.size[j], npad, b.sum);
+    visit(j, b.sum);
+  }
 }
 
 // dx_b [C, N] rows c0 .. c1 - 1 += the gathered term's gradient; idx_t [k][N] int32.
 template <typename T>
 void edge_sparse_grad_x(const EdgeSparse<T>& s, const T* grad_b, const int32_t* winner_b, const int32_t* idx_t,
                         int64_t c0, int64_t c1, T* dx_b, T* scratch) {
-  const int64_t N = s.n, M = s.m, k = s.k, npad = s.npad, cap = edge_segment_cap(M);
-  const int64_t slots = (k + 1) * kBucketWays * cap;
-  int64_t* off = reinterpret_cast<int64_t*>(scratch);
-  int64_t* size = off + slots;
-  T* coef = reinterpret_cast<T*>(size + (k + 1) * kBucketWays);
-  T* u = coef + slots;  // [npad]
+  const int64_t N = s.n, M = s.m;
+  const EdgeBuckets<T> buckets = edge_buckets_in(scratch, s.k, M);
   for (int64_t c = c0; c < c1; ++c) {
-    edge_bucket_row(winner_b + c * M, grad_b + c * M, M, 1, k, npad, cap, off, coef, size);
     T* __restrict d = dx_b + c * N;
-    for (int64_t j = 0; j < k; ++j) {
-      const int64_t* sj = size + j * kBucketWays;
-      if (sj[0] + sj[1] + sj[2] + sj[3] == 0) continue;
-      const int64_t at = j * kBucketWays * cap;
-      edge_sum_rows(s.edge, off + at, coef + at, sj, cap, npad, u);
+    edge_row_sums(s.edge, winner_b + c * M, grad_b + c * M, M, 1, s.k, s.npad, buckets, [&](int64_t j, const T* u) {
       const int32_t* ij = idx_t + j * N;
       for (int64_t i = 0; i < N; ++i) d[ij[i]] += u[i];
-    }
+    });
   }
 }
 
@@ -636,23 +639,14 @@ void edge_sparse_grad_x(const EdgeSparse<T>& s, const T* grad_b, const int32_t* 
 template <typename T>
 void edge_sparse_grad_edge(const EdgeSparse<T>& s, const T* x_pad, const T* grad_b, const int32_t* winner_b,
                            const int32_t* idx_t, int64_t m0, int64_t m1, T* dedge, T* scratch) {
-  const int64_t C = s.channels, N = s.n, M = s.m, k = s.k, npad = s.npad, cap = edge_segment_cap(C);
-  const int64_t slots = (k + 1) * kBucketWays * cap;
-  int64_t* off = reinterpret_cast<int64_t*>(scratch);
-  int64_t* size = off + slots;
-  T* coef = reinterpret_cast<T*>(size + (k + 1) * kBucketWays);
-  T* y = coef + slots;  // [npad]
+  const int64_t C = s.channels, N = s.n, M = s.m;
+  const EdgeBuckets<T> buckets = edge_buckets_in(scratch, s.k, C);
   for (int64_t r = m0; r < m1; ++r) {
-    edge_bucket_row(winner_b + r, grad_b + r, C, M, k, npad, cap, off, coef, size);
     T* __restrict d = dedge + r * N;
-    for (int64_t j = 0; j < k; ++j) {
-      const int64_t* sj = size + j * kBucketWays;
-      if (sj[0] + sj[1] + sj[2] + sj[3] == 0) continue;
-      const int64_t at = j * kBucketWays * cap;
-      edge_sum_rows(x_pad, off + at, coef + at, sj, cap, npad, y);
+    edge_row_sums(x_pad, winner_b + r, grad_b + r, C, M, s.k, s.npad, buckets, [&](int64_t j, const T* y) {
       const int32_t* ij = idx_t + j * N;
       for (int64_t i = 0; i < N; ++i) d[i] += y[ij[i]];
-    }
+    });
   }
 }
 
