@@ -212,7 +212,8 @@ constexpr int64_t kWholeRow = 4096;
 // A row whose every column is in this tile, for small k: the k-th largest approximate similarity by k
 // passes of a vector max over a copy of the row (each pass takes out the first position of its max),
 // then every column within the margin of it as a candidate, in column order. Returns false, leaving
-// the state untouched, when they would not fit the row's buffer (near-ties: the heap path compacts).
+// the row's count, threshold and heap untouched, when they would not fit the row's buffer (near-ties:
+// the heap path compacts).
 template <typename T>
 bool topk_whole_row(const TopkColumns<T>& t, const T* row, T scale, int64_t cols, const TopkState<T>& s,
                     int64_t r) {
@@ -250,21 +251,16 @@ bool topk_whole_row(const TopkColumns<T>& t, const T* row, T scale, int64_t cols
   }
   const T cut = kth - t.margin;
   const Vec<T> c = broadcast<T>(cut);
+  // The candidates in column order; a row whose near-ties overflow the buffer goes back to the streaming
+  // selection, which starts from an empty buffer and overwrites what was written here.
+  T* approx = s.approx + r * s.capacity;
+  int32_t* index = s.index + r * s.capacity;
   int64_t count = 0;
   for (int64_t j = 0; j < cols; j += L) {
     const Vec<T> v = load(row + j) * load(inv_y + j) * scale;
     uint32_t bits = lane_bits(v >= c);
     if (cols - j < L) bits &= (uint32_t{1} << (cols - j)) - 1;
-    count += __builtin_popcount(bits);
-  }
-  if (count > s.capacity) return false;
-  T* approx = s.approx + r * s.capacity;
-  int32_t* index = s.index + r * s.capacity;
-  count = 0;
-  for (int64_t j = 0; j < cols; j += L) {
-    const Vec<T> v = load(row + j) * load(inv_y + j) * scale;
-    uint32_t bits = lane_bits(v >= c);
-    if (cols - j < L) bits &= (uint32_t{1} << (cols - j)) - 1;
+    if (count + __builtin_popcount(bits) > s.capacity) return false;
     while (bits != 0) {
       const int l = __builtin_ctz(bits);
       bits &= bits - 1;
