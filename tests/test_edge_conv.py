@@ -292,17 +292,38 @@ def test_edge_matches_reference(b, c, n, m, k, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("k", [1, 3, 4, 5, 9])
-def test_edge_backward_by_gemms_and_sparse(k, dtype):
-    # k <= 4 runs the backward as GEMMs per group of neighbours, k > 4 as sparse sums over each row's
-    # winners (CPU); both against the reference, with random neighbours (repeats included), odd sizes, a
-    # negative bias so that some outputs are inactive.
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 9])
+def test_edge_backward_by_gemms_and_routed(k, dtype):
+    # k = 1 runs the backward as GEMMs, k > 1 as routed products against each output's winner's panel
+    # (CPU); both against the reference, with random neighbours (repeats included), odd sizes, a negative
+    # bias so that some outputs are inactive.
     b, c, n, m = 3, 7, 13, 10
     idx = torch.randint(0, n, (b, n, k))
     x, _, w_self, w_edge, bias = make_inputs(b, c, n, m, k, dtype, idx=idx)
     with torch.no_grad():
         bias.sub_(0.5)
     check_edge(x, idx, w_self, w_edge, bias)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("b,c,n,m,k", [(1, 37, 150, 70, 2), (3, 19, 97, 130, 5), (2, 9, 70, 5, 16), (1, 3, 20, 3, 20)])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_edge_routed_backward_blocks_and_chunks(b, c, n, m, k, dtype, threads):
+    # The routed backward over several column blocks (the last partial), several chunks of steps (the
+    # last partial; k = 16 and k = N make the chunks short), channels not a multiple of 8, M below 8, and
+    # one batch element split over threads; random neighbours with a hub (one position everyone's
+    # neighbour j = 0) and a negative bias (inactive outputs).
+    idx = torch.randint(0, n, (b, n, k))
+    idx[:, :, 0] = 1
+    x, _, w_self, w_edge, bias = make_inputs(b, c, n, m, k, dtype, idx=idx)
+    with torch.no_grad():
+        bias.sub_(0.3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        check_edge(x, idx, w_self, w_edge, bias)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_edge_without_bias():
@@ -450,7 +471,10 @@ def test_simd_levels_agree(tmp_path):
         "x8 = torch.randn(2, 16, 40, requires_grad=True); idx8 = torch.randint(0, 40, (2, 40, 8))\n"
         "out8 = edge_conv_max(x8, idx8, ws, we); g = torch.autograd.grad(out8.sum(), (x8, ws, we))\n"
         "vs, is_ = cosine_topk(torch.randn(2 * torch.get_num_threads() + 2, 16, 50), 4)\n"
-        "outs = [out.detach(), x.grad, ws.grad, we.grad, v, i, out8.detach(), *g, vs, is_]\n"
+        "x3 = torch.randn(3, 21, 150, requires_grad=True); idx3 = torch.randint(0, 150, (3, 150, 3))\n"
+        "ws3 = torch.randn(70, 150, requires_grad=True); we3 = torch.randn(70, 150, requires_grad=True)\n"
+        "g3 = torch.autograd.grad(edge_conv_max(x3, idx3, ws3, we3).sum(), (x3, ws3, we3))\n"
+        "outs = [out.detach(), x.grad, ws.grad, we.grad, v, i, out8.detach(), *g, vs, is_, *g3]\n"
         "torch.save((facekernels.build_info()['cpu_kernels']['edge_conv'], outs), sys.argv[1])\n"
     )
     results = run_at_each_cpu_capability(script, tmp_path)
@@ -502,10 +526,10 @@ def test_edge_bad_inputs():
         edge_conv_max(x, idx.to("meta"), w_self, w_edge, bias)
 
 
-@pytest.mark.parametrize("k", [2, 6])
+@pytest.mark.parametrize("k", [1, 2, 6])
 def test_edge_backward_op_checks_idx_and_winner(k):
     # The backward op is callable directly: out-of-range idx or winner must raise, not index memory, in
-    # both backwards (GEMMs for k <= 4, sparse sums above).
+    # both backwards (GEMMs for k = 1, routed above).
     x, idx, w_self, w_edge, bias = (t.detach() if t.dtype.is_floating_point else t for t in make_inputs(2, 3, 5, 4, k))
     out, winner = torch.ops.facekernels.edge_conv_max(x, idx, w_self, w_edge, bias)
     grad = torch.randn_like(out)

@@ -15,9 +15,10 @@
 // the folded weights W_j (edge_conv_kernels.h) panel by panel in L1 and keeps the running max over j,
 // with the index of the first maximal j, in its epilogue; float64 builds W_j side by side, [N, kj M],
 // per task (batch element, block of channels) and runs one BLAS GEMM per group of neighbours. The
-// backward recomputes no forward GEMM: the saved winner routes the gradient, the two products shared
-// by all neighbours (G A and G^T X) go to BLAS over the whole batch, and the neighbour-specific ones run
-// as sparse sums that visit each routed entry once (edge_conv_cpu.cpp).
+// backward recomputes no forward GEMM: the saved winner routes the gradient. With one neighbour it runs
+// as GEMMs; with more, G^T X (shared by all neighbours) goes to BLAS over the whole batch and grad_x and
+// w_edge's gradient through the gather run as routed products that visit each (c, m) once, against the
+// panel of its winner (edge_conv_cpu.cpp).
 #include "edge_conv/edge_conv.h"
 
 #include <torch/csrc/stable/library.h>
@@ -552,13 +553,13 @@ void sum_thread_partials(const double* partial, int64_t threads, int64_t m, T* o
 }
 
 // The backward's inputs (contiguous) and outputs, allocated by edge_conv_max_backward_run, which picks
-// edge_conv_max_backward_dense or _sparse; they write grad_x, grad_self, grad_edge and grad_bias whole.
+// edge_conv_max_backward_dense or _routed; they write grad_x, grad_self, grad_edge and grad_bias whole.
 struct EdgeBackward {
   Tensor grad, x, idx, winner;
   Tensor grad_x, grad_self, grad_edge, grad_bias;
 };
 
-// The backward by GEMMs per group of neighbours (k <= kDenseMaxK): the saved winner routes the gradient
+// The backward by GEMMs per group of neighbours (k = 1, see routed_backward): the saved winner routes the gradient
 // into dZ [rows, kj M], then dX = dZ W^T and dW = X^T dZ per group (two GEMMs of the forward's size).
 template <typename T>
 void edge_conv_max_backward_dense(const EdgeBackward& bw, const Tensor& w_self, const Tensor& w_edge,
@@ -655,13 +656,13 @@ void edge_conv_max_backward_dense(const EdgeBackward& bw, const Tensor& w_self, 
   if (p.has_bias) sum_thread_partials(data_of<const double>(bias_accum), threads, M, data_of<T>(grad_bias));
 }
 
-// The sparse backward (k > kDenseMaxK; edge_conv_cpu.cpp has the derivation). G, the gradient where the
-// output was active, gives the bias gradient and the dense products G (w_self - w_edge) (into grad_x) and
-// G^T X (grad_w_self) by torch's BLAS over the whole batch. Then the sparse kernels add the gathered
-// term's gradients: to grad_x in place, tasks (batch element, block of channels); to per-thread
-// accumulators of w_edge's, tasks (batch element, block of rows of w_edge), summed in thread order.
+// The routed backward (edge_conv_cpu.cpp has the derivation). G, the gradient where the output was
+// active, gives the bias gradient and G^T X (grad_w_self) by torch's BLAS over the whole batch; the
+// routed kernels write grad_x whole (tasks: batch element, group of column blocks) and add w_edge's
+// gradient through the gather into per-thread accumulators (same tasks over blocks of w_edge's columns),
+// summed in thread order.
 template <typename T>
-void edge_conv_max_backward_sparse(const EdgeBackward& bw, const Tensor& w_self, const Tensor& w_edge,
+void edge_conv_max_backward_routed(const EdgeBackward& bw, const Tensor& w_self, const Tensor& w_edge,
                                    const EdgeConvProblem& p, bool need_x, bool need_weights) {
   const cpu::EdgeConvKernels& kernels = FK_CPU_DISPATCH(cpu::edge_conv_kernels);
   constexpr bool f32 = sizeof(T) == 4;
@@ -669,11 +670,10 @@ void edge_conv_max_backward_sparse(const EdgeBackward& bw, const Tensor& w_self,
   const Tensor &grad = bw.grad, &x = bw.x, &idx = bw.idx, &winner = bw.winner;
   const Tensor &grad_x = bw.grad_x, &grad_self = bw.grad_self, &grad_edge = bw.grad_edge, &grad_bias = bw.grad_bias;
   const int64_t threads = num_threads();
-  const torch::stable::Device device = x.device();
-  const ScalarType dtype = x.scalar_type();
   const T* xd = data_of<const T>(x);
   const T* gd = data_of<const T>(grad);
   const int32_t* wd = data_of<const int32_t>(winner);
+  const int64_t* id = data_of<const int64_t>(idx);
 
   // G and the bias gradient (per-thread float64 partial sums, added in thread order).
   Tensor active = torch::stable::new_empty(x, {B, C, M});
@@ -692,89 +692,58 @@ void edge_conv_max_backward_sparse(const EdgeBackward& bw, const Tensor& w_self,
   if (p.has_bias) sum_thread_partials(data_of<const double>(bias_accum), threads, M, data_of<T>(grad_bias));
   if (!(need_x || need_weights)) return;
 
-  const int64_t chunk = f32 ? kernels.edge_sparse_chunk_f32() : kernels.edge_sparse_chunk_f64();
-  const int64_t npad = ceil_div(N, chunk) * chunk;
-  // The neighbours as int32 rows, idx_t[b][j][n] = idx[b, n, j] (checked by edge_conv_max_backward_run).
-  Tensor idx_t = torch::stable::new_empty(x, {B * k * N}, ScalarType::Int);
-  int32_t* it = data_of<int32_t>(idx_t);
-  parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    const int64_t* id = data_of<const int64_t>(idx);
-    for (int64_t b = begin; b < end; ++b) {
-      for (int64_t i = 0; i < N; ++i) {
-        for (int64_t j = 0; j < k; ++j) it[(b * k + j) * N + i] = static_cast<int32_t>(id[(b * N + i) * k + j]);
-      }
-    }
-  });
+  const int64_t nr = f32 ? kernels.edge_routed_cols_f32() : kernels.edge_routed_cols_f64();
+  const int64_t blocks = ceil_div(N, nr);
   const int64_t scratch_size =
-      f32 ? kernels.edge_sparse_scratch_f32(C, N, M, k) : kernels.edge_sparse_scratch_f64(C, N, M, k);
+      f32 ? kernels.edge_routed_scratch_f32(C, N, M, k) : kernels.edge_routed_scratch_f64(C, N, M, k);
   Tensor scratch = torch::stable::new_empty(x, {threads, scratch_size});
-  // Blocks of rows per batch element: one unless the batch leaves threads idle.
-  const int64_t splits = B >= 2 * threads ? 1 : ceil_div(2 * threads, B);
+  // Groups of column blocks per batch element: one unless the batch leaves threads idle.
+  const int64_t splits = B >= 2 * threads ? 1 : std::max<int64_t>(1, std::min(blocks, ceil_div(2 * threads, B)));
+  const int64_t per = std::max<int64_t>(1, ceil_div(blocks, splits)), groups = ceil_div(blocks, per), tasks = B * groups;
 
   if (need_x) {
-    // grad_x = G (w_self - w_edge), then the sparse sums against w_edge [M, npad] (zero padded).
+    const int64_t packed_size =
+        f32 ? kernels.edge_routed_packed_size_f32(N, M, k) : kernels.edge_routed_packed_size_f64(N, M, k);
+    Tensor packed = torch::stable::new_empty(x, {packed_size});
+    T* pw = data_of<T>(packed);
     const T* ws = data_of<const T>(w_self);
     const T* we = data_of<const T>(w_edge);
     const int64_t s0 = w_self.stride(0), s1 = w_self.stride(1), e0 = w_edge.stride(0), e1 = w_edge.stride(1);
-    Tensor self_minus_edge = torch::stable::new_empty(x, {M, N});
-    Tensor edge_padded = torch::stable::new_empty(x, {M * npad + kPad});
-    T* a = data_of<T>(self_minus_edge);
-    T* e = data_of<T>(edge_padded);
-    parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        for (int64_t i = 0; i < N; ++i) {
-          const T v = we[r * e0 + i * e1];
-          a[r * N + i] = ws[r * s0 + i * s1] - v;
-          e[r * npad + i] = v;
-        }
-        for (int64_t i = N; i < npad; ++i) e[r * npad + i] = T(0);
-      }
+    parallel_for(0, blocks * nr, 16, [&](int64_t begin, int64_t end) {
+      if constexpr (f32) kernels.edge_routed_pack_weights_f32(ws, s0, s1, we, e0, e1, M, N, k, begin, end, pw);
+      else kernels.edge_routed_pack_weights_f64(ws, s0, s1, we, e0, e1, M, N, k, begin, end, pw);
     });
-    matmul_into({data_of<T>(grad_x), 1, B * C, N, 0, N, 1}, {g, 1, B * C, M, 0, M, 1}, {a, 1, M, N, 0, N, 1}, device,
-                dtype);
-    const cpu::EdgeSparse<T> sparse{e, C, N, M, k, npad};
-    const int64_t per = ceil_div(C, std::min(C, splits)), tasks = B * ceil_div(C, per);
+    const cpu::EdgeRouted<T> routed{pw, C, N, M, k};
     parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         T* sp = data_of<T>(scratch) + t * scratch_size;
         for (int64_t task = t; task < tasks; task += threads) {
-          const int64_t b = task / ceil_div(C, per), c0 = (task % ceil_div(C, per)) * per;
-          const int64_t c1 = std::min(C, c0 + per);
+          const int64_t b = task / groups, pb0 = (task % groups) * per, pb1 = std::min(blocks, pb0 + per);
           const int64_t at = b * C * M;
           T* dxb = data_of<T>(grad_x) + b * C * N;
-          if constexpr (f32) kernels.edge_sparse_grad_x_f32(sparse, gd + at, wd + at, it + b * k * N, c0, c1, dxb, sp);
-          else kernels.edge_sparse_grad_x_f64(sparse, gd + at, wd + at, it + b * k * N, c0, c1, dxb, sp);
+          if constexpr (f32) kernels.edge_routed_grad_x_f32(routed, g + at, wd + at, id + b * N * k, pb0, pb1, dxb, sp);
+          else kernels.edge_routed_grad_x_f64(routed, g + at, wd + at, id + b * N * k, pb0, pb1, dxb, sp);
         }
       }
     });
   }
   if (need_weights) {
-    // grad_w_self = G^T X; w_edge's through the gather by the sparse sums against X [C, npad] (padded).
+    // grad_w_self = G^T X; w_edge's through the gather by the routed kernel into [blocks][M][NR] per thread.
     matmul_into({data_of<T>(grad_self), 1, M, N, 0, N, 1}, {g, 1, M, B * C, 0, 1, M},
-                {const_cast<T*>(xd), 1, B * C, N, 0, N, 1}, device, dtype);
-    const cpu::EdgeSparse<T> sparse{nullptr, C, N, M, k, npad};
-    Tensor x_padded = torch::stable::new_empty(x, {threads, C * npad + kPad});
-    Tensor edge_accum = torch::stable::new_empty(x, {threads, M * N});
-    const int64_t per = ceil_div(M, std::min(M, splits)), blocks = ceil_div(M, per), tasks = B * blocks;
+                {const_cast<T*>(xd), 1, B * C, N, 0, N, 1}, x.device(), x.scalar_type());
+    const cpu::EdgeRouted<T> routed{nullptr, C, N, M, k};
+    const int64_t acc_size = blocks * M * nr;
+    Tensor edge_accum = torch::stable::new_zeros(x, {threads, acc_size});
     parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         T* sp = data_of<T>(scratch) + t * scratch_size;
-        T* xp = data_of<T>(x_padded) + t * (C * npad + kPad);
-        T* acc = data_of<T>(edge_accum) + t * M * N;
-        std::fill_n(acc, M * N, T(0));
-        int64_t padded_for = -1;
+        T* acc = data_of<T>(edge_accum) + t * acc_size;
         for (int64_t task = t; task < tasks; task += threads) {
-          const int64_t b = task / blocks, m0 = (task % blocks) * per, m1 = std::min(M, m0 + per);
-          if (padded_for != b) {
-            for (int64_t c = 0; c < C; ++c) {
-              std::copy_n(xd + (b * C + c) * N, N, xp + c * npad);
-              std::fill(xp + c * npad + N, xp + (c + 1) * npad, T(0));
-            }
-            padded_for = b;
-          }
+          const int64_t b = task / groups, nb0 = (task % groups) * per, nb1 = std::min(blocks, nb0 + per);
           const int64_t at = b * C * M;
-          if constexpr (f32) kernels.edge_sparse_grad_edge_f32(sparse, xp, gd + at, wd + at, it + b * k * N, m0, m1, acc, sp);
-          else kernels.edge_sparse_grad_edge_f64(sparse, xp, gd + at, wd + at, it + b * k * N, m0, m1, acc, sp);
+          const T* xb = xd + b * C * N;
+          if constexpr (f32) kernels.edge_routed_grad_edge_f32(routed, xb, g + at, wd + at, id + b * N * k, nb0, nb1, acc, sp);
+          else kernels.edge_routed_grad_edge_f64(routed, xb, g + at, wd + at, id + b * N * k, nb0, nb1, acc, sp);
         }
       }
     });
@@ -785,8 +754,9 @@ void edge_conv_max_backward_sparse(const EdgeBackward& bw, const Tensor& w_self,
     parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         for (int64_t i = 0; i < N; ++i) {
+          const int64_t at = ((i / nr) * M + r) * nr + i % nr;
           T sum = 0;
-          for (int64_t t = 0; t < threads; ++t) sum += acc[t * M * N + r * N + i];
+          for (int64_t t = 0; t < threads; ++t) sum += acc[t * acc_size + at];
           ge[r * N + i] = sum - gs[r * N + i];
         }
       }
@@ -794,11 +764,14 @@ void edge_conv_max_backward_sparse(const EdgeBackward& bw, const Tensor& w_self,
   }
 }
 
-// Which backward: the GEMMs cost about 2k forward-sized products, the sparse sums about 7-8 whatever k
-// (two BLAS products over the batch, two sparse ones at about half the GEMM rate, the bucketing and the
-// scatter / gather). Measured at MOL's shape (2 threads, float32): k = 1 8.7 ms by GEMMs against 22.5 sparse,
-// k = 4 about 28 either way, k = 8 60 against 34, k = 16 130 against 43.
-constexpr int64_t kDenseMaxK = 4;
+// Which backward: the GEMMs cost about 2k forward-sized products, the routed one about 3 whatever k
+// (G^T X by BLAS, the two routed products at about 60 % of the GEMM rate) plus the panels, which grow
+// with k. Measured at MOL's shape (B 32, C 128, N = M = 256; 2 threads, float32), GEMMs against routed:
+// k = 1 10.2 against 15.8 ms, k = 2 19.6 / 17.1, k = 4 30 / 17.5, k = 8 61 / 26, k = 16 124 / 29. The
+// routed panels' offsets are int32 (k * 8 * NR elements at most): beyond that, GEMMs.
+bool routed_backward(const EdgeConvProblem& p) {
+  return p.k > 1 && p.k < (int64_t{1} << 31) / (8 * 8 * 16);
+}
 
 template <typename T>
 std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_run(const Tensor& grad_in, const Tensor& x_in,
@@ -832,8 +805,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_run(const Tens
     const char* op = "_edge_conv_max_backward";
     check_edge_index_range(op, data_of<const int64_t>(bw.idx), B * N * p.k, N, p.k);
     check_winner_range(op, data_of<const int32_t>(bw.winner), B * C * M, p.k, C, M);
-    if (p.k <= kDenseMaxK) edge_conv_max_backward_dense<T>(bw, w_self, w_edge, p, need_x, need_weights);
-    else edge_conv_max_backward_sparse<T>(bw, w_self, w_edge, p, need_x, need_weights);
+    if (routed_backward(p)) edge_conv_max_backward_routed<T>(bw, w_self, w_edge, p, need_x, need_weights);
+    else edge_conv_max_backward_dense<T>(bw, w_self, w_edge, p, need_x, need_weights);
   }
   return {bw.grad_x, bw.grad_self, bw.grad_edge, bw.grad_bias};
 }

@@ -70,11 +70,12 @@ struct EdgeFused {
   int64_t channels, n, m, k;
 };
 
-// The backward's sparse sums: w_edge [M, npad], zero padded (nullptr when grad_x is not wanted).
+// The routed backward (edge_conv_cpu.cpp): the weights packed by edge_routed_pack_weights (nullptr when
+// grad_x is not wanted) and the problem.
 template <typename T>
-struct EdgeSparse {
-  const T* edge;
-  int64_t channels, n, m, k, npad;
+struct EdgeRouted {
+  const T* packed;
+  int64_t channels, n, m, k;
 };
 
 struct EdgeConvKernels {
@@ -130,32 +131,40 @@ struct EdgeConvKernels {
   // dst[i] += src[i], i < count.
   void (*add_f32)(float* dst, const float* src, int64_t count);
   void (*add_f64)(double* dst, const double* src, int64_t count);
-  // The sparse backward (larger k; edge_conv_cpu.cpp). out [rows, M] = grad where winner >= 0, else 0; bias_grad
-  // (nullable, [M], float64) += its column sums.
+  // The routed backward (k > 1; edge_conv_cpu.cpp). out [rows, M] = grad where winner >= 0, else 0;
+  // bias_grad (nullable, [M], float64) += its column sums.
   void (*edge_mask_gradient_f32)(const float* grad, const int32_t* winner, int64_t rows, int64_t m, float* out,
                                  double* bias_grad);
   void (*edge_mask_gradient_f64)(const double* grad, const int32_t* winner, int64_t rows, int64_t m, double* out,
                                  double* bias_grad);
-  // EdgeSparse::npad is N rounded up to a multiple of this.
-  int64_t (*edge_sparse_chunk_f32)();
-  int64_t (*edge_sparse_chunk_f64)();
-  // Scratch elements a thread needs for the two below.
-  int64_t (*edge_sparse_scratch_f32)(int64_t channels, int64_t n, int64_t m, int64_t k);
-  int64_t (*edge_sparse_scratch_f64)(int64_t channels, int64_t n, int64_t m, int64_t k);
-  // One batch element: rows c0 .. c1 - 1 of dx_b [C, N] += the gathered term's gradient (grad_b, winner_b
-  // [C, M] contiguous, idx_t [k][N] the neighbours as int32 rows).
-  void (*edge_sparse_grad_x_f32)(const EdgeSparse<float>&, const float* grad_b, const int32_t* winner_b,
-                                 const int32_t* idx_t, int64_t c0, int64_t c1, float* dx_b, float* scratch);
-  void (*edge_sparse_grad_x_f64)(const EdgeSparse<double>&, const double* grad_b, const int32_t* winner_b,
-                                 const int32_t* idx_t, int64_t c0, int64_t c1, double* dx_b, double* scratch);
-  // One batch element: rows m0 .. m1 - 1 of dedge [M, N] += w_edge's gradient through the gather, from
-  // x_pad [C, npad] (x_b zero padded).
-  void (*edge_sparse_grad_edge_f32)(const EdgeSparse<float>&, const float* x_pad, const float* grad_b,
-                                    const int32_t* winner_b, const int32_t* idx_t, int64_t m0, int64_t m1,
-                                    float* dedge, float* scratch);
-  void (*edge_sparse_grad_edge_f64)(const EdgeSparse<double>&, const double* x_pad, const double* grad_b,
-                                    const int32_t* winner_b, const int32_t* idx_t, int64_t m0, int64_t m1,
-                                    double* dedge, double* scratch);
+  // The routed backward: NR, the columns per block; the scratch elements a thread needs.
+  int64_t (*edge_routed_cols_f32)();
+  int64_t (*edge_routed_cols_f64)();
+  int64_t (*edge_routed_scratch_f32)(int64_t channels, int64_t n, int64_t m, int64_t k);
+  int64_t (*edge_routed_scratch_f64)(int64_t channels, int64_t n, int64_t m, int64_t k);
+  // The weights as grad_x reads them: elements, and rows p0 .. p1 - 1 of the N rounded up to NR of them
+  // packed from w_self / w_edge [M, N] (strides s0, s1 / e0, e1).
+  int64_t (*edge_routed_packed_size_f32)(int64_t n, int64_t m, int64_t k);
+  int64_t (*edge_routed_packed_size_f64)(int64_t n, int64_t m, int64_t k);
+  void (*edge_routed_pack_weights_f32)(const float* w_self, int64_t s0, int64_t s1, const float* w_edge, int64_t e0,
+                                       int64_t e1, int64_t m, int64_t n, int64_t k, int64_t p0, int64_t p1,
+                                       float* packed);
+  void (*edge_routed_pack_weights_f64)(const double* w_self, int64_t s0, int64_t s1, const double* w_edge,
+                                       int64_t e0, int64_t e1, int64_t m, int64_t n, int64_t k, int64_t p0,
+                                       int64_t p1, double* packed);
+  // One batch element (g_b = G, win_b [C, M], idx_b [N, k], x_b [C, N], all contiguous): the column
+  // blocks pb0 .. pb1 - 1 of dx_b [C, N], written whole.
+  void (*edge_routed_grad_x_f32)(const EdgeRouted<float>&, const float* g_b, const int32_t* win_b,
+                                 const int64_t* idx_b, int64_t pb0, int64_t pb1, float* dx_b, float* scratch);
+  void (*edge_routed_grad_x_f64)(const EdgeRouted<double>&, const double* g_b, const int32_t* win_b,
+                                 const int64_t* idx_b, int64_t pb0, int64_t pb1, double* dx_b, double* scratch);
+  // ... and acc [N / NR blocks][M][NR] += w_edge's gradient through the gather, the blocks nb0 .. nb1 - 1.
+  void (*edge_routed_grad_edge_f32)(const EdgeRouted<float>&, const float* x_b, const float* g_b,
+                                    const int32_t* win_b, const int64_t* idx_b, int64_t nb0, int64_t nb1,
+                                    float* acc, float* scratch);
+  void (*edge_routed_grad_edge_f64)(const EdgeRouted<double>&, const double* x_b, const double* g_b,
+                                    const int32_t* win_b, const int64_t* idx_b, int64_t nb0, int64_t nb1,
+                                    double* acc, double* scratch);
 
   // The fused float32 forward. NR, the output columns per block of this level.
   int64_t (*edge_fused_block)();
