@@ -768,10 +768,12 @@ void edge_conv_max_backward_routed(const EdgeBackward& bw, const Tensor& w_self,
 // (G^T X by BLAS, the two routed products at about 60 % of the GEMM rate) plus the panels, which grow
 // with k. Measured at MOL's shape (B 32, C 128, N = M = 256; 2 threads, float32), GEMMs against routed:
 // k = 1 10.2 against 15.8 ms, k = 2 19.6 / 17.1, k = 4 30 / 17.5, k = 8 61 / 26, k = 16 124 / 29. The
-// routed panels' offsets are int32 (k * 8 * NR elements at most): beyond that, GEMMs.
-bool routed_backward(const EdgeConvProblem& p) {
-  return p.k > 1 && p.k < (int64_t{1} << 31) / (8 * 8 * 16);
-}
+// routed scratch holds the panels of all k neighbours for a chunk of at least 8 steps (k * 8 * NR
+// elements per thread, NR up to 128 floats): beyond kRoutedMaxK neighbours (k > N is allowed: repeats),
+// the GEMMs, whose memory is bounded by their grouping.
+constexpr int64_t kRoutedMaxK = 4096;
+
+bool routed_backward(const EdgeConvProblem& p) { return p.k > 1 && p.k <= kRoutedMaxK; }
 
 template <typename T>
 std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_run(const Tensor& grad_in, const Tensor& x_in,

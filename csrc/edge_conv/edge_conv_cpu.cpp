@@ -528,9 +528,11 @@ void edge_mask_gradient(const T* grad, const int32_t* winner, int64_t rows, int6
 // at a time in registers; step s (m for dX, c for dE') reads its row of the right operand from the
 // panel of the output row's own winner: the panels of all k neighbours for a chunk of steps sit side by
 // side in L1 ([k][steps][NR]), and a precomputed offset (the winner's panel, the step's row) is the
-// address of the loads, so no [k, ...] product is formed. The panels are built transposed, as rows along
-// the steps (a copy of the weights' rows plus the scattered rows of w_edge^T for dX; gathered rows of X^T
-// for dE'), then turned by 8 x 8 register transposes.
+// address of the loads, so no [k, ...] product is formed (for k up to 8 at AVX2 float32 the panels fit the
+// L1 budget; beyond, the chunk stays at 8 steps and they spill to L2). The panels are built transposed, as
+// rows along the steps (a copy of the weights' rows plus the scattered rows of w_edge^T for dX; gathered
+// rows of X^T for dE'), then turned by register transposes (8 x 8 float, 4 x 4 double; element by element
+// below AVX2).
 
 template <typename T>
 constexpr int64_t kRoutedCols = 8 * kLanes<T>;
@@ -542,8 +544,9 @@ int64_t edge_routed_cols() {
   return kRoutedCols<T>;
 }
 
-// Steps per chunk: the k panels within kRoutedPanelBytes, a multiple of 8, at least 8 (no more than
-// `total` rounded up to 8).
+// Steps per chunk: the k panels within kRoutedPanelBytes, a multiple of 8 (the transposes' tile; not
+// necessarily of the lanes), at least 8, so from k = 9 (AVX2 float32) the panels outgrow the budget and
+// spill to L2; no more than `total` rounded up to 8.
 template <typename T>
 int64_t routed_chunk(int64_t k, int64_t total) {
   const int64_t fit = kRoutedPanelBytes / (k * kRoutedCols<T> * static_cast<int64_t>(sizeof(T)));
@@ -609,7 +612,8 @@ void routed_offsets(const int32_t* win, int64_t rows, int64_t steps, int64_t chu
 }
 
 // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols (4- or 8-byte elements): 8 x 8 (4 x 4 for
-// 8 bytes) register transposes with AVX2 over the whole tiles, element by element for the rest.
+// 8 bytes) register transposes with AVX2 / AVX-512 over the whole tiles, element by element for the rest
+// and at the default level.
 template <typename T>
 void transpose(const T* __restrict src, int64_t lds, int64_t rows, int64_t cols, T* __restrict dst, int64_t ldd) {
   int64_t rows_t = 0, cols_t = 0;  // the part done by whole tiles
@@ -714,8 +718,7 @@ int64_t edge_routed_scratch(int64_t channels, int64_t n, int64_t m, int64_t k) {
 template <typename T>
 void edge_routed_grad_x(const EdgeRouted<T>& rt, const T* g_b, const int32_t* win_b, const int64_t* idx_b,
                         int64_t pb0, int64_t pb1, T* dx_b, T* scratch) {
-  using V = Vec<T>;
-  constexpr int64_t NR = kRoutedCols<T>, L = kLanes<T>;
+  constexpr int64_t NR = kRoutedCols<T>;
   const int64_t C = rt.channels, N = rt.n, M = rt.m, k = rt.k, blocks = (N + NR - 1) / NR;
   const int64_t mc = routed_chunk<T>(k, M), jstride = mc * NR, npad = blocks * NR;
   T* panel = scratch;                  // [k][mc][NR]
@@ -753,7 +756,7 @@ void edge_routed_grad_x(const EdgeRouted<T>& rt, const T* g_b, const int32_t* wi
         for (int64_t e = list == 0 ? 0 : end[list - 1]; e < end[list]; ++e) {
           const T* src = e_t + list_n[e] * mc;
           T* dst = rows_t + list_q[e] * mc;
-          for (int64_t s = 0; s < mc; s += L) store(dst + s, load(dst + s) + load(src + s));
+          for (int64_t s = 0; s < mc; ++s) dst[s] += src[s];  // mc: a multiple of 8, not of the lanes
         }
         transpose(rows_t, mc, NR, mc, panel + j * jstride, NR);
       }
@@ -768,7 +771,6 @@ void edge_routed_grad_x(const EdgeRouted<T>& rt, const T* g_b, const int32_t* wi
       for (int64_t q = 0; q < cols; ++q) dst[q] = src[q];
     }
   }
-  (void)sizeof(V);
 }
 
 // acc [blocks][M][NR] (blocks of NR columns n) += E's gradient through the gather from one batch element,

@@ -158,7 +158,7 @@ struct EdgeConvKernels {
                                  const int64_t* idx_b, int64_t pb0, int64_t pb1, float* dx_b, float* scratch);
   void (*edge_routed_grad_x_f64)(const EdgeRouted<double>&, const double* g_b, const int32_t* win_b,
                                  const int64_t* idx_b, int64_t pb0, int64_t pb1, double* dx_b, double* scratch);
-  // ... and acc [N / NR blocks][M][NR] += w_edge's gradient through the gather, the blocks nb0 .. nb1 - 1.
+  // ... and acc [ceil(N / NR) blocks][M][NR] += w_edge's gradient through the gather, the blocks nb0 .. nb1 - 1.
   void (*edge_routed_grad_edge_f32)(const EdgeRouted<float>&, const float* x_b, const float* g_b,
                                     const int32_t* win_b, const int64_t* idx_b, int64_t nb0, int64_t nb1,
                                     float* acc, float* scratch);
