@@ -326,6 +326,14 @@ def test_edge_routed_backward_blocks_and_chunks(b, c, n, m, k, dtype, threads):
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("k", [4096, 4097])
+def test_edge_many_more_neighbours_than_positions(k):
+    # k > N is allowed (repeats); the routed backward serves k <= 4096, the GEMMs beyond.
+    b, c, n, m = 2, 3, 5, 4
+    idx = torch.randint(0, n, (b, n, k))
+    check_edge(*make_inputs(b, c, n, m, k, torch.float64, idx=idx))
+
+
 def test_edge_without_bias():
     check_edge(*make_inputs(2, 6, 10, 7, 3, bias=False))
 
