@@ -53,6 +53,11 @@ py::dict build_info() {
   per_kernel["local_stats"] = level;
   per_kernel["st_graph_conv"] = level;
   info["cpu_capability"] = level;
+#if defined(FK_AVX512_EMULATION)
+  info["avx512_emulation"] = true;  // a testing build: the AVX-512 level runs AVX2 instructions
+#else
+  info["avx512_emulation"] = false;
+#endif
   info["cpu_kernels"] = per_kernel;
   return info;
 }

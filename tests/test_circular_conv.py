@@ -207,6 +207,7 @@ def test_build_info():
         info["cpu_kernels"]["circular_conv"].upper() in info["cpu_capabilities_compiled"]
     assert info["num_threads"] == torch.get_num_threads()
     assert isinstance(info["cuda"], bool)
+    assert isinstance(info["avx512_emulation"], bool)  # a testing build (docs/design.md)
 
 
 # ---- bad inputs: each raises with the op, the argument, what was expected and what came -------------

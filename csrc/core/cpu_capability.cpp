@@ -18,6 +18,10 @@ CpuCapability detect() {
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
     best = CpuCapability::Avx512;
   }
+#if defined(FK_AVX512_EMULATION)
+  // A testing build (FACEKERNELS_AVX512_EMULATION): the AVX-512 level holds AVX2 instructions.
+  if (best == CpuCapability::Avx2) best = CpuCapability::Avx512;
+#endif
 #else
   CpuCapability best = CpuCapability::Default;
 #endif

@@ -83,7 +83,11 @@ inline Vec<T> broadcast(T s) {
 #if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
   constexpr bool floating = static_cast<T>(0.5) != static_cast<T>(0);
   if constexpr (floating && sizeof(T) == 4) {
-#if defined(FK_CPU_CAPABILITY_AVX512)
+#if defined(FK_CPU_CAPABILITY_AVX512) && !defined(__AVX512F__)
+    Vec<T> v;  // FACEKERNELS_AVX512_EMULATION: 64-byte vectors without AVX-512 instructions
+    for (int i = 0; i < kLanes<T>; ++i) v[i] = s;
+    return v;
+#elif defined(FK_CPU_CAPABILITY_AVX512)
     return reinterpret_cast<Vec<T>>(_mm512_set1_ps(s));
 #elif defined(FK_CPU_CAPABILITY_AVX2)
     return reinterpret_cast<Vec<T>>(_mm256_set1_ps(s));
@@ -91,7 +95,11 @@ inline Vec<T> broadcast(T s) {
     return reinterpret_cast<Vec<T>>(_mm_set1_ps(s));
 #endif
   } else if constexpr (floating && sizeof(T) == 8) {
-#if defined(FK_CPU_CAPABILITY_AVX512)
+#if defined(FK_CPU_CAPABILITY_AVX512) && !defined(__AVX512F__)
+    Vec<T> v;
+    for (int i = 0; i < kLanes<T>; ++i) v[i] = s;
+    return v;
+#elif defined(FK_CPU_CAPABILITY_AVX512)
     return reinterpret_cast<Vec<T>>(_mm512_set1_pd(s));
 #elif defined(FK_CPU_CAPABILITY_AVX2)
     return reinterpret_cast<Vec<T>>(_mm256_set1_pd(s));
