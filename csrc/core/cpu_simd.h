@@ -80,14 +80,16 @@ inline void store(T* p, Vec<T> v) {
 // register-blocked GEMM loop, and it turns -0.0 into +0.0.
 template <typename T>
 inline Vec<T> broadcast(T s) {
+#if defined(FK_CPU_CAPABILITY_AVX512) && !defined(__AVX512F__)
+  // FACEKERNELS_AVX512_EMULATION (a testing build): 64-byte vectors without AVX-512 instructions.
+  Vec<T> v;
+  for (int i = 0; i < kLanes<T>; ++i) v[i] = s;
+  return v;
+#else
 #if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
   constexpr bool floating = static_cast<T>(0.5) != static_cast<T>(0);
   if constexpr (floating && sizeof(T) == 4) {
-#if defined(FK_CPU_CAPABILITY_AVX512) && !defined(__AVX512F__)
-    Vec<T> v;  // FACEKERNELS_AVX512_EMULATION: 64-byte vectors without AVX-512 instructions
-    for (int i = 0; i < kLanes<T>; ++i) v[i] = s;
-    return v;
-#elif defined(FK_CPU_CAPABILITY_AVX512)
+#if defined(FK_CPU_CAPABILITY_AVX512)
     return reinterpret_cast<Vec<T>>(_mm512_set1_ps(s));
 #elif defined(FK_CPU_CAPABILITY_AVX2)
     return reinterpret_cast<Vec<T>>(_mm256_set1_ps(s));
@@ -95,11 +97,7 @@ inline Vec<T> broadcast(T s) {
     return reinterpret_cast<Vec<T>>(_mm_set1_ps(s));
 #endif
   } else if constexpr (floating && sizeof(T) == 8) {
-#if defined(FK_CPU_CAPABILITY_AVX512) && !defined(__AVX512F__)
-    Vec<T> v;
-    for (int i = 0; i < kLanes<T>; ++i) v[i] = s;
-    return v;
-#elif defined(FK_CPU_CAPABILITY_AVX512)
+#if defined(FK_CPU_CAPABILITY_AVX512)
     return reinterpret_cast<Vec<T>>(_mm512_set1_pd(s));
 #elif defined(FK_CPU_CAPABILITY_AVX2)
     return reinterpret_cast<Vec<T>>(_mm256_set1_pd(s));
@@ -110,6 +108,7 @@ inline Vec<T> broadcast(T s) {
 #endif
   Vec<T> v = {};
   return v + s;
+#endif
 }
 
 // Lane-wise square root (the loop becomes one vsqrtps/vsqrtpd under -fno-math-errno).
