@@ -41,17 +41,12 @@ py::dict build_info() {
   info["cuda"] = false;
   info["cuda_archs"] = py::list();
 #endif
-  info["num_threads"] = facekernels::parallel_num_threads();
+  info["num_threads"] = facekernels::num_threads();
   info["cpu_capabilities_compiled"] = split(FK_CPU_CAPABILITY_LIST);
   const char* level = facekernels::cpu_capability_name(facekernels::cpu_capability());
+  // Every family's CPU kernels are compiled for the same levels and dispatch through cpu_capability().
   py::dict per_kernel;
-  // Every CPU kernel source is compiled for the same levels and dispatches through cpu_capability().
-  per_kernel["alignment_energy"] = level;
-  per_kernel["circular_conv"] = level;
-  per_kernel["diff_attention"] = level;
-  per_kernel["edge_conv"] = level;
-  per_kernel["local_stats"] = level;
-  per_kernel["st_graph_conv"] = level;
+  for (const auto& family : split(FK_FAMILY_LIST)) per_kernel[family] = level;
   info["cpu_capability"] = level;
 #if defined(FK_AVX512_EMULATION)
   info["avx512_emulation"] = true;  // a testing build: the AVX-512 level runs AVX2 instructions
@@ -59,6 +54,7 @@ py::dict build_info() {
   info["avx512_emulation"] = false;
 #endif
   info["cpu_kernels"] = per_kernel;
+  info["families"] = split(FK_FAMILY_LIST);
   return info;
 }
 

@@ -181,7 +181,7 @@ std::tuple<Tensor, Tensor> run_cpu(const Tensor& points, const Tensor& direction
   const T tolerance = static_cast<T>(alignment_coincidence_tolerance(points.scalar_type(), dim));
 
   const int64_t tile_rows = cpu_tile_rows(n), tile_cols = f32 ? kCpuTileColsFloat : kCpuTileColsDouble;
-  const int64_t threads = std::max<int64_t>(1, parallel_num_threads());
+  const int64_t threads = num_threads();
   const std::vector<std::vector<Tile>> lists = deal_tiles(n, tile_rows, tile_cols, threads);
   // Per thread: the similarity buffers, and the float64 sums (inverse_distance) or a row of thresholds (knn).
   const int64_t buffer_size = min_of(tile_rows, n) * min_of(tile_cols, n) + kPad;

@@ -9,7 +9,9 @@ namespace facekernels {
 
 using ParallelBody = void (*)(void* context, int64_t begin, int64_t end);
 void parallel_for_impl(int64_t begin, int64_t end, int64_t grain, void* context, ParallelBody body);
-int parallel_num_threads();
+
+// The number of threads parallel_for may use (torch.get_num_threads()), at least 1.
+int64_t num_threads();
 
 template <typename F>
 inline void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) {

@@ -300,7 +300,7 @@ void forward_cpu(const DiffAttentionProblem& p, const CpuInputs& in, const T* la
   const int64_t key_block = std::min(cpu_key_block(), S);
   const int64_t tq = forward_query_block(key_block, T_);
   const int64_t nq = (T_ + tq - 1) / tq;
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(parallel_num_threads(), bh_count * nq));
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(num_threads(), bh_count * nq));
   std::vector<Item> items;
   for (int64_t bh = 0; bh < bh_count; ++bh) {
     for (int64_t qb = 0; qb < nq; ++qb) {
@@ -398,7 +398,7 @@ void backward_cpu(const DiffAttentionProblem& p, const CpuInputs& in, const T* l
   const int64_t key_block = std::min(cpu_key_block(), S);
   const int64_t tq = backward_query_block(key_block, T_);
   const int64_t nq = (T_ + tq - 1) / tq;
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(parallel_num_threads(), bh_count * groups));
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(num_threads(), bh_count * groups));
   std::vector<Item> items;
   for (int64_t bh = 0; bh < bh_count; ++bh) {
     for (int64_t gi = 0; gi < groups; ++gi) {
@@ -596,7 +596,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> diff_attention_backwa
   const Tensor lse1 = torch::stable::contiguous(lse1_in), lse2 = torch::stable::contiguous(lse2_in);
   const CpuInputs in = cpu_inputs(q1, k1, q2, k2, v, grad_out);
   // Fewer (b, h) pairs than threads: split each pair's query blocks into groups with partial dK, dV.
-  const int64_t threads = std::max<int64_t>(1, parallel_num_threads());
+  const int64_t threads = num_threads();
   const int64_t key_block = std::min(cpu_key_block(), p.keys);
   const int64_t tq = backward_query_block(key_block, p.queries);
   const int64_t nq = (p.queries + tq - 1) / tq;

@@ -121,10 +121,10 @@ void check_edge_index_range(const char* op, const int64_t* idx, int64_t count, i
   }
 }
 
-void matmul_into(const MatrixView& out, const MatrixView& a, const MatrixView& b, torch::stable::Device device,
+void matmul_into(const EdgeMatrixView& out, const EdgeMatrixView& a, const EdgeMatrixView& b, torch::stable::Device device,
                  ScalarType dtype) {
   const bool batched = out.batch != 1;
-  auto make = [&](const MatrixView& v) {
+  auto make = [&](const EdgeMatrixView& v) {
     if (batched) {
       return torch::stable::from_blob(v.data, {v.batch, v.rows, v.cols}, {v.batch_stride, v.row_stride, v.col_stride},
                                       device, dtype);
@@ -146,7 +146,6 @@ T* data_of(const Tensor& t) {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-int64_t num_threads() { return std::max<int64_t>(1, parallel_num_threads()); }
 
 // ---- cosine_topk --------------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ void check_edge_index_range(const char* op, const int64_t* idx, int64_t count, i
 
 // A (batch of) matrices in memory: element (i, r, c) at data + i * batch_stride + r * row_stride +
 // c * col_stride elements. BLAS needs row_stride or col_stride to be 1.
-struct MatrixView {
+struct EdgeMatrixView {
   void* data;
   int64_t batch, rows, cols;
   int64_t batch_stride, row_stride, col_stride;
@@ -55,7 +55,7 @@ struct MatrixView {
 // parallel regions), cuBLAS on the current stream on CUDA. The tensors are made here, on the calling
 // thread (tensors made on the op's thread would be inference tensors under torch.inference_mode(),
 // which a worker thread may not write).
-void matmul_into(const MatrixView& out, const MatrixView& a, const MatrixView& b, torch::stable::Device device,
+void matmul_into(const EdgeMatrixView& out, const EdgeMatrixView& a, const EdgeMatrixView& b, torch::stable::Device device,
                  torch::headeronly::ScalarType dtype);
 
 }  // namespace facekernels

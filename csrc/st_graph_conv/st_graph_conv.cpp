@@ -492,7 +492,6 @@ std::optional<Tensor> contiguous_or_none(const std::optional<Tensor>& t) {
   return t.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*t)) : std::nullopt;
 }
 
-int64_t cpu_workers() { return std::max<int64_t>(1, parallel_num_threads()); }
 
 Tensor st_graph_conv_cpu(const Tensor& x, const Tensor& weight, const Tensor& adjacency,
                          const std::optional<Tensor>& bias) {
@@ -503,9 +502,9 @@ Tensor st_graph_conv_cpu(const Tensor& x, const Tensor& weight, const Tensor& ad
   const std::optional<Tensor> bc = contiguous_or_none(bias);
   const cpu::StGraphConvKernels& k = FK_CPU_DISPATCH(cpu::st_graph_conv_kernels);
   if (x.scalar_type() == ScalarType::Float) {
-    return st_graph_conv_run_forward<float>(xc, wc, ac, bc, p, CpuBackend<float>(k.f32), cpu_workers());
+    return st_graph_conv_run_forward<float>(xc, wc, ac, bc, p, CpuBackend<float>(k.f32), num_threads());
   }
-  return st_graph_conv_run_forward<double>(xc, wc, ac, bc, p, CpuBackend<double>(k.f64), cpu_workers());
+  return st_graph_conv_run_forward<double>(xc, wc, ac, bc, p, CpuBackend<double>(k.f64), num_threads());
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> st_graph_conv_backward_cpu(
@@ -522,9 +521,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> st_graph_conv_backward_cpu(
   const std::optional<Tensor> bc = contiguous_or_none(bias);
   const cpu::StGraphConvKernels& k = FK_CPU_DISPATCH(cpu::st_graph_conv_kernels);
   if (x.scalar_type() == ScalarType::Float) {
-    return st_graph_conv_run_backward<float>(gc, xc, wc, ac, bc, p, mask, CpuBackend<float>(k.f32), cpu_workers());
+    return st_graph_conv_run_backward<float>(gc, xc, wc, ac, bc, p, mask, CpuBackend<float>(k.f32), num_threads());
   }
-  return st_graph_conv_run_backward<double>(gc, xc, wc, ac, bc, p, mask, CpuBackend<double>(k.f64), cpu_workers());
+  return st_graph_conv_run_backward<double>(gc, xc, wc, ac, bc, p, mask, CpuBackend<double>(k.f64), num_threads());
 }
 
 }  // namespace

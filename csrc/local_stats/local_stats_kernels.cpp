@@ -305,7 +305,7 @@ struct Bands {
 };
 
 Bands choose_bands(int64_t planes, int64_t H, int64_t rh) {
-  const int64_t threads = parallel_num_threads();
+  const int64_t threads = num_threads();
   int64_t count = 1;
   if (planes < 4 * threads) {
     const int64_t want = (4 * threads + planes - 1) / planes;
