@@ -9,21 +9,37 @@ from facekernels.bench import cli, harness, workloads
 
 def test_workloads_declare_costs():
     for w in workloads.WORKLOADS:
+        assert set(w.compiled_peers) <= set(w.peers), w.name
         assert w.flops_forward > 0 and w.bytes_forward > 0, w.name
         assert w.flops_backward > 0 or w.modes == ("forward",), w.name
         if w.flops_forward > 1e11:
             continue  # the largest (seconds per peer call): the harness records their max |diff| itself
         case = w.build("cpu")
-        assert "facekernels" in case.candidates and case.peers
+        assert w.peers and set(case.candidates) == set(w.candidates), w.name  # the declared peers, built
         with torch.no_grad():
             ours = case.candidates["facekernels"](*case.inputs)
-            for peer in case.peers:
+            for peer in w.peers:
                 # the peers compute the same function, in float32 and some less accurately (one-pass
                 # variances, integral images, which near-flat windows amplify): all but a few elements
                 # agree relative to the output's scale
                 err = (case.candidates[peer](*case.inputs) - ours).abs()
                 off = float((err > 1e-3 * max(1.0, float(ours.abs().max()))).float().mean())
                 assert off <= 1e-4, (w.name, peer, off, float(err.max()))
+
+
+def test_workloads_are_discovered_from_the_family_modules():
+    import importlib
+    import pkgutil
+
+    import facekernels.bench as package
+
+    modules = [m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("workloads_")]
+    assert {"workloads_circular_conv", "workloads_fcc", "workloads_local_stats"} <= set(modules)
+    declared = [w.name for name in sorted(modules)
+                for w in importlib.import_module(f"facekernels.bench.{name}").WORKLOADS]
+    assert [w.name for w in workloads.WORKLOADS] == declared and len(set(declared)) == len(declared)
+    assert workloads.QUICK <= set(declared)
+    assert [w.name for w in workloads.select(["local_stat_transform"], quick=True)] == ["sfft_k7"]
 
 
 def test_time_interleaved_reports_median_and_iqr():

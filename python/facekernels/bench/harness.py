@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .workloads import Case, Workload
+from .cases import Case, Workload
 
 # ---- timing ------------------------------------------------------------------------------------------
 
@@ -132,7 +132,7 @@ def run_workload(w: Workload, device: str, repeats: int, compile_peers: bool, on
     case = w.build(device)
     candidates: dict[str, Callable] = dict(case.candidates)
     if compile_peers:
-        for name in case.compile_peers:
+        for name in w.compiled_peers:
             candidates[f"{name}+compile"] = torch.compile(case.candidates[name], dynamic=False)
     with torch.no_grad():
         reference = case.candidates["facekernels"](*case.inputs).float()
