@@ -4,7 +4,8 @@ import json
 
 import pytest
 import torch
-from facekernels.bench import cli, harness, workloads
+from facekernels import cli
+from facekernels.bench import harness, workloads
 
 
 def test_workloads_declare_costs():
@@ -49,11 +50,13 @@ def test_time_interleaved_reports_median_and_iqr():
 
 
 def test_cli_quick_run_writes_json_and_chart(tmp_path, capsys):
-    rc = cli.main(["--ops", "fcc_branch_h", "--quick", "--no-compile", "--repeats", "3", "--out", str(tmp_path)])
+    rc = cli.main(["bench", "--ops", "fcc_branch_h", "--quick", "--no-compile", "--repeats", "3", "--out",
+                   str(tmp_path), "--json", str(tmp_path / "run.json")])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "fcc_branch_h" in printed and "ceilings" in printed
     result = json.loads((tmp_path / "latest-cpu.json").read_text())
+    assert json.loads((tmp_path / "run.json").read_text())["results"] == result["results"]
     meta = result["meta"]
     for key in ("commit", "torch", "cpu", "threads", "build_info", "date"):
         assert key in meta
@@ -69,4 +72,19 @@ def test_cli_quick_run_writes_json_and_chart(tmp_path, capsys):
 
 def test_cli_rejects_unknown_ops():
     with pytest.raises(SystemExit):
-        cli.main(["--ops", "no_such_op", "--quick"])
+        cli.main(["bench", "--ops", "no_such_op", "--quick"])
+
+
+def test_one_command_line(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "{bench,me,metrics,info}" in capsys.readouterr().out
+    assert cli.main(["bench", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(w.name in listed for w in workloads.WORKLOADS)
+    assert cli.main(["info", "--json", str(tmp_path / "info.json")]) == 0
+    assert "version" in json.loads((tmp_path / "info.json").read_text())
+    with pytest.raises(SystemExit):
+        cli.main(["no_such_command"])
+
