@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from facekernels import me
-from facekernels.me.__main__ import main as me_main
+from facekernels.cli import main as facekernels_main
 
 # ----------------------------------------------------------------------------------------------------------
 # References: written from the issue's words, one track at a time, no shared code with facekernels.me.
@@ -657,6 +657,11 @@ def test_frame_labels():
 # The command
 
 
+def me_main(argv):
+    """`python -m facekernels me ...` in this process."""
+    return facekernels_main(["me", *argv])
+
+
 def write_csv(path, rows, header):
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -680,7 +685,7 @@ def test_evaluate_command(tmp_path, capsys):
         ["casme3", "b", 5, 9, 7, "positive"],     # FP
         ["samm", "a", 0, 10, 5, "surprise"],      # FP; the samm ground truth is missed
     ], header)
-    assert me_main(["evaluate", "--pred", pred, "--gt", gt, "--json"]) == 0
+    assert me_main(["evaluate", "--pred", pred, "--gt", gt, "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
     casme, samm, overall = report["datasets"]["casme3"], report["datasets"]["samm"], report["overall"]
     assert (casme["tp"], casme["fp"], casme["fn"], casme["videos"]) == (2, 2, 0, 2)
@@ -700,7 +705,7 @@ def test_evaluate_command_without_datasets_or_emotions(tmp_path, capsys):
     gt = write_csv(tmp_path / "gt.csv", [["v1", 10, 20], ["v2", 30, 40]], ["video", "onset", "offset"])
     header = ["video", "onset", "offset", "apex", "emotion"]
     pred = write_csv(tmp_path / "pred.csv", [["v2", 31, 40, 35, ""]], header)
-    assert me_main(["evaluate", "--pred", pred, "--gt", gt, "--json"]) == 0
+    assert me_main(["evaluate", "--pred", pred, "--gt", gt, "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert list(report["datasets"]) == ["all"] and report["classes"] is None
     assert (report["overall"]["tp"], report["overall"]["fp"], report["overall"]["fn"]) == (1, 0, 1)
@@ -715,13 +720,13 @@ def test_evaluate_command_dataset_resolution(tmp_path, capsys):
                    ["dataset", "video", "onset", "offset"])
     plain = ["video", "onset", "offset"]
     pred = write_csv(tmp_path / "pred.csv", [["a", 10, 20], ["c", 1, 5], ["b", 0, 3]], plain)
-    assert me_main(["evaluate", "--pred", pred, "--gt", gt, "--json"]) == 0
+    assert me_main(["evaluate", "--pred", pred, "--gt", gt, "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [(r["tp"], r["fp"], r["fn"], r["videos"]) for r in report["datasets"].values()] == [(1, 0, 0, 1),
                                                                                            (0, 2, 1, 2)]
     plain_gt = write_csv(tmp_path / "gt2.csv", [["a", 10, 20]], ["video", "onset", "offset"])
     named = write_csv(tmp_path / "pred2.csv", [["x", "a", 10, 20]], ["dataset", "video", "onset", "offset"])
-    assert me_main(["evaluate", "--pred", named, "--gt", plain_gt, "--json"]) == 0
+    assert me_main(["evaluate", "--pred", named, "--gt", plain_gt, "--json", "-"]) == 0
     assert json.loads(capsys.readouterr().out)["overall"]["tp"] == 1
     twice = write_csv(tmp_path / "gt3.csv", [["d1", "a", 1, 2], ["d2", "a", 1, 2]], ["dataset", *plain])
     assert me_main(["evaluate", "--pred", pred, "--gt", twice]) == 2
@@ -744,6 +749,30 @@ def test_evaluate_command_errors(tmp_path, capsys):
 
 
 def test_bench_command(capsys):
-    assert me_main(["bench", "--videos", "20", "--frames", "400", "--repeats", "2", "--json"]) == 0
+    assert me_main(["bench", "--videos", "20", "--frames", "400", "--repeats", "2", "--json", "-"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["videos"] == 20 and len(result["times_s"]) == 2 and result["intervals"] > 0
+
+
+def test_evaluate_command_writes_json_to_a_file(tmp_path, capsys):
+    gt = write_csv(tmp_path / "gt.csv", [["v1", 10, 20], ["v2", 30, 40]], ["video", "onset", "offset"])
+    pred = write_csv(tmp_path / "pred.csv", [["v2", 31, 40]], ["video", "onset", "offset"])
+    out = tmp_path / "report.json"
+    assert me_main(["evaluate", "--pred", pred, "--gt", gt, "--json", str(out)]) == 0
+    assert "F1" in capsys.readouterr().out  # the table is printed as well
+    report = json.loads(out.read_text())
+    assert (report["overall"]["tp"], report["overall"]["fp"], report["overall"]["fn"]) == (1, 0, 1)
+
+
+def test_python_dash_m_me_alias(tmp_path):
+    """`python -m facekernels.me` is `python -m facekernels me`."""
+    import subprocess
+    import sys
+
+    gt = write_csv(tmp_path / "gt.csv", [["v1", 10, 20]], ["video", "onset", "offset"])
+    for command in (["facekernels.me"], ["facekernels", "me"]):
+        result = subprocess.run([sys.executable, "-m", *command, "evaluate", "--pred", gt, "--gt", gt, "--json", "-"],
+                                capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["overall"]["tp"] == 1
+

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from facekernels import metrics
-from facekernels.metrics import __main__ as cli
+from facekernels.cli import main as facekernels_main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -411,6 +411,11 @@ def test_vulnerability_report_plot(tmp_path):
 # ---- the command line -------------------------------------------------------------------------------------------
 
 
+def metrics_main(argv):
+    """`python -m facekernels metrics ...` in this process."""
+    return facekernels_main(["metrics", *argv])
+
+
 def write_csv(path, rows, header="score,label"):
     path.write_text(header + "\n" + "".join(f"{s},{label}\n" for s, label in rows))
     return path
@@ -429,7 +434,7 @@ def cli_files(tmp_path, seed=0):
 def test_cli_vuln_matches_the_function(tmp_path, capsys):
     d, dev, evaluation = cli_files(tmp_path)
     out_json, out_png = tmp_path / "report.json", tmp_path / "det.png"
-    rc = cli.main(["vuln", "--dev", str(dev), "--eval", str(evaluation), "--fmr", "0.02", "--plot", str(out_png),
+    rc = metrics_main(["vuln", "--dev", str(dev), "--eval", str(evaluation), "--fmr", "0.02", "--plot", str(out_png),
                    "--json", str(out_json)])
     assert rc == 0
     expected = metrics.vulnerability_report(**d, fmr=0.02)  # the dev file's attack row is ignored
@@ -445,7 +450,7 @@ def test_cli_species_and_column_order(tmp_path):
             "ATTACK: mask ,x,0.95\n")
     (tmp_path / "s.csv").write_text(rows)
     out = tmp_path / "r.json"
-    assert cli.main(["vuln", "--dev", str(tmp_path / "s.csv"), "--eval", str(tmp_path / "s.csv"),
+    assert metrics_main(["vuln", "--dev", str(tmp_path / "s.csv"), "--eval", str(tmp_path / "s.csv"),
                      "--fmr", "0.4", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["eval"]["attack_per_species"] == {"mask": 1, "unspecified": 1}
@@ -466,16 +471,16 @@ def test_cli_species_and_column_order(tmp_path):
 def test_cli_reports_bad_files(tmp_path, capsys, content, message):
     _, _, evaluation = cli_files(tmp_path)
     (tmp_path / "bad.csv").write_text(content)
-    assert cli.main(["vuln", "--dev", str(tmp_path / "bad.csv"), "--eval", str(evaluation)]) == 2
+    assert metrics_main(["vuln", "--dev", str(tmp_path / "bad.csv"), "--eval", str(evaluation)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m facekernels.metrics vuln: ") and message in err
+    assert err.startswith("python -m facekernels metrics vuln: ") and message in err
 
 
 def test_cli_missing_file_and_bad_fmr(tmp_path, capsys):
     _, dev, evaluation = cli_files(tmp_path)
-    assert cli.main(["vuln", "--dev", str(tmp_path / "nope.csv"), "--eval", str(evaluation)]) == 2
+    assert metrics_main(["vuln", "--dev", str(tmp_path / "nope.csv"), "--eval", str(evaluation)]) == 2
     assert "cannot read" in capsys.readouterr().err
-    assert cli.main(["vuln", "--dev", str(dev), "--eval", str(evaluation), "--fmr", "2"]) == 2
+    assert metrics_main(["vuln", "--dev", str(dev), "--eval", str(evaluation), "--fmr", "2"]) == 2
     assert "fmr must be in the open interval (0, 1), got 2.0" in capsys.readouterr().err
 
 
@@ -484,27 +489,41 @@ def test_cli_without_attacks_writes_null_iapmr(tmp_path):
     licit = [(s, "genuine") for s in d["eval_genuine"]] + [(s, "impostor") for s in d["eval_impostor"]]
     path = write_csv(tmp_path / "licit.csv", licit)
     out = tmp_path / "r.json"
-    assert cli.main(["vuln", "--dev", str(path), "--eval", str(path), "--json", str(out)]) == 0
+    assert metrics_main(["vuln", "--dev", str(path), "--eval", str(path), "--json", str(out)]) == 0
     report = json.loads(out.read_text())  # strict JSON: NaN written as null
     assert report["eval"]["iapmr"] is None and report["eval"]["attack"] == 0
 
 
 def test_cli_bench_rejects_bad_arguments(capsys):
-    assert cli.main(["bench", "--impostor", "0"]) == 2
+    assert metrics_main(["bench", "--impostor", "0"]) == 2
     assert "--impostor must be at least 1, got 0" in capsys.readouterr().err
-    assert cli.main(["bench", "--impostor", "50", "--genuine", "5", "--attack", "5", "--fmr", "1.5"]) == 2
+    assert metrics_main(["bench", "--impostor", "50", "--genuine", "5", "--attack", "5", "--fmr", "1.5"]) == 2
     assert "vulnerability_report: fmr must be in the open interval (0, 1), got 1.5" in capsys.readouterr().err
 
 
 def test_cli_bench_runs(capsys):
-    assert cli.main(["bench", "--impostor", "2000", "--genuine", "200", "--attack", "100", "--repeats", "2"]) == 0
+    assert metrics_main(["bench", "--impostor", "2000", "--genuine", "200", "--attack", "100", "--repeats", "2"]) == 0
     out = capsys.readouterr().out
     assert "vulnerability_report: dev and eval sets of 2,000 impostor + 200 genuine" in out and "median" in out
 
 
-def test_python_dash_m_entry_point(tmp_path):
+@pytest.mark.parametrize("command", [["facekernels", "metrics"], ["facekernels.metrics"]])
+def test_python_dash_m_entry_point(tmp_path, command):
+    """`python -m facekernels metrics` and its alias `python -m facekernels.metrics`."""
     _, dev, evaluation = cli_files(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "facekernels.metrics", "vuln", "--dev", str(dev), "--eval",
+    result = subprocess.run([sys.executable, "-m", *command, "vuln", "--dev", str(dev), "--eval",
                              str(evaluation)], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "eval  IAPMR" in result.stdout
+
+
+def test_cli_json_to_stdout(tmp_path, capsys):
+    d, dev, evaluation = cli_files(tmp_path)
+    assert metrics_main(["vuln", "--dev", str(dev), "--eval", str(evaluation), "--fmr", "0.02", "--json", "-"]) == 0
+    written = json.loads(capsys.readouterr().out)  # the JSON alone: no table before it
+    assert written["threshold"] == metrics.vulnerability_report(**d, fmr=0.02)["threshold"]
+    out = tmp_path / "bench.json"
+    assert metrics_main(["bench", "--impostor", "2000", "--genuine", "200", "--attack", "100", "--repeats", "2",
+                         "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert len(result["times_s"]) == 2 and result["median_s"] > 0 and result["report"]["eval"]["attack"] == 100

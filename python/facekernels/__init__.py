@@ -1,6 +1,7 @@
 """facekernels: fused C++/CUDA kernels for face-analysis models, as drop-in torch ops.
 
 Importing the package loads the native extension, which registers every ``torch.ops.facekernels`` op.
+Every public op of :mod:`facekernels.ops` is also exported here (``facekernels.circular_conv``, ...).
 """
 
 from __future__ import annotations
@@ -8,16 +9,7 @@ from __future__ import annotations
 import torch  # noqa: F401  (torch's libraries must be loaded before the extension)
 
 from . import _C, graphs, me, metrics, models, nn, ops
-from .ops import (
-    alignment_energy,
-    circular_conv,
-    cosine_topk,
-    diff_attention,
-    edge_conv_max,
-    local_mean_var,
-    local_stat_transform,
-    st_graph_conv,
-)
+from .ops import *  # the ops' own __all__: a new op family adds nothing here
 
 __version__: str = _C.build_info()["version"]
 
@@ -28,8 +20,5 @@ def build_info() -> dict:
     return _C.build_info()
 
 
-__all__ = [
-    "__version__", "alignment_energy", "build_info", "circular_conv", "cosine_topk", "diff_attention",
-    "edge_conv_max", "graphs", "local_mean_var", "local_stat_transform", "me", "metrics", "models", "nn", "ops",
-    "st_graph_conv",
-]
+__all__ = ["__version__", "build_info", "graphs", "me", "metrics", "models", "nn", "ops"]
+__all__ += ops.__all__

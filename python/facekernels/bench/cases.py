@@ -1,10 +1,11 @@
-"""The two records every benchmark workload is made of: a Workload (what is timed, its flops and bytes)
-and the Case it builds on a device (inputs and candidates). Kept apart from workloads.py so that the
-per-family workload modules, which workloads.py imports, can import them in any order."""
+"""The two records every benchmark workload is made of: a Workload (what is timed, against which peers,
+its flops and bytes) and the Case it builds on a device (inputs and candidate callables). Kept apart from
+workloads.py so that the per-family workload modules, which workloads.py discovers, import them in any
+order."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -15,14 +16,15 @@ class Case:
     """Inputs and candidates of one workload on one device, ready to time."""
 
     inputs: list[torch.Tensor]
-    candidates: dict[str, Callable[..., torch.Tensor]]  # name -> fn(*inputs); "facekernels" first
-    peers: list[str]                                    # which candidates are plain-PyTorch peers
-    compile_peers: list[str]                            # peers also measured torch.compile'd
+    candidates: dict[str, Callable[..., torch.Tensor]]  # name -> fn(*inputs): "facekernels" and the peers
     params: list[torch.Tensor] = field(default_factory=list)  # leaves whose grads the backward makes
 
 
 @dataclass
 class Workload:
+    """One benchmark: facekernels against ``peers`` (plain-PyTorch candidates its case builds under those
+    names), ``compile_peers`` of them also timed torch.compile'd (None: all of them)."""
+
     op: str
     name: str
     description: str
@@ -31,4 +33,32 @@ class Workload:
     flops_backward: float   # of the backward alone
     bytes_backward: float
     build: Callable[[str], Case]
+    peers: tuple[str, ...]
+    compile_peers: tuple[str, ...] | None = None
     modes: tuple[str, ...] = ("forward", "forward+backward")
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """The names the case's candidates carry, facekernels first (known without building the case)."""
+        return ("facekernels", *self.peers)
+
+    @property
+    def compiled_peers(self) -> tuple[str, ...]:
+        return self.peers if self.compile_peers is None else self.compile_peers
+
+
+def module_case(device: str, ours: Callable[[], torch.nn.Module], peer: Callable[[], torch.nn.Module],
+                peer_name: str, input_shape: Callable[[torch.nn.Module], Sequence[int]]) -> Case:
+    """The case of a whole module against its peer module: both built after ``torch.manual_seed(0)``, in
+    training mode, the peer loaded with ours' weights (so both compute the same function), and one input
+    ``x`` of ``input_shape(ours)`` that needs its gradient; the backward makes every parameter's gradient."""
+    torch.manual_seed(0)
+    fk = ours().to(device).train()
+    other = peer().to(device).train()
+    other.load_state_dict(fk.state_dict())
+    x = torch.randn(*input_shape(fk), device=device).requires_grad_()
+    return Case(
+        inputs=[x],
+        candidates={"facekernels": fk, peer_name: other},
+        params=[x, *fk.parameters(), *other.parameters()],
+    )

@@ -9,12 +9,10 @@ synchronised inside the timed region.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -23,23 +21,11 @@ from pathlib import Path
 
 import torch
 
-from .workloads import Case, Workload
+from .._json import write_json
+from .._timing import summarize, synchronize, time_once
+from .cases import Case, Workload
 
 # ---- timing ------------------------------------------------------------------------------------------
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _time_once(fn: Callable[[], object], device: str, inner: int) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(inner):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - start) / inner
 
 
 def time_interleaved(
@@ -61,8 +47,8 @@ def time_interleaved(
         while calls < 2 or (time.perf_counter() - warm_start < warmup_s and calls < 200):
             fn()
             calls += 1
-        _sync(device)
-        one[name] = max(_time_once(fn, device, 1), 1e-7)
+        synchronize(device)
+        one[name] = max(time_once(fn, device), 1e-7)
     # A sample lasts at least five calls of the fastest candidate: the first call after a switch pays for
     # the previous candidate's footprint (on CPU, re-faulting memory a peer churned through by the GB can
     # cost a 10 ms op several times its own time), and one-call samples would charge it all to one call.
@@ -75,13 +61,8 @@ def time_interleaved(
     for r in range(repeats):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
-            samples[name].append(_time_once(fns[name], device, inner[name]))
-    out = {}
-    for name, values in samples.items():
-        q = statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
-        out[name] = {"median_s": statistics.median(values), "iqr_s": q[2] - q[0], "samples": len(values),
-                     "calls_per_sample": inner[name]}
-    return out
+            samples[name].append(time_once(fns[name], device, inner[name]))
+    return {name: {**summarize(values), "calls_per_sample": inner[name]} for name, values in samples.items()}
 
 
 # ---- ceilings ----------------------------------------------------------------------------------------
@@ -132,7 +113,7 @@ def run_workload(w: Workload, device: str, repeats: int, compile_peers: bool, on
     case = w.build(device)
     candidates: dict[str, Callable] = dict(case.candidates)
     if compile_peers:
-        for name in case.compile_peers:
+        for name in w.compiled_peers:
             candidates[f"{name}+compile"] = torch.compile(case.candidates[name], dynamic=False)
     with torch.no_grad():
         reference = case.candidates["facekernels"](*case.inputs).float()
@@ -301,7 +282,7 @@ def run(workloads: list[Workload], device: str, quick: bool, out_dir: Path | Non
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         base = out_dir / f"{stamp}-{device.split(':')[0]}"
         latest = out_dir / f"latest-{device.split(':')[0]}"
-        base.with_suffix(".json").write_text(json.dumps(result, indent=1))
+        write_json(result, base.with_suffix(".json"))
         shutil.copyfile(base.with_suffix(".json"), latest.with_suffix(".json"))
         meta = result["meta"]
         title = (f"facekernels {meta['facekernels']} ({meta['commit']}), torch {meta['torch']}, "

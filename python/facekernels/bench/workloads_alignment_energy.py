@@ -71,8 +71,6 @@ def _case(c: int, d: int, mode: str, k: int, metric: str) -> Callable[[str], Cas
                 "facekernels": lambda p, v: alignment_energy(p, v, mode, k, metric)[1],
                 "chunked": lambda p, v: alignment_energy_chunked(p, v, mode, k, metric),
             },
-            peers=["chunked"],
-            compile_peers=["chunked"],
         )
 
     return build
@@ -94,6 +92,7 @@ def _workload(
         flops_backward=0.0,
         bytes_backward=0.0,
         build=_case(c, d, mode, k, metric),
+        peers=("chunked",),
         modes=("forward",),
     )
 

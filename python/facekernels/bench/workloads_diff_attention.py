@@ -40,8 +40,6 @@ def _case(b: int, h: int, t: int, s: int, d: int, dv: int, causal: bool) -> Call
                 "facekernels": lambda q1, k1, q2, k2, v, lam: diff_attention(q1, k1, q2, k2, v, lam, causal=causal),
                 "sdpa": lambda q1, k1, q2, k2, v, lam: diff_attention_sdpa(q1, k1, q2, k2, v, lam, causal),
             },
-            peers=["sdpa"],
-            compile_peers=["sdpa"],
             params=[*xs, lam],
         )
 
@@ -62,6 +60,7 @@ def _workload(name: str, what: str, b: int, h: int, t: int, s: int, d: int, dv: 
         flops_backward=2.0 * pairs * (6 * d + 2 * dv),
         bytes_backward=4.0 * (2 * inputs + 2 * b * h * t * dv),
         build=_case(b, h, t, s, d, dv, causal),
+        peers=("sdpa",),
     )
 
 

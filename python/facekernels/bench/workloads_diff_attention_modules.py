@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..nn.diff_attention import MultiheadDiffAttention
-from .cases import Case, Workload
+from .cases import Case, Workload, module_case
 
 
 def diff_attention_two_sdpa(q1: Tensor, k1: Tensor, q2: Tensor, k2: Tensor, v: Tensor, lam: Tensor,
@@ -32,21 +31,10 @@ class MultiheadDiffAttentionTwoSDPA(MultiheadDiffAttention):
 
 
 def _case(b: int, t: int, embed_dim: int, num_heads: int, depth: int, causal: bool) -> Callable[[str], Case]:
-    def build(device: str) -> Case:
-        torch.manual_seed(0)
-        ours = MultiheadDiffAttention(embed_dim, depth, num_heads, causal=causal).to(device)
-        peer = MultiheadDiffAttentionTwoSDPA(embed_dim, depth, num_heads, causal=causal).to(device)
-        peer.load_state_dict(ours.state_dict())
-        x = torch.randn(b, t, embed_dim, device=device).requires_grad_()
-        return Case(
-            inputs=[x],
-            candidates={"facekernels": ours, "two_sdpa": peer},
-            peers=["two_sdpa"],
-            compile_peers=["two_sdpa"],
-            params=[x, *ours.parameters(), *peer.parameters()],
-        )
-
-    return build
+    return lambda device: module_case(
+        device, lambda: MultiheadDiffAttention(embed_dim, depth, num_heads, causal=causal),
+        lambda: MultiheadDiffAttentionTwoSDPA(embed_dim, depth, num_heads, causal=causal), "two_sdpa",
+        lambda _: (b, t, embed_dim))
 
 
 def _layer(name: str, b: int, t: int, embed_dim: int, num_heads: int, depth: int, causal: bool,
@@ -66,6 +54,7 @@ def _layer(name: str, b: int, t: int, embed_dim: int, num_heads: int, depth: int
         flops_backward=2 * projections + 20.0 * pairs * d,
         bytes_backward=4.0 * (3 * b * t * embed_dim + 2 * weights),
         build=_case(b, t, embed_dim, num_heads, depth, causal),
+        peers=("two_sdpa",),
     )
 
 

@@ -47,7 +47,7 @@ def edge_conv_max_eager(x: Tensor, idx: Tensor, w_self: Tensor, w_edge: Tensor, 
     return (edges.amax(dim=2) + centre).relu()
 
 
-def _topk_case(b: int, c: int, n: int, m: int | None, k: int, compile_peer: bool) -> Callable[[str], Case]:
+def _topk_case(b: int, c: int, n: int, m: int | None, k: int) -> Callable[[str], Case]:
     def build(device: str) -> Case:
         g = torch.Generator().manual_seed(0)
         x = torch.randn(b, c, n, generator=g).to(device)
@@ -59,8 +59,6 @@ def _topk_case(b: int, c: int, n: int, m: int | None, k: int, compile_peer: bool
                 "facekernels": lambda *a: cosine_topk(a[0], k, a[1] if len(a) > 1 else None)[0],
                 "chunked": lambda *a: cosine_topk_chunked(a[0], k, a[1] if len(a) > 1 else None)[0],
             },
-            peers=["chunked"],
-            compile_peers=["chunked"] if compile_peer else [],
         )
 
     return build
@@ -77,7 +75,9 @@ def _topk_workload(name: str, b: int, c: int, n: int, m: int | None, k: int, wha
         bytes_forward=4.0 * b * c * (n + (0 if m is None else m)) + 12.0 * b * n * k,
         flops_backward=0.0,
         bytes_backward=0.0,
-        build=_topk_case(b, c, n, m, k, compile_peer),
+        build=_topk_case(b, c, n, m, k),
+        peers=("chunked",),
+        compile_peers=None if compile_peer else (),
         modes=("forward",),
     )
 
@@ -96,8 +96,6 @@ def _edge_case(b: int, c: int, n: int, m: int, k: int) -> Callable[[str], Case]:
                 "facekernels": lambda x, ws, we, bi: edge_conv_max(x, idx, ws, we, bi),
                 "eager": lambda x, ws, we, bi: edge_conv_max_eager(x, idx, ws, we, bi),
             },
-            peers=["eager"],
-            compile_peers=["eager"],
             params=[x, w_self, w_edge, bias],
         )
 
@@ -115,6 +113,7 @@ def _edge_workload(name: str, b: int, c: int, n: int, m: int, k: int) -> Workloa
         flops_backward=2 * products,
         bytes_backward=4.0 * (b * c * (2 * n + m) + 4 * m * n),
         build=_edge_case(b, c, n, m, k),
+        peers=("eager",),
     )
 
 

@@ -2,7 +2,7 @@
 
 The peer is the same block written with the eager forms a careful PyTorch user writes, no Python loop:
 the FCC's circular convolutions as MOL writes them (conv2d over the input concatenated with its first
-rows, peers.FCCConv2d); the kNN as normalise, one bmm of the Gram matrix and topk; the EdgeConv as a
+rows, workloads_fcc.FCCConv2d); the kNN as normalise, one bmm of the Gram matrix and topk; the EdgeConv as a
 gather of the neighbours, two batched linears over the positions (the centre term once, the edge term
 per neighbour) and an amax over the neighbours. It materialises the [B, C, N, k] differences and the
 [B, C, k, M] responses that facekernels' edge_conv_max keeps within a tile. Parameters load from ours, so
@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..nn.ccc import CCC, F5C
-from . import peers
-from .cases import Case, Workload
+from .cases import Case, Workload, module_case
 from .workloads_edge_conv import edge_conv_max_eager
+from .workloads_fcc import FCCConv2d
 
 
 def cosine_topk_eager(x: Tensor, k: int, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -49,32 +49,19 @@ class F5CEager(F5C):
 
     def __init__(self, dim: int = 64, meta_kernel_size: int = 32, positions: int = 256, k: int = 4) -> None:
         super().__init__(dim, meta_kernel_size, positions, k)
-        self.fcc = peers.FCCConv2d(dim, meta_kernel_size)
+        self.fcc = FCCConv2d(dim, meta_kernel_size)
         self.ccc = CCCEager(positions, k)
 
 
 def _f5c_case(b: int, dim: int, s: int, kernel: int, k: int) -> Callable[[str], Case]:
-    def build(device: str) -> Case:
-        torch.manual_seed(0)
-        ours = F5C(dim, kernel, s * s, k).to(device).train()
-        peer = F5CEager(dim, kernel, s * s, k).to(device).train()
-        peer.load_state_dict(ours.state_dict())
-        x = torch.randn(b, 2 * dim, s, s, device=device).requires_grad_()
-        return Case(
-            inputs=[x],
-            candidates={"facekernels": ours, "eager": peer},
-            peers=["eager"],
-            compile_peers=["eager"],
-            params=[x, *ours.parameters(), *peer.parameters()],
-        )
-
-    return build
+    return lambda device: module_case(device, lambda: F5C(dim, kernel, s * s, k),
+                                      lambda: F5CEager(dim, kernel, s * s, k), "eager", lambda _: (b, 2 * dim, s, s))
 
 
 def _f5c(name: str, b: int, dim: int, s: int, kernel: int, k: int) -> Workload:
     c, n = 2 * dim, s * s
     fcc = b * dim * s * s
-    # FCC: four circular convolutions of S taps over half the channels each (as workloads._fcc counts);
+    # FCC: four circular convolutions of S taps over half the channels each (as workloads_fcc counts);
     # CCC: the Gram matrix of the kNN (2 B N^2 C), the centre and the k edge products (2 B C N^2 each);
     # backward: the FCC's twice its forward, the edge conv's gradients for x and for both weights.
     edge = 2.0 * b * c * n * n * (k + 1)
@@ -87,6 +74,7 @@ def _f5c(name: str, b: int, dim: int, s: int, kernel: int, k: int) -> Workload:
         flops_backward=4 * 4.0 * fcc * s + 2 * edge,
         bytes_backward=4.0 * (6 * b * c * n + 8 * n * n),
         build=_f5c_case(b, dim, s, kernel, k),
+        peers=("eager",),
         modes=("forward+backward",),
     )
 

@@ -49,8 +49,6 @@ def _case(n: int, cin: int, cout: int, t: int, v: int, k: int, per_sample: bool)
         return Case(
             inputs=[x, weight, adjacency, bias],
             candidates={"facekernels": st_graph_conv, "conv_einsum": st_gcn_conv_einsum},
-            peers=["conv_einsum"],
-            compile_peers=["conv_einsum"],
             params=[x, weight, adjacency, bias],
         )
 
@@ -72,6 +70,7 @@ def _workload(name: str, n: int, cin: int, cout: int, t: int, v: int, k: int, pe
         flops_backward=2.0 * (2 * channel + 2 * aggregate),
         bytes_backward=4.0 * (2 * x_size + out_size + 2 * (k * cout * cin + adjacency + k * cout)),
         build=_case(n, cin, cout, t, v, k, per_sample),
+        peers=("conv_einsum",),
     )
 
 

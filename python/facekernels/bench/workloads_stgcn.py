@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torch
-
 from ..models.landmark_stgcn import LandmarkSTGCN
-from .cases import Case, Workload
+from .cases import Case, Workload, module_case
 from .workloads_st_graph_conv import st_gcn_conv_einsum
 
 
@@ -26,21 +24,10 @@ def landmark_stgcn_einsum(model: LandmarkSTGCN) -> LandmarkSTGCN:
 
 def _case(n: int, c: int, t: int, graph: str, channels: Sequence[int], strides: Sequence[int]
           ) -> Callable[[str], Case]:
-    def build(device: str) -> Case:
-        torch.manual_seed(0)
-        ours = LandmarkSTGCN(c, graph, channels, strides).to(device).train()
-        peer = landmark_stgcn_einsum(LandmarkSTGCN(c, graph, channels, strides)).to(device).train()
-        peer.load_state_dict(ours.state_dict())
-        x = torch.randn(n, c, t, ours.num_nodes, device=device).requires_grad_()
-        return Case(
-            inputs=[x],
-            candidates={"facekernels": ours, "einsum": peer},
-            peers=["einsum"],
-            compile_peers=["einsum"],
-            params=[x, *ours.parameters(), *peer.parameters()],
-        )
-
-    return build
+    return lambda device: module_case(
+        device, lambda: LandmarkSTGCN(c, graph, channels, strides),
+        lambda: landmark_stgcn_einsum(LandmarkSTGCN(c, graph, channels, strides)), "einsum",
+        lambda ours: (n, c, t, ours.num_nodes))
 
 
 def _workload(name: str, n: int, c: int, t: int, graph: str, channels: Sequence[int], strides: Sequence[int],
@@ -68,6 +55,7 @@ def _workload(name: str, n: int, c: int, t: int, graph: str, channels: Sequence[
         flops_backward=2.0 * flops,
         bytes_backward=2.0 * nbytes,
         build=_case(n, c, t, graph, channels, strides),
+        peers=("einsum",),
         modes=("forward", "forward+backward"),
     )
 

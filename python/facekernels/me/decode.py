@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_int, check_real, check_real_dtype, to_numpy
+from .._checks import check_int, check_real, check_real_dtype, to_numpy
 
 Interval = tuple[int, int, int]
 """(onset, offset, apex), frame indices, offset inclusive."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_int, intervals_array
+from .._checks import check_int, intervals_array
 
 
 def frame_labels(

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._checks import check_real, intervals_array
+from .._checks import check_real, intervals_array
 
 
 class SpottingResult(NamedTuple):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._inputs import ScoresLike, as_sorted_scores, as_threshold
+from .._checks import ScoresLike, as_sorted_scores, as_threshold
 from .verification import _det_curve_sorted, _SortedScores
 
 __all__ = ["plot_det", "probit"]

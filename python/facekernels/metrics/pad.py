@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._inputs import LabelsLike, ScoresLike, as_rate, as_scores, as_sorted_scores, as_species, as_threshold
+from .._checks import LabelsLike, ScoresLike, as_rate, as_scores, as_sorted_scores, as_species, as_threshold
 from .verification import _above, _first_candidate
 
 __all__ = ["apcer_bpcer", "bpcer_at_apcer"]

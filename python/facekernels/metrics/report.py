@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._inputs import LabelsLike, ScoresLike, as_rate, as_scores, as_sorted_scores, as_species
+from .._checks import LabelsLike, ScoresLike, as_rate, as_scores, as_sorted_scores, as_species
 from .verification import _eer_sorted, _SortedScores, _threshold_at_fmr_sorted
 
 __all__ = ["format_report", "vulnerability_report"]

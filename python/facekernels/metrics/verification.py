@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ._inputs import ScoresLike, as_rate, as_scores, as_sorted_scores, as_threshold
+from .._checks import ScoresLike, as_rate, as_scores, as_sorted_scores, as_threshold
 
 __all__ = ["det_curve", "eer", "fmr_fnmr", "iapmr", "tar_at_far", "threshold_at_fmr"]
 

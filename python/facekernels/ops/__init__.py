@@ -1,14 +1,26 @@
 """The facekernels ops: public functions over ``torch.ops.facekernels``, with fake and autograd
-registrations."""
+registrations.
 
-from .alignment_energy import alignment_energy
-from .circular_conv import circular_conv
-from .diff_attention import diff_attention
-from .edge_conv import cosine_topk, edge_conv_max
-from .local_stats import local_mean_var, local_stat_transform
-from .st_graph_conv import st_graph_conv
+Each op family is one module, ``ops/<family>.py``, whose ``__all__`` names its public functions; they are
+re-exported here (and from the top-level package), so adding a family is one line in ``FAMILIES``.
+"""
 
-__all__ = [
-    "alignment_energy", "circular_conv", "cosine_topk", "diff_attention", "edge_conv_max", "local_mean_var",
-    "local_stat_transform", "st_graph_conv",
-]
+from importlib import import_module
+
+FAMILIES = (
+    "alignment_energy",
+    "circular_conv",
+    "diff_attention",
+    "edge_conv",
+    "local_stats",
+    "st_graph_conv",
+)
+
+__all__: list[str] = []
+for _family in FAMILIES:
+    _module = import_module(f"{__name__}.{_family}")
+    # the function replaces the attribute the import set to the module of the same name (circular_conv, ...)
+    globals().update({name: getattr(_module, name) for name in _module.__all__})
+    __all__ += _module.__all__
+__all__.sort()
+del _family, _module
