@@ -6,7 +6,7 @@
 MODE: plain (-O2) | race (-O1; the kernel translation unit instrumented with -fsanitize=thread, whose
 hooks are cudaemu's own race / initialisation checker in runtime.cpp, no libtsan) | asan (-O1, ASan +
 UBSan on kernels, runtime and harness; run python with LD_PRELOAD of libasan and libubsan).
-FAMILY: default every folder of cuda/ with a <family>.cu (each must have tests/cudaemu/<family>_capi.cpp).
+FAMILY: default every folder of cuda/ with a <family>.cu and a harness tests/cudaemu/<family>_capi.cpp.
 --src: the tree holding cuda/ (default: this checkout; the negative controls point it at a mutated copy).
 Output: DIR/lib<family>_emu.so (DIR default build/cudaemu/MODE). Incremental: a step reruns when its
 inputs (the compiler's dependency list) or its command line changed.
@@ -89,10 +89,14 @@ def main():
     a = ap.parse_args()
     src = os.path.abspath(a.src)
     out = os.path.abspath(a.out or os.path.join(ROOT, "build", "cudaemu", a.mode))
-    fams = a.families or families(src)
+    have = lambda f: os.path.exists(os.path.join(ROOT, "tests", "cudaemu", f + "_capi.cpp"))  # noqa: E731
+    fams = a.families or [f for f in families(src) if have(f)]
     for f in fams:
-        if not os.path.exists(os.path.join(ROOT, "tests", "cudaemu", f + "_capi.cpp")):
-            sys.exit(f"cudaemu: cuda/{f} has no harness tests/cudaemu/{f}_capi.cpp (every CUDA family needs one)")
+        if not have(f):
+            sys.exit(f"cudaemu: cuda/{f} has no harness tests/cudaemu/{f}_capi.cpp")
+    missing = [f for f in families(src) if not have(f)]
+    if missing and not a.families:
+        print(f"cudaemu: WARNING: no harness yet for {' '.join(missing)} (tests/cudaemu/test_coverage.py lists them)")
     os.makedirs(os.path.join(out, "gen"), exist_ok=True)
     cxx = os.environ.get("CXX", "g++")
     inc = cuda_include()
