@@ -64,3 +64,14 @@ def test_launchers_match_their_contracts(shape):
 def test_empty_shapes_launch_nothing():
     assert sg("emu_sgc_accumulate", None, None, 0) == 0
     assert sg("emu_sgc_sum_over_time", None, 0, 5, 3, None) == 0
+
+
+def test_grid_cap_reaches_the_grid_stride_loops():
+    """In the grid-capped run, a launch wider than the cap must run capped (else that run proves nothing)."""
+    before = sg.lib.cudaemu_capped_launches()
+    n = 5000
+    dst, src = r(n), r(n)
+    d = sg.dev(dst)
+    assert sg("emu_sgc_accumulate", d, sg.dev(src), n) == 0
+    emu.check(d.host(), dst.double() + src.double(), F32)
+    assert (sg.lib.cudaemu_capped_launches() > before) == emu.grid_capped()
