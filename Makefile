@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # multi-GB CUDA build). scipy only cross-checks facekernels.me against scipy.signal.find_peaks in tests.
 DEPS := numpy scikit-build-core pybind11 cmake ninja pytest expecttest pytest-benchmark matplotlib scipy
 
-.PHONY: all venv install test bench bench-pytest gpu-check wheel clean
+.PHONY: all venv install test bench bench-pytest gpu-check cuda-emu wheel clean
 
 all: test
 
@@ -39,6 +39,12 @@ bench-pytest: install
 
 wheel: install
 	$(PIP) wheel -q --no-build-isolation --no-deps -w dist .
+
+# The CUDA emulation stage (no GPU): cuda/'s kernels compiled as host C++ and run on the CPU against the
+# CPU ops (plain with thread orders varied, race checker, ASan+UBSan, grid-capped), the seeded-bug negative
+# controls and the 32-bit index lint (tools/cudaemu/stage.sh; logs in build/cudaemu/logs).
+cuda-emu: install
+	bash tools/cudaemu/stage.sh $(PY)
 
 # On a GPU machine with no network: the system python3 already holds torch with CUDA, nvcc, cmake,
 # ninja, pybind11, scikit-build-core and pytest. Builds with CUDA, runs the CUDA tests and the CUDA

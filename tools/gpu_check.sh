@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make gpu-check: build facekernels with CUDA on a GPU machine (no network), run the CUDA tests and the
 # CUDA benchmark. Logs and results go to the folder given as $1. Each step has a time limit so that the
-# whole check stays under 9 minutes (build ~1-2 min for sm_90 on 16 cores; six op families. CUDA tests).
+# whole check stays under 9 minutes (the emulator-vs-GPU agreement: at most 150 s more) (build ~1-2 min for sm_90 on 16 cores; six op families. CUDA tests).
 set -uo pipefail
 out=${1:-gpu-out}
 mkdir -p "$out"
@@ -31,6 +31,11 @@ timeout 270 $py -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tee "$out/
 echo "== CPU tests under this machine's torch (short)"
 timeout 30 $py -m pytest -q -x -p no:cacheprovider tests -m "not cuda" -k "not capabilities and not compile and not bench" 2>&1 \
   | tail -5 | tee -a "$out/summary.log"
+
+echo "== emulator vs GPU on the same inputs (tools/cudaemu, circular_conv and local_stats, every dtype)"
+( timeout 90 python3 tools/cudaemu/build.py plain circular_conv local_stats \
+  && CUDAEMU_BUILD=build/cudaemu/plain timeout 60 $py tests/cudaemu/gpu_agreement.py ) 2>&1 | tee "$out/emu_vs_gpu.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== CUDA benchmark"
 timeout 130 $py -m facekernels bench --device cuda --quick --out "$out/bench" 2>&1 | tee "$out/bench_cuda.log"

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The CUDA emulation stage (make cuda-emu): cuda/'s kernels run on the CPU under tools/cudaemu against the
+# CPU ops, in four runs, plus the seeded-bug negative controls, the emulator self-test and the 32-bit index
+# lint. Any failed test, any emulator report (CUDAEMU_LOG) and any ASan/UBSan report fails the stage.
+#   tools/cudaemu/stage.sh [PYTHON]      (PYTHON: an interpreter with torch and facekernels installed)
+# Logs: build/cudaemu/logs/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${1:-.venv/bin/python}
+LOGS=$PWD/build/cudaemu/logs
+rm -rf "$LOGS" && mkdir -p "$LOGS"
+t0=$(date +%s)
+stamp() { echo "[cuda-emu +$(( $(date +%s) - t0 ))s] $*"; }
+PYTEST=("$PY" -m pytest -q -p no:cacheprovider)
+fail=0
+clean_log() {  # $1: a report file that must be absent or empty
+  if [ -s "$1" ]; then echo "emulator reports in $1:"; head -40 "$1"; fail=1; fi
+}
+
+stamp "lint: 32-bit index arithmetic over cuda/"
+python3 tools/cudaemu/lint_index32.py
+
+stamp "build: plain, race, asan"
+for mode in plain race asan; do python3 tools/cudaemu/build.py "$mode"; done
+
+stamp "self-test: emulator semantics and diagnostics on deliberately wrong kernels"
+bash tools/cudaemu/selftest.sh > "$LOGS/selftest.log" 2>&1 || { cat "$LOGS/selftest.log"; exit 1; }
+tail -3 "$LOGS/selftest.log"
+
+stamp "run 1/4: plain, thread orders forward then random (seed 1)"
+for order in forward random; do
+  CUDAEMU_BUILD=build/cudaemu/plain CUDAEMU_SCHEDULE=$order CUDAEMU_SEED=1 CUDAEMU_LOG="$LOGS/plain-$order.log" \
+    "${PYTEST[@]}" tests/cudaemu || fail=1
+  clean_log "$LOGS/plain-$order.log"
+done
+
+stamp "run 2/4: race / uninitialised-shared / shared out-of-bounds checker"
+CUDAEMU_BUILD=build/cudaemu/race CUDAEMU_RACECHECK=1 CUDAEMU_LOG="$LOGS/race.log" "${PYTEST[@]}" tests/cudaemu || fail=1
+clean_log "$LOGS/race.log"
+
+stamp "run 3/4: ASan + UBSan (reports to $LOGS/asan.* and ubsan.*: pytest's capture would hide them)"
+PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+CUDAEMU_BUILD=build/cudaemu/asan CUDAEMU_LOG="$LOGS/asan-emu.log" LD_PRELOAD="$PRELOAD" \
+  ASAN_OPTIONS="detect_leaks=0:log_path=$LOGS/asan" UBSAN_OPTIONS="print_stacktrace=1:log_path=$LOGS/ubsan" \
+  "${PYTEST[@]}" tests/cudaemu || fail=1
+clean_log "$LOGS/asan-emu.log"
+for f in "$LOGS"/asan.* "$LOGS"/ubsan.*; do [ -e "$f" ] && clean_log "$f"; done
+
+stamp "run 4/4: grid-capped (grid-stride kernels with at most 3 blocks)"
+CUDAEMU_BUILD=build/cudaemu/plain CUDAEMU_GRID_CAP=3 CUDAEMU_LOG="$LOGS/gridcap.log" "${PYTEST[@]}" tests/cudaemu || fail=1
+clean_log "$LOGS/gridcap.log"
+
+stamp "negative controls: seeded bugs the stage must catch"
+CUDAEMU_BUILD=build/cudaemu/plain CUDAEMU_NEGATIVE_CONTROLS=1 "${PYTEST[@]}" tests/cudaemu/test_negative_controls.py \
+  || fail=1
+
+stamp "done (status $fail)"
+exit $fail
