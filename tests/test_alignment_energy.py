@@ -12,6 +12,7 @@ import facekernels
 import pytest
 import torch
 from conftest import run_at_each_cpu_capability
+from devices import DEVICES
 from facekernels.ops.alignment_energy import alignment_energy
 
 MODES = ["inverse_distance", "knn"]
@@ -302,14 +303,15 @@ def test_inference_mode(mode):
     assert torch.equal(got[1], expected[1]) and torch.equal(got[0], expected[0])
 
 
-def test_torch_compile_fullgraph():
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
     def invariance(points, directions):
         energy, per_point = alignment_energy(points, directions)
         _, knn = alignment_energy(points, directions, mode="knn", k=5, metric="euclidean")
         return energy + (per_point - knn).abs().mean()
 
     compiled = torch.compile(invariance, fullgraph=True, dynamic=False)
-    points, directions = torch.randn(200, 16), torch.randn(200, 16)
+    points, directions = torch.randn(200, 16, device=device), torch.randn(200, 16, device=device)
     torch.testing.assert_close(compiled(points, directions), invariance(points, directions))
 
 
@@ -501,19 +503,6 @@ def test_cuda_opcheck():
     directions = torch.randn(23, 6, device=DEVICE, requires_grad=True)
     torch.library.opcheck(op, (points, directions))
     torch.library.opcheck(op, (points, directions, "knn", 4, "euclidean"))
-
-
-@pytest.mark.cuda
-@pytest.mark.usefixtures("full_precision_matmul")
-def test_cuda_torch_compile_fullgraph():
-    def invariance(points, directions):
-        energy, per_point = alignment_energy(points, directions)
-        _, knn = alignment_energy(points, directions, mode="knn", k=5, metric="euclidean")
-        return energy + (per_point - knn).abs().mean()
-
-    compiled = torch.compile(invariance, fullgraph=True, dynamic=False)
-    points, directions = torch.randn(200, 16, device=DEVICE), torch.randn(200, 16, device=DEVICE)
-    torch.testing.assert_close(compiled(points, directions), invariance(points, directions))
 
 
 @pytest.mark.cuda
