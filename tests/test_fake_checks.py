@@ -35,17 +35,6 @@ def test_edge_conv_max_fake_checks():
     assert out.shape == (2, 3, 5) and winner.dtype == torch.int32
 
 
-def test_st_graph_conv_fake_checks():
-    x, weight, adjacency = meta(2, 3, 4, 5), meta(2, 6, 3), meta(2, 5, 5)
-    with pytest.raises(RuntimeError, match="Cin"):
-        ops.st_graph_conv(x, meta(2, 6, 4), adjacency)
-    with pytest.raises(RuntimeError, match="adjacency must be"):
-        ops.st_graph_conv(x, weight, meta(3, 5, 5))
-    with pytest.raises(RuntimeError, match="dtype"):
-        ops.st_graph_conv(x, meta(2, 6, 3, dtype=torch.float64), adjacency)
-    assert ops.st_graph_conv(x, weight, meta(2, 2, 5, 5)).shape == (2, 6, 4, 5)
-
-
 def test_diff_attention_fake_checks():
     q, k, v, lam = meta(1, 2, 3, 4), meta(1, 2, 5, 4), meta(1, 2, 5, 8), meta(2)
     with pytest.raises(RuntimeError, match="dtype"):

@@ -1,4 +1,6 @@
-// alignment_energy: argument checks and the tile helpers shared by the CPU and CUDA bindings.
+// alignment_energy: what the CPU binding (alignment_energy_cpu.cpp) and the CUDA binding
+// (alignment_energy_cuda.cpp) share: the problem, its argument checks, the coincidence tolerance and
+// the tiles' matrix views.
 #pragma once
 
 #include <torch/csrc/stable/device.h>
@@ -7,6 +9,8 @@
 
 #include <cstdint>
 #include <string>
+
+#include "core/blas.h"
 
 namespace facekernels {
 
@@ -27,15 +31,11 @@ AlignmentEnergyProblem check_alignment_energy(const char* op, const torch::stabl
 // |p|^2 + |p'|^2, is rounding noise around 0 and is snapped to exactly 0.
 double alignment_coincidence_tolerance(torch::headeronly::ScalarType dtype, int64_t dim);
 
-// out[r * cols + j] = <a_r, b_j> for the contiguous rows a [rows, dim] and b [cols, dim] (raw pointers
-// to `dtype` on `device`), by torch's mm.out: BLAS on CPU, cuBLAS on the current stream on CUDA. out is a
-// buffer the caller reuses across tiles, so no tile allocates. The tensors handed to mm are made here,
-// with from_blob, on the calling thread: tensors made on the op's own thread would be inference tensors
-// under torch.inference_mode(), which a worker thread (outside that thread-local mode) may not write.
-void similarity_tile(void* out, const void* a, const void* b, int64_t rows, int64_t cols, int64_t dim,
-                     torch::stable::Device device, torch::headeronly::ScalarType dtype);
-
-// The address of row `row` of a row-major tensor.
-void* row_pointer(const torch::stable::Tensor& t, int64_t row);
+// Rows r0 .. r0 + rows - 1 of a row-major 2-D tensor (unit column stride) as a matrix view, for the
+// tile GEMMs of both bindings: tile = rows_of(p, r0, R) x rows_of(p, c0, W).t(), by gemm_into (core/blas.h).
+inline MatrixView rows_of(const torch::stable::Tensor& t, int64_t r0, int64_t rows) {
+  const char* data = static_cast<const char*>(t.data_ptr()) + r0 * t.stride(0) * static_cast<int64_t>(t.element_size());
+  return MatrixView::row_major(data, rows, t.size(1), t.stride(0));
+}
 
 }  // namespace facekernels

@@ -23,6 +23,7 @@
 #include <tuple>
 
 #include "alignment_energy/alignment_energy.h"
+#include "core/blas.h"
 #include "core/checks.h"
 #include "core/cuda_binding.h"
 #include "cuda/alignment_energy/alignment_energy.h"
@@ -62,13 +63,26 @@ std::tuple<Tensor, Tensor> alignment_energy_cuda(const Tensor& points, const Ten
   Tensor sq_norms = torch::stable::new_empty(points, {p.euclidean ? n : 0});
   Tensor first_zero = torch::stable::new_empty(points, {2}, ScalarType::Long);
   int64_t* flags = static_cast<int64_t*>(first_zero.data_ptr());
-  check_launch(cuda::alignment_prepare(directions.data_ptr(), directions.stride(0), directions.stride(1), n, dim,
-                                       true, unit_directions.data_ptr(), nullptr, flags, type, stream),
-               op);
-  check_launch(cuda::alignment_prepare(points.data_ptr(), points.stride(0), points.stride(1), n, dim, !p.euclidean,
-                                       prepared_points.data_ptr(), p.euclidean ? sq_norms.data_ptr() : nullptr,
-                                       p.euclidean ? nullptr : flags + 1, type, stream),
-               op);
+  const cuda::AlignmentPrepareParams prepare_directions{.x = directions.data_ptr(),
+                                                        .stride_row = directions.stride(0),
+                                                        .stride_col = directions.stride(1),
+                                                        .n = n,
+                                                        .dim = dim,
+                                                        .normalise = true,
+                                                        .out = unit_directions.data_ptr(),
+                                                        .sq_norms = nullptr,
+                                                        .first_zero = flags};
+  check_launch(cuda::alignment_prepare(prepare_directions, type, stream), op);
+  const cuda::AlignmentPrepareParams prepare_points{.x = points.data_ptr(),
+                                                    .stride_row = points.stride(0),
+                                                    .stride_col = points.stride(1),
+                                                    .n = n,
+                                                    .dim = dim,
+                                                    .normalise = !p.euclidean,
+                                                    .out = prepared_points.data_ptr(),
+                                                    .sq_norms = p.euclidean ? sq_norms.data_ptr() : nullptr,
+                                                    .first_zero = p.euclidean ? nullptr : flags + 1};
+  check_launch(cuda::alignment_prepare(prepare_points, type, stream), op);
   int64_t host_flags[2] = {n, n};
   check_launch(cudaMemcpyAsync(host_flags, flags, sizeof(host_flags[0]) * (p.euclidean ? 1 : 2),
                                cudaMemcpyDeviceToHost, stream),
@@ -101,10 +115,10 @@ std::tuple<Tensor, Tensor> alignment_energy_cuda(const Tensor& points, const Ten
       for (int64_t c0 = r0; c0 < n; c0 += tile_cols) {
         const int64_t cols = min_of(tile_cols, n - c0);
         if (c0 + cols - 1 <= r0) continue;  // no pair above the diagonal (the last single row)
-        similarity_tile(sim_points.data_ptr(), row_pointer(prepared_points, r0), row_pointer(prepared_points, c0),
-                        rows, cols, dim, device, dtype);
-        similarity_tile(sim_directions.data_ptr(), row_pointer(unit_directions, r0),
-                        row_pointer(unit_directions, c0), rows, cols, dim, device, dtype);
+        gemm_into(MatrixView::row_major(sim_points.data_ptr(), rows, cols), rows_of(prepared_points, r0, rows),
+                  rows_of(prepared_points, c0, cols).t(), device, dtype);
+        gemm_into(MatrixView::row_major(sim_directions.data_ptr(), rows, cols), rows_of(unit_directions, r0, rows),
+                  rows_of(unit_directions, c0, cols).t(), device, dtype);
         check_launch(cuda::alignment_inverse_distance_tile(sim_points.data_ptr(), sim_directions.data_ptr(),
                                                            {r0, rows, c0, cols}, distance, n,
                                                            static_cast<double*>(workspace.data_ptr()),
@@ -128,8 +142,8 @@ std::tuple<Tensor, Tensor> alignment_energy_cuda(const Tensor& points, const Ten
       check_launch(cudaMemsetAsync(heaps.size, 0, sizeof(int32_t) * rows, stream), op);
       for (int64_t c0 = 0; c0 < n; c0 += tile_cols) {
         const int64_t cols = min_of(tile_cols, n - c0);
-        similarity_tile(sim_points.data_ptr(), row_pointer(prepared_points, r0), row_pointer(prepared_points, c0),
-                        rows, cols, dim, device, dtype);
+        gemm_into(MatrixView::row_major(sim_points.data_ptr(), rows, cols), rows_of(prepared_points, r0, rows),
+                  rows_of(prepared_points, c0, cols).t(), device, dtype);
         check_launch(cuda::alignment_knn_tile(sim_points.data_ptr(), {r0, rows, c0, cols}, distance,
                                               prepared_points.data_ptr(), dim, margin.data_ptr(), heaps, type, stream),
                      op);

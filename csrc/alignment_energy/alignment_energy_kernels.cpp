@@ -440,14 +440,17 @@ void knn_finish(const KnnHeaps<T>& h, const T* unit_directions, int64_t n, int64
   });
 }
 
+template <typename T>
+AlignmentEnergyKernels<T> make_table() {
+  return {.prepare = &prepare<T>,
+          .inverse_distance_tile = &inverse_distance_tile_dispatch<T>,
+          .knn_tile = &knn_tile_dispatch<T>,
+          .knn_finish = &knn_finish<T>};
+}
+
 }  // namespace
 
-const AlignmentEnergyKernels& FK_CONCAT(alignment_energy_kernels_, FK_CPU_CAPABILITY)() {
-  static const AlignmentEnergyKernels table{
-      &prepare<float>,          &prepare<double>,          &inverse_distance_tile_dispatch<float>,
-      &inverse_distance_tile_dispatch<double>, &knn_tile_dispatch<float>, &knn_tile_dispatch<double>,
-      &knn_finish<float>,       &knn_finish<double>};
-  return table;
-}
+FK_DEFINE_CPU_KERNEL_TABLE(AlignmentEnergyKernels, alignment_energy_kernels, make_table, float)
+FK_DEFINE_CPU_KERNEL_TABLE(AlignmentEnergyKernels, alignment_energy_kernels, make_table, double)
 
 }  // namespace facekernels::cpu

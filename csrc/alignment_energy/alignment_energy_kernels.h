@@ -1,6 +1,6 @@
 // Torch-free CPU kernels of alignment_energy: preparing the rows, the fused epilogues over one tile of
 // similarity values (the GEMMs themselves run in the binding, through torch's BLAS), and the final
-// per-point values. See alignment_energy_cpu.cpp for the algorithm and its accuracy.
+// per-point values. See alignment_energy_kernels.cpp for the algorithm and its accuracy.
 #pragma once
 
 #include <cstdint>
@@ -36,7 +36,7 @@ struct TileArgs {
   int64_t r0, rows, c0, cols;
   bool euclidean;
   const T* sq_norms;  // euclidean: |p_c|^2 of every point, indexed by point
-  T tolerance;        // the coincidence tolerance (alignment_energy_cpu.cpp)
+  T tolerance;        // the coincidence tolerance (alignment_energy_kernels.cpp)
   const T* points;    // knn: the prepared points [n, dim], to recompute candidates' distances
   int64_t dim;
 };
@@ -64,24 +64,19 @@ struct KnnHeaps {
 
 // Every tile kernel is single-threaded: the binding runs one tile per thread at a time (its GEMMs
 // included), each thread adding into its own num/den arrays (n + 64 elements) or into the shared heaps.
+template <typename T>
 struct AlignmentEnergyKernels {
-  int64_t (*prepare_f32)(const PrepareArgs<float>&);
-  int64_t (*prepare_f64)(const PrepareArgs<double>&);
+  int64_t (*prepare)(const PrepareArgs<T>&);
   // num[c] += sum w V, den[c] += sum w over the tile's pairs, for its rows and its columns alike
   // (w = 1 / D for D > 0, else 0).
-  void (*inverse_distance_tile_f32)(const TileArgs<float>&, double* num, double* den);
-  void (*inverse_distance_tile_f64)(const TileArgs<double>&, double* num, double* den);
+  void (*inverse_distance_tile)(const TileArgs<T>&, double* num, double* den);
   // Offers the tile's pairs to the heaps of both points; scratch holds cols + 64 elements.
-  void (*knn_tile_f32)(const TileArgs<float>&, const KnnHeaps<float>&, float* scratch);
-  void (*knn_tile_f64)(const TileArgs<double>&, const KnnHeaps<double>&, double* scratch);
+  void (*knn_tile)(const TileArgs<T>&, const KnnHeaps<T>&, T* scratch);
   // energy_per_point[c] = mean over the heap of c of 1 - <u_c, u_c'>, u the unit directions [n, dim]
   // (multi-threaded).
-  void (*knn_finish_f32)(const KnnHeaps<float>&, const float* unit_directions, int64_t n, int64_t dim,
-                         double* energy_per_point);
-  void (*knn_finish_f64)(const KnnHeaps<double>&, const double* unit_directions, int64_t n, int64_t dim,
-                         double* energy_per_point);
+  void (*knn_finish)(const KnnHeaps<T>&, const T* unit_directions, int64_t n, int64_t dim, double* energy_per_point);
 };
 
-FK_DECLARE_CPU_KERNELS(const AlignmentEnergyKernels&, alignment_energy_kernels)
+FK_DECLARE_CPU_KERNEL_TABLE(AlignmentEnergyKernels, alignment_energy_kernels)
 
 }  // namespace facekernels::cpu

@@ -1,7 +1,8 @@
-// st_graph_conv: argument checks, the contraction-order choice and the GEMM driver shared by the CPU and
-// CUDA bindings. The driver (st_graph_conv.cpp) runs every GEMM through torch's mm.out (BLAS on CPU,
+// st_graph_conv: what the CPU binding (st_graph_conv_cpu.cpp) and the CUDA binding (st_graph_conv_cuda.cpp)
+// share: the argument checks (st_graph_conv.cpp), the contraction-order choice and the GEMM driver
+// (st_graph_conv_driver.cpp). The driver runs every GEMM through gemm_into (torch's mm.out: BLAS on CPU,
 // cuBLAS on CUDA) into buffers it reuses, and leaves the elementwise steps between GEMMs to a backend:
-// the CPU kernels (st_graph_conv_cpu.cpp) or the CUDA launchers (cuda/st_graph_conv).
+// the CPU kernels (st_graph_conv_kernels.cpp) or the CUDA launchers (cuda/st_graph_conv).
 #pragma once
 
 #include <torch/csrc/stable/tensor.h>
@@ -41,7 +42,7 @@ StGraphConvOrder st_graph_conv_forward_order(const StGraphConvProblem& p);
 StGraphConvOrder st_graph_conv_backward_order(const StGraphConvProblem& p, const StGraphConvMask& mask);
 
 // The elementwise steps between the GEMMs, on contiguous buffers of the compute type T (float or
-// double) on the tensors' device; the same contracts as cpu::StGraphConvKernelsOf
+// double) on the tensors' device; the same contracts as cpu::StGraphConvKernels
 // (st_graph_conv_kernels.h).
 template <typename T>
 class StGraphConvBackend {

@@ -1,5 +1,5 @@
-// st_graph_conv: the CUDA binding. Argument checks and the GEMM driver are shared with the CPU binding
-// (st_graph_conv.cpp); the GEMMs run in cuBLAS through torch's mm.out on the current stream, one sample
+// st_graph_conv: the CUDA binding. Argument checks (st_graph_conv.cpp) and the GEMM driver
+// (st_graph_conv_driver.cpp) are shared with the CPU binding; the GEMMs run in cuBLAS through torch's mm.out on the current stream, one sample
 // at a time into buffers allocated once per call, and the elementwise steps are the kernels of
 // cuda/st_graph_conv. Every dtype computes in float32: float16/bfloat16 inputs are converted once,
 // intermediates and gradient sums stay float32, and outputs are converted back at the end (float32

@@ -1,5 +1,5 @@
 // CPU kernels of st_graph_conv, compiled once per SIMD level (FK_CPU_CAPABILITY): the elementwise steps
-// between the binding's GEMMs (st_graph_conv.cpp has the algorithm). They touch O(C T V) elements per
+// between the driver's GEMMs (st_graph_conv_driver.cpp has the algorithm). They touch O(C T V) elements per
 // sample against the GEMMs' O(C T V (V + C)) multiply-adds, so plain loops the compiler vectorises are
 // enough; rows are walked innermost so every inner loop is a contiguous vector pass.
 #include <cstdint>
@@ -37,18 +37,6 @@ void add_over_time(T* __restrict out, const T* __restrict table, int64_t channel
 }
 
 template <typename T>
-void column_sums(const T* __restrict adjacency, int64_t partitions, int64_t nodes, T* __restrict colsum) {
-  for (int64_t k = 0; k < partitions; ++k) {
-    T* s = colsum + k * nodes;
-    for (int64_t w = 0; w < nodes; ++w) s[w] = T(0);
-    for (int64_t v = 0; v < nodes; ++v) {
-      const T* row = adjacency + (k * nodes + v) * nodes;
-      for (int64_t w = 0; w < nodes; ++w) s[w] += row[w];
-    }
-  }
-}
-
-template <typename T>
 void bias_table(const T* __restrict bias, const T* __restrict colsum, int64_t partitions, int64_t channels,
                 int64_t nodes, T* __restrict table) {
   for (int64_t c = 0; c < channels; ++c) {
@@ -72,6 +60,12 @@ void sum_over_time(const T* __restrict g, int64_t channels, int64_t frames, int6
       for (int64_t w = 0; w < nodes; ++w) s[w] += row[w];
     }
   }
+}
+
+// The column sums of each [V, V] partition are its sums over the middle axis: the same loop.
+template <typename T>
+void column_sums(const T* __restrict adjacency, int64_t partitions, int64_t nodes, T* __restrict colsum) {
+  sum_over_time(adjacency, partitions, nodes, nodes, colsum);
 }
 
 template <typename T>
@@ -107,16 +101,20 @@ void adjacency_bias_gradient(const T* __restrict sums, const T* __restrict bias,
 }
 
 template <typename T>
-constexpr StGraphConvKernelsOf<T> kernels_of() {
-  return {&accumulate<T>,    &add_to_rows<T>,   &add_over_time<T>, &column_sums<T>,
-          &bias_table<T>,    &sum_over_time<T>, &bias_gradient<T>, &adjacency_bias_gradient<T>};
+StGraphConvKernels<T> make_table() {
+  return {.accumulate = &accumulate<T>,
+          .add_to_rows = &add_to_rows<T>,
+          .add_over_time = &add_over_time<T>,
+          .column_sums = &column_sums<T>,
+          .bias_table = &bias_table<T>,
+          .sum_over_time = &sum_over_time<T>,
+          .bias_gradient = &bias_gradient<T>,
+          .adjacency_bias_gradient = &adjacency_bias_gradient<T>};
 }
 
 }  // namespace
 
-const StGraphConvKernels& FK_CONCAT(st_graph_conv_kernels_, FK_CPU_CAPABILITY)() {
-  static const StGraphConvKernels table{kernels_of<float>(), kernels_of<double>()};
-  return table;
-}
+FK_DEFINE_CPU_KERNEL_TABLE(StGraphConvKernels, st_graph_conv_kernels, make_table, float)
+FK_DEFINE_CPU_KERNEL_TABLE(StGraphConvKernels, st_graph_conv_kernels, make_table, double)
 
 }  // namespace facekernels::cpu

@@ -13,7 +13,7 @@
 namespace facekernels::cpu {
 
 template <typename T>
-struct StGraphConvKernelsOf {
+struct StGraphConvKernels {
   // dst[i] += src[i], i < n.
   void (*accumulate)(T* dst, const T* src, int64_t n);
   // z[r, j] += row_values[r] for z [rows, cols].
@@ -36,11 +36,6 @@ struct StGraphConvKernelsOf {
                                   int64_t nodes, T* grad_adjacency);
 };
 
-struct StGraphConvKernels {
-  StGraphConvKernelsOf<float> f32;
-  StGraphConvKernelsOf<double> f64;
-};
-
-FK_DECLARE_CPU_KERNELS(const StGraphConvKernels&, st_graph_conv_kernels)
+FK_DECLARE_CPU_KERNEL_TABLE(StGraphConvKernels, st_graph_conv_kernels)
 
 }  // namespace facekernels::cpu

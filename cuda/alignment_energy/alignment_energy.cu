@@ -23,30 +23,23 @@
 
 #include <cstdint>
 
+#include "cuda/core/device_math.cuh"
+
 namespace facekernels::cuda {
 namespace {
 
-constexpr int kWarp = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / kWarp;
+constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kColsPerThread = 4;
 constexpr int64_t kColsPerBlock = int64_t{kThreads} * kColsPerThread;
 constexpr int kStripRows = 16;
 constexpr int kFinishThreads = 1024;
 
-__host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-__device__ __forceinline__ double warp_sum(double v) {
-#pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;
-}
-
 __device__ __forceinline__ float root(float v) { return sqrtf(v); }
 __device__ __forceinline__ double root(double v) { return sqrt(v); }
 
-// The snapped distance of a tile value s (see alignment_energy_cpu.cpp: rounding noise around 0 is 0).
+// The snapped distance of a tile value s (rounding noise around 0 is 0; see
+// csrc/alignment_energy/alignment_energy_kernels.cpp).
 template <typename T, bool Euclidean>
 __device__ __forceinline__ T snapped_distance(T s, T row_sq, T col_sq, T tolerance) {
   if constexpr (Euclidean) {
@@ -67,13 +60,13 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     prepare_kernel(const T* __restrict__ x, int64_t stride_row, int64_t stride_col, int64_t n, int64_t dim,
                    bool normalise, T* __restrict__ out, T* __restrict__ sq_norms, int64_t* first_zero) {
-  const int lane = static_cast<int>(threadIdx.x) % kWarp;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + static_cast<int64_t>(threadIdx.x) / kWarp;
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + static_cast<int64_t>(threadIdx.x) / kWarpSize;
   if (row >= n) return;
   const T* in = x + row * stride_row;
   T* o = out + row * dim;
   double s = 0;
-  for (int64_t i = lane; i < dim; i += kWarp) {
+  for (int64_t i = lane; i < dim; i += kWarpSize) {
     const double v = static_cast<double>(in[i * stride_col]);
     s += v * v;
   }
@@ -81,7 +74,7 @@ __global__ void __launch_bounds__(kThreads)
   if (normalise) {
     const double inv = s > 0 ? 1.0 / sqrt(s) : 0.0;
     double t = 0;
-    for (int64_t i = lane; i < dim; i += kWarp) {
+    for (int64_t i = lane; i < dim; i += kWarpSize) {
       const T v = static_cast<T>(static_cast<double>(in[i * stride_col]) * inv);
       o[i] = v;
       t += static_cast<double>(v) * static_cast<double>(v);
@@ -94,7 +87,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   } else {
-    for (int64_t i = lane; i < dim; i += kWarp) o[i] = in[i * stride_col];
+    for (int64_t i = lane; i < dim; i += kWarpSize) o[i] = in[i * stride_col];
     if (lane == 0 && sq_norms != nullptr) sq_norms[row] = static_cast<T>(s);
   }
 }
@@ -118,8 +111,8 @@ __global__ void __launch_bounds__(kThreads)
                             const T* __restrict__ sq_norms, AlignmentTile tile, T tolerance, TileScratch scratch) {
   __shared__ double shared_num[kStripRows][kWarps];
   __shared__ double shared_den[kStripRows][kWarps];
-  const int lane = static_cast<int>(threadIdx.x) % kWarp;
-  const int warp = static_cast<int>(threadIdx.x) / kWarp;
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
   const int64_t col_blocks = gridDim.x;
   const int64_t strip = blockIdx.y;
   const int64_t rfirst = strip * kStripRows;
@@ -283,8 +276,8 @@ template <typename T, bool Euclidean>
 __global__ void __launch_bounds__(kThreads)
     knn_kernel(const T* __restrict__ sim_points, AlignmentTile tile, const T* __restrict__ sq_norms, T tolerance,
                const T* __restrict__ points, int64_t dim, const T* __restrict__ margin, AlignmentKnnHeaps heaps) {
-  const int lane = static_cast<int>(threadIdx.x) % kWarp;
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + static_cast<int64_t>(threadIdx.x) / kWarp;
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + static_cast<int64_t>(threadIdx.x) / kWarpSize;
   if (r >= tile.rows) return;
   const int64_t point = tile.r0 + r;
   const int64_t k = heaps.k;
@@ -298,7 +291,7 @@ __global__ void __launch_bounds__(kThreads)
   const T* sp = sim_points + r * tile.cols;
   const double tol = static_cast<double>(tolerance);
 
-  for (int64_t base = 0; base < tile.cols; base += kWarp) {
+  for (int64_t base = 0; base < tile.cols; base += kWarpSize) {
     const int64_t j = base + lane;
     const int64_t q = tile.c0 + j;
     double d = 0;
@@ -308,13 +301,13 @@ __global__ void __launch_bounds__(kThreads)
           snapped_distance<T, Euclidean>(sp[j], row_sq, Euclidean ? sq_norms[q] : T(0), tolerance));
       candidate = d <= threshold + row_margin;
     }
-    unsigned pending = __ballot_sync(kFullMask, candidate);
+    unsigned pending = __ballot_sync(kFullWarpMask, candidate);
     while (pending != 0) {
       const int source = __ffs(static_cast<int>(pending)) - 1;
       const int64_t other_index = tile.c0 + base + source;
       const T* other = points + other_index * dim;
       double acc = 0;
-      for (int64_t i = lane; i < dim; i += kWarp) {
+      for (int64_t i = lane; i < dim; i += kWarpSize) {
         if constexpr (Euclidean) {
           const double diff = static_cast<double>(row_point[i]) - static_cast<double>(other[i]);
           acc += diff * diff;
@@ -336,11 +329,11 @@ __global__ void __launch_bounds__(kThreads)
         size = heap_offer(hd, hi, size, k, exact, static_cast<int32_t>(other_index));
         top = hd[0];
       }
-      size = __shfl_sync(kFullMask, size, 0);
-      top = __shfl_sync(kFullMask, top, 0);
+      size = __shfl_sync(kFullWarpMask, size, 0);
+      top = __shfl_sync(kFullWarpMask, top, 0);
       if (size >= k) threshold = top;
       pending &= pending - 1;
-      pending &= __ballot_sync(kFullMask, candidate && d <= threshold + row_margin);
+      pending &= __ballot_sync(kFullWarpMask, candidate && d <= threshold + row_margin);
     }
   }
   if (lane == 0) heaps.size[r] = size;
@@ -350,8 +343,8 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     knn_finish_kernel(AlignmentKnnHeaps heaps, int64_t r0, int64_t rows, const T* __restrict__ unit_directions,
                       int64_t dim, double* __restrict__ energy) {
-  const int lane = static_cast<int>(threadIdx.x) % kWarp;
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + static_cast<int64_t>(threadIdx.x) / kWarp;
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + static_cast<int64_t>(threadIdx.x) / kWarpSize;
   if (r >= rows) return;
   const int64_t point = r0 + r;
   const int32_t size = heaps.size[r];
@@ -360,7 +353,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int32_t e = 0; e < size; ++e) {
     const T* other = unit_directions + static_cast<int64_t>(heaps.index[r * heaps.k + e]) * dim;
     double acc = 0;
-    for (int64_t i = lane; i < dim; i += kWarp) acc += static_cast<double>(u[i]) * static_cast<double>(other[i]);
+    for (int64_t i = lane; i < dim; i += kWarpSize) acc += static_cast<double>(u[i]) * static_cast<double>(other[i]);
     s += 1.0 - warp_sum(acc);
   }
   // A heap short of k entries only happens with NaN distances: the result is then NaN too.
@@ -394,17 +387,16 @@ __global__ void __launch_bounds__(kFinishThreads)
 unsigned blocks_for_warps(int64_t rows) { return static_cast<unsigned>(ceil_div(rows, kWarps)); }
 
 template <typename T>
-cudaError_t prepare(const void* x, int64_t stride_row, int64_t stride_col, int64_t n, int64_t dim, bool normalise,
-                    void* out, void* sq_norms, int64_t* first_zero, cudaStream_t stream) {
-  if (first_zero != nullptr) {
-    set_value_kernel<<<1, 1, 0, stream>>>(first_zero, n);
+cudaError_t prepare(const AlignmentPrepareParams& p, cudaStream_t stream) {
+  if (p.first_zero != nullptr) {
+    set_value_kernel<<<1, 1, 0, stream>>>(p.first_zero, p.n);
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
-  if (n == 0) return cudaSuccess;
-  prepare_kernel<T><<<blocks_for_warps(n), kThreads, 0, stream>>>(
-      static_cast<const T*>(x), stride_row, stride_col, n, dim, normalise, static_cast<T*>(out),
-      static_cast<T*>(sq_norms), first_zero);
+  if (p.n == 0) return cudaSuccess;
+  prepare_kernel<T><<<blocks_for_warps(p.n), kThreads, 0, stream>>>(
+      static_cast<const T*>(p.x), p.stride_row, p.stride_col, p.n, p.dim, p.normalise, static_cast<T*>(p.out),
+      static_cast<T*>(p.sq_norms), p.first_zero);
   return cudaGetLastError();
 }
 
@@ -456,13 +448,9 @@ double unit_roundoff(RealType type) { return type == RealType::Float64 ? 0x1p-53
 
 }  // namespace
 
-cudaError_t alignment_prepare(const void* x, int64_t stride_row, int64_t stride_col, int64_t n, int64_t dim,
-                              bool normalise, void* out, void* sq_norms, int64_t* first_zero, RealType type,
-                              cudaStream_t stream) {
-  if (type == RealType::Float64) {
-    return prepare<double>(x, stride_row, stride_col, n, dim, normalise, out, sq_norms, first_zero, stream);
-  }
-  return prepare<float>(x, stride_row, stride_col, n, dim, normalise, out, sq_norms, first_zero, stream);
+cudaError_t alignment_prepare(const AlignmentPrepareParams& params, RealType type, cudaStream_t stream) {
+  if (type == RealType::Float64) return prepare<double>(params, stream);
+  return prepare<float>(params, stream);
 }
 
 int64_t alignment_inverse_distance_workspace(int64_t rows, int64_t cols) {

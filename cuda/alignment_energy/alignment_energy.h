@@ -20,9 +20,16 @@ enum class RealType : int { Float32, Float64 };
 // contiguous [n, dim] `out`, divided by their norm when `normalise`; sq_norms (nullable) receives the
 // squared norm of each written row (float64 sums, stored in the dtype). When `normalise`, *first_zero
 // (one int64) receives the first row whose norm is zero, or n.
-cudaError_t alignment_prepare(const void* x, int64_t stride_row, int64_t stride_col, int64_t n, int64_t dim,
-                              bool normalise, void* out, void* sq_norms, int64_t* first_zero, RealType type,
-                              cudaStream_t stream);
+struct AlignmentPrepareParams {
+  const void* x;
+  int64_t stride_row, stride_col;
+  int64_t n, dim;
+  bool normalise;
+  void* out;
+  void* sq_norms;
+  int64_t* first_zero;
+};
+cudaError_t alignment_prepare(const AlignmentPrepareParams& params, RealType type, cudaStream_t stream);
 
 // A tile of similarity values: sim[r * cols + j] = <p_(r0 + r), p_(c0 + j)>.
 struct AlignmentTile {

@@ -1,5 +1,5 @@
 // CUDA kernels of st_graph_conv's elementwise steps (the GEMMs run in cuBLAS through torch's mm.out; see
-// csrc/st_graph_conv/st_graph_conv.cpp for the algorithm). Float32 buffers, one thread per output
+// csrc/st_graph_conv/st_graph_conv_driver.cpp for the algorithm). Float32 buffers, one thread per output
 // element with grid-stride loops and 64-bit indices; each reduction is a fixed-order loop in its thread,
 // so results are deterministic. Consecutive threads take consecutive nodes w, the contiguous axis of
 // every buffer, so loads and stores coalesce.
@@ -14,50 +14,30 @@ namespace facekernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 65535;
-
-inline dim3 grid_for(int64_t n) { return dim3(static_cast<unsigned>(min64(kMaxBlocks, ceil_div(n, kThreads)))); }
-
-__device__ __forceinline__ int64_t first_index() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t index_step() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
 __global__ void accumulate_kernel(float* __restrict__ dst, const float* __restrict__ src, int64_t n) {
-  for (int64_t i = first_index(); i < n; i += index_step()) dst[i] += src[i];
+  for (int64_t i = grid_thread_index(); i < n; i += grid_thread_count()) dst[i] += src[i];
 }
 
 __global__ void add_to_rows_kernel(float* __restrict__ z, const float* __restrict__ row_values, int64_t rows,
                                    int64_t cols) {
   const int64_t n = rows * cols;
-  for (int64_t i = first_index(); i < n; i += index_step()) z[i] += row_values[i / cols];
+  for (int64_t i = grid_thread_index(); i < n; i += grid_thread_count()) z[i] += row_values[i / cols];
 }
 
 __global__ void add_over_time_kernel(float* __restrict__ out, const float* __restrict__ table, int64_t channels,
                                      int64_t frames, int64_t nodes) {
   const int64_t n = channels * frames * nodes;
-  for (int64_t i = first_index(); i < n; i += index_step()) {
+  for (int64_t i = grid_thread_index(); i < n; i += grid_thread_count()) {
     const int64_t c = i / (frames * nodes), w = i % nodes;
     out[i] += table[c * nodes + w];
-  }
-}
-
-__global__ void column_sums_kernel(const float* __restrict__ adjacency, int64_t partitions, int64_t nodes,
-                                   float* __restrict__ colsum) {
-  const int64_t n = partitions * nodes;
-  for (int64_t i = first_index(); i < n; i += index_step()) {
-    const int64_t k = i / nodes, w = i % nodes;
-    const float* a = adjacency + k * nodes * nodes + w;
-    float s = 0.f;
-    for (int64_t v = 0; v < nodes; ++v) s += a[v * nodes];
-    colsum[i] = s;
   }
 }
 
 __global__ void bias_table_kernel(const float* __restrict__ bias, const float* __restrict__ colsum,
                                   int64_t partitions, int64_t channels, int64_t nodes, float* __restrict__ table) {
   const int64_t n = channels * nodes;
-  for (int64_t i = first_index(); i < n; i += index_step()) {
+  for (int64_t i = grid_thread_index(); i < n; i += grid_thread_count()) {
     const int64_t c = i / nodes, w = i % nodes;
     float s = 0.f;
     for (int64_t k = 0; k < partitions; ++k) s += bias[k * channels + c] * colsum[k * nodes + w];
@@ -68,7 +48,7 @@ __global__ void bias_table_kernel(const float* __restrict__ bias, const float* _
 __global__ void sum_over_time_kernel(const float* __restrict__ g, int64_t channels, int64_t frames, int64_t nodes,
                                      float* __restrict__ sums) {
   const int64_t n = channels * nodes;
-  for (int64_t i = first_index(); i < n; i += index_step()) {
+  for (int64_t i = grid_thread_index(); i < n; i += grid_thread_count()) {
     const int64_t c = i / nodes, w = i % nodes;
     const float* row = g + c * frames * nodes + w;
     float s = 0.f;
@@ -81,7 +61,7 @@ __global__ void bias_gradient_kernel(const float* __restrict__ sums, const float
                                      int64_t partitions, int64_t channels, int64_t nodes,
                                      float* __restrict__ grad_bias) {
   const int64_t n = partitions * channels;
-  for (int64_t i = first_index(); i < n; i += index_step()) {
+  for (int64_t i = grid_thread_index(); i < n; i += grid_thread_count()) {
     const int64_t k = i / channels, c = i % channels;
     float s = 0.f;
     for (int64_t w = 0; w < nodes; ++w) s += sums[c * nodes + w] * colsum[k * nodes + w];
@@ -93,7 +73,7 @@ __global__ void adjacency_bias_gradient_kernel(const float* __restrict__ sums, c
                                                int64_t partitions, int64_t channels, int64_t nodes,
                                                float* __restrict__ grad_adjacency) {
   const int64_t n = partitions * nodes * nodes;
-  for (int64_t i = first_index(); i < n; i += index_step()) {
+  for (int64_t i = grid_thread_index(); i < n; i += grid_thread_count()) {
     const int64_t k = i / (nodes * nodes), w = i % nodes;
     float s = 0.f;
     for (int64_t c = 0; c < channels; ++c) s += bias[k * channels + c] * sums[c * nodes + w];
@@ -104,7 +84,7 @@ __global__ void adjacency_bias_gradient_kernel(const float* __restrict__ sums, c
 template <typename Kernel, typename... Args>
 cudaError_t launch(int64_t n, cudaStream_t stream, Kernel kernel, Args... args) {
   if (n <= 0) return cudaSuccess;
-  kernel<<<grid_for(n), kThreads, 0, stream>>>(args...);
+  kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(args...);
   return cudaGetLastError();
 }
 
@@ -126,7 +106,8 @@ cudaError_t st_graph_conv_add_over_time(float* out, const float* table, int64_t 
 
 cudaError_t st_graph_conv_column_sums(const float* adjacency, int64_t partitions, int64_t nodes, float* colsum,
                                       cudaStream_t stream) {
-  return launch(partitions * nodes, stream, column_sums_kernel, adjacency, partitions, nodes, colsum);
+  // The column sums of each [V, V] partition are its sums over the middle axis: sum_over_time's loop.
+  return launch(partitions * nodes, stream, sum_over_time_kernel, adjacency, partitions, nodes, nodes, colsum);
 }
 
 cudaError_t st_graph_conv_bias_table(const float* bias, const float* colsum, int64_t partitions, int64_t channels,

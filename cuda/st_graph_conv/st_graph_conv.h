@@ -3,7 +3,7 @@
 //
 // The binding computes in float32 whatever the storage dtype (inputs are converted once, outputs at the
 // end), so every launcher takes contiguous float32 device buffers, with the contracts of
-// cpu::StGraphConvKernelsOf (csrc/st_graph_conv/st_graph_conv_kernels.h). Work is enqueued on `stream`;
+// cpu::StGraphConvKernels (csrc/st_graph_conv/st_graph_conv_kernels.h). Work is enqueued on `stream`;
 // each launcher returns the launch error (or cudaSuccess) and never synchronises. Empty shapes launch
 // nothing. Every reduction is a fixed loop per output element: deterministic, no atomics.
 #pragma once
