@@ -34,7 +34,8 @@ struct TopkColumns {
 // similarity from the tile, column index) and the k-th largest approximate similarity seen so far (the
 // root of a min-heap of the k largest).
 // Every column whose approximate similarity is within `margin` of that threshold is a candidate, so the
-// true top k (by the float64 similarity) are always among them; the binding sizes `capacity` >= 2k + 64.
+// true top k (by the float64 similarity) are always among them; the driver (cosine_topk_cpu.cpp) sizes
+// `capacity` >= 2k + 64.
 template <typename T>
 struct TopkState {
   int64_t k, capacity;

@@ -113,9 +113,10 @@ void check_index_range_cuda(const char* op, const Tensor& idx, int64_t n, int64_
   fail_edge_index(op, value, static_cast<int64_t>(at), n, k);
 }
 
-// The launcher's view of (w_self - w_edge)^T and w_edge^T, [N, M] float32, from the weights' strides.
-cuda::EdgeTransposeParams transpose_params(const Tensor& w_self, const Tensor& w_edge, float* self_minus_edge_t,
-                                           float* edge_t) {
+// The launcher's view of (w_self - w_edge)^T and w_edge^T into weights_t [2, N * M] (float32), from the
+// weights' strides.
+cuda::EdgeTransposeParams transpose_params(const Tensor& w_self, const Tensor& w_edge, const Tensor& weights_t) {
+  float* self_minus_edge_t = data_of<float>(weights_t);
   return {.w_self = w_self.data_ptr(),
           .s0 = w_self.stride(0),
           .s1 = w_self.stride(1),
@@ -125,7 +126,26 @@ cuda::EdgeTransposeParams transpose_params(const Tensor& w_self, const Tensor& w
           .m = w_self.size(0),
           .n = w_self.size(1),
           .self_minus_edge_t = self_minus_edge_t,
-          .edge_t = edge_t};
+          .edge_t = self_minus_edge_t + w_self.size(0) * w_self.size(1)};
+}
+
+// The launcher's view of the weights of neighbours j0 .. j0 + kj - 1 for batch elements b0 .. b0 + bc - 1,
+// from the transposed weights_t [2, N * M] (float32), into scratch / wcat.
+cuda::EdgeBuildParams build_params(const Tensor& weights_t, const Tensor& idx, const Tensor& scratch, const Tensor& wcat,
+                                   const EdgeConvProblem& p, int64_t b0, int64_t bc, int64_t j0, int64_t kj) {
+  const float* self_minus_edge_t = data_of<const float>(weights_t);
+  return {.self_minus_edge_t = self_minus_edge_t,
+          .edge_t = self_minus_edge_t + p.n * p.m,
+          .idx = data_of<const int64_t>(idx),
+          .b0 = b0,
+          .bc = bc,
+          .n = p.n,
+          .m = p.m,
+          .k = p.k,
+          .j0 = j0,
+          .kj = kj,
+          .scratch = data_of<float>(scratch),
+          .wcat = wcat.data_ptr()};
 }
 
 struct CudaEdgePlan {
@@ -159,10 +179,7 @@ std::tuple<Tensor, Tensor> edge_conv_max_cuda(const Tensor& x_in, const Tensor& 
   const bool f32 = dtype == cuda::DType::Float32;
 
   Tensor weights_t = torch::stable::new_empty(x, {2, N * M}, ScalarType::Float);
-  float* self_minus_edge_t = data_of<float>(weights_t);
-  float* edge_t = self_minus_edge_t + N * M;
-  check_launch(cuda::edge_transpose_weights(transpose_params(w_self, w_edge, self_minus_edge_t, edge_t), dtype, stream),
-               op);
+  check_launch(cuda::edge_transpose_weights(transpose_params(w_self, w_edge, weights_t), dtype, stream), op);
   Tensor skip = torch::stable::new_empty(x, {B * k}, ScalarType::Byte);
   check_launch(cuda::edge_duplicate_neighbours(data_of<const int64_t>(idx), B, N, k, data_of<uint8_t>(skip), stream),
                op);
@@ -179,19 +196,8 @@ std::tuple<Tensor, Tensor> edge_conv_max_cuda(const Tensor& x_in, const Tensor& 
     const int64_t bc = std::min(plan.bc, B - b0);
     for (int64_t j0 = 0; j0 < k; j0 += plan.kj) {
       const int64_t kj = std::min(plan.kj, k - j0), w = kj * M;
-      const cuda::EdgeBuildParams build{.self_minus_edge_t = self_minus_edge_t,
-                                        .edge_t = edge_t,
-                                        .idx = data_of<const int64_t>(idx),
-                                        .b0 = b0,
-                                        .bc = bc,
-                                        .n = N,
-                                        .m = M,
-                                        .k = k,
-                                        .j0 = j0,
-                                        .kj = kj,
-                                        .scratch = data_of<float>(scratch),
-                                        .wcat = wcat.data_ptr()};
-      check_launch(cuda::edge_build_weights(build, dtype, stream), op);
+      check_launch(cuda::edge_build_weights(build_params(weights_t, idx, scratch, wcat, p, b0, bc, j0, kj), dtype, stream),
+                   op);
       gemm_into(MatrixView::row_major(z.data_ptr(), C, w).batched(bc, C * w),
                 MatrixView::row_major(byte_offset(x, b0 * C * N), C, N).batched(bc, C * N),
                 MatrixView::row_major(wcat.data_ptr(), N, w).batched(bc, N * w), device, scalar);
@@ -246,11 +252,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_cuda(const Ten
   check_index_range_cuda(op, idx, N, p.k, stream);
 
   Tensor weights_t = torch::stable::new_empty(x, {need_x ? 2 : 0, N * M}, ScalarType::Float);
-  float* self_minus_edge_t = need_x ? data_of<float>(weights_t) : nullptr;
-  float* edge_t = need_x ? self_minus_edge_t + N * M : nullptr;
   if (need_x) {
-    check_launch(
-        cuda::edge_transpose_weights(transpose_params(w_self, w_edge, self_minus_edge_t, edge_t), dtype, stream), op);
+    check_launch(cuda::edge_transpose_weights(transpose_params(w_self, w_edge, weights_t), dtype, stream), op);
   }
   const CudaEdgePlan plan = cuda_edge_plan(p);
   const int64_t width = plan.kj * M;
@@ -277,19 +280,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_cuda(const Ten
                                         .dz = dz.data_ptr()};
       check_launch(cuda::edge_route_gradient(route, dtype, stream), op);
       if (need_x) {
-        const cuda::EdgeBuildParams build{.self_minus_edge_t = self_minus_edge_t,
-                                          .edge_t = edge_t,
-                                          .idx = data_of<const int64_t>(idx),
-                                          .b0 = b0,
-                                          .bc = bc,
-                                          .n = N,
-                                          .m = M,
-                                          .k = k,
-                                          .j0 = j0,
-                                          .kj = kj,
-                                          .scratch = data_of<float>(scratch),
-                                          .wcat = wcat.data_ptr()};
-        check_launch(cuda::edge_build_weights(build, dtype, stream), op);
+        check_launch(
+            cuda::edge_build_weights(build_params(weights_t, idx, scratch, wcat, p, b0, bc, j0, kj), dtype, stream), op);
         // dX = dZ W^T: [bc, C, kj M] x [bc, kj M, N].
         gemm_into(MatrixView::row_major(dx_part.data_ptr(), C, N).batched(bc, C * N),
                   MatrixView::row_major(dz.data_ptr(), C, w).batched(bc, C * w),

@@ -84,7 +84,7 @@ void max_finish(T* best, int32_t* arg, const T* bias, int64_t rows, int64_t m) {
   }
 }
 
-// ---- edge_conv_max: the backward by GEMMs (small k; the binding chooses) ---------------------------
+// ---- edge_conv_max: the backward by GEMMs (small k; the driver chooses) ----------------------------
 
 template <typename T>
 void route_gradient(const T* grad, const int32_t* winner, int64_t rows, int64_t m, int64_t j0, int64_t kj, T* dz,

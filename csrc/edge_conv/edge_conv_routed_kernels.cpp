@@ -32,7 +32,7 @@ void edge_mask_gradient(const T* grad, const int32_t* winner, int64_t rows, int6
 // folded weights W_j[m, p] = A[m, p] + sum_{n : idx[n, j] = p} E[m, n] (the forward's),
 //   dX[c, p]  = sum_m G[c, m] W_{w(c, m)}[m, p]
 //   dE'[m, n] = sum_c G[c, m] X[c, idx[n, w(c, m)]]      (E's gradient through the gathered term)
-// and dA = G^T X (torch's BLAS, in the binding). Both sums have the shape of one forward-sized GEMM, not
+// and dA = G^T X (torch's BLAS, in the driver). Both sums have the shape of one forward-sized GEMM, not
 // k of them: each (c, m) is visited once. They run one output row (c for dX, m for dE') of NR columns
 // at a time in registers; step s (m for dX, c for dE') reads its row of the right operand from the
 // panel of the output row's own winner: the panels of all k neighbours for a chunk of steps sit side by

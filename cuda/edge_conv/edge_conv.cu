@@ -320,8 +320,8 @@ cudaError_t cosine_topk_tile(const void* sim, const TopkColumns& columns, int64_
   if (rows == 0 || cols == 0) return cudaSuccess;
   return dispatch_dtype(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    topk_tile_kernel<T><<<grid_for(rows * kWarpSize), kThreads, 0, stream>>>(static_cast<const T*>(sim), columns, n0, rows,
-                                                                       c0, cols, lists);
+    topk_tile_kernel<T><<<grid_for(rows * kWarpSize), kThreads, 0, stream>>>(static_cast<const T*>(sim), columns, n0,
+                                                                              rows, c0, cols, lists);
     return cudaGetLastError();
   });
 }
