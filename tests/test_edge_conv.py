@@ -1,4 +1,7 @@
-"""cosine_topk and edge_conv_max on CPU (issue 5) against float64 references written here.
+"""cosine_topk and edge_conv_max (issue 5) against float64 references written here, on every device
+(tests/devices.py: CPU float32/float64; CUDA float32/float16/bfloat16, marked `cuda` and skipped without
+a GPU). Tests that exercise one backend's own paths (the CPU SIMD levels, kernel blocking and thread
+counts; CUDA's messages, autocast and agreement with the CPU result) stay per device.
 
 cosine_topk: values and indices against a stable descending sort of the float64 similarity matrix
 (k = 1, k = M, M != N, y None, tiles crossing the 2048-column boundary, many rows), exact ties between
@@ -10,12 +13,26 @@ gathers, for random idx, a cosine kNN graph, k = 1, k = N, M != N, duplicate nei
 max (the first maximal j gets the gradient), bias None, neighbour groups and channel blocks (large N M,
 one batch element), strided inputs, empty inputs, gradcheck, opcheck on both ops, torch.compile
 (fullgraph), the SIMD levels, double backward and every bad input.
+
+The fake (meta) kernels refuse what the native kernels refuse (test_*_fake_checks).
 """
 
 import pytest
 import torch
 from conftest import assert_compiled_matches_eager, run_at_each_cpu_capability
+from devices import DEVICE_DTYPES, DEVICES
 from facekernels.ops.edge_conv import cosine_topk, edge_conv_max
+
+CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+@pytest.fixture(autouse=True)
+def _full_precision_matmul():
+    """CUDA float32 GEMMs without TF32 (the tolerances below are float32's)."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = before
 
 # ---- cosine_topk ----------------------------------------------------------------------------------
 
@@ -31,25 +48,66 @@ def reference_topk(x, k, y=None):
     return sim.gather(-1, order), order
 
 
-def check_topk(x, k, y=None, atol=None):
-    values, indices = cosine_topk(x, k, y)
+# The values are float64 recomputations rounded to the dtype on every device, so this is tighter than
+# devices.TOLERANCES (which bounds a float32 accumulation).
+TOPK_ATOL = {
+    ("cpu", torch.float32): 1e-6,
+    ("cpu", torch.float64): 1e-13,
+    ("cuda", torch.float32): 1e-6,
+    ("cuda", torch.float16): 1e-3,
+    ("cuda", torch.bfloat16): 8e-3,
+}
+
+
+def check_topk(x, k, y=None, atol=None, device="cpu"):
+    """Indices exactly those of the float64 reference on the same (rounded) inputs; values to the dtype.
+    x and y are CPU tensors, moved to `device` for the op."""
+    values, indices = cosine_topk(x.to(device), k, None if y is None else y.to(device))
     ref_values, ref_indices = reference_topk(x, k, y)
+    assert values.device.type == torch.device(device).type
     assert values.dtype == x.dtype and indices.dtype == torch.int64
     assert values.shape == ref_values.shape
-    torch.testing.assert_close(indices, ref_indices, rtol=0, atol=0)
-    tol = atol if atol is not None else (1e-6 if x.dtype == torch.float32 else 1e-13)
-    torch.testing.assert_close(values.double(), ref_values, rtol=0, atol=tol)
+    torch.testing.assert_close(indices.cpu(), ref_indices, rtol=0, atol=0)
+    tol = atol if atol is not None else TOPK_ATOL[(torch.device(device).type, x.dtype)]
+    torch.testing.assert_close(values.cpu().double(), ref_values, rtol=0, atol=tol)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
 @pytest.mark.parametrize(
     "b,c,n,m,k",
-    [(2, 16, 37, 50, 5), (1, 3, 1, 1, 1), (3, 8, 20, 20, 20), (2, 7, 9, 33, 1), (1, 12, 300, 2100, 7), (2, 5, 40, 3, 2)],
+    [(2, 16, 37, 50, 5), (1, 3, 1, 1, 1), (3, 8, 20, 20, 20), (2, 7, 9, 33, 1), (1, 12, 300, 2100, 7), (2, 5, 40, 3, 2),
+     (1, 24, 2100, 9000, 7)],
 )
-def test_topk_matches_reference(b, c, n, m, k, dtype):
-    x = torch.randn(b, c, n, dtype=dtype)
-    y = torch.randn(b, c, m, dtype=dtype)
-    check_topk(x, k, y)
+def test_topk_matches_reference(b, c, n, m, k, device, dtype):
+    # (1, 24, 2100, 9000, 7): several row blocks and column tiles on either device.
+    x = torch.randn(b, c, n).to(dtype)
+    y = torch.randn(b, c, m).to(dtype)
+    check_topk(x, k, y, device=device)
+    check_topk(x, min(k, n), device=device)
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
+def test_topk_ties_and_zero_vectors(device, dtype):
+    # Small integers: exact in every dtype, so equal columns tie exactly and the smaller index wins.
+    base = torch.randint(-3, 4, (2, 16, 30)).to(dtype)
+    y = base[:, :, torch.randint(0, 30, (400,))]
+    x = torch.randint(-3, 4, (2, 16, 25)).to(dtype)
+    x[:, :, 3] = y[:, :, 17]
+    x[:, :, 4] = 0
+    y[:, :, 9] = 0
+    check_topk(x, 12, y, device=device)
+    gallery = torch.randn(1, 32, 1).expand(1, 32, 3000).contiguous().to(dtype)
+    _, indices = cosine_topk(torch.randn(1, 32, 5).to(dtype).to(device), 4, gallery.to(device))
+    assert (indices.cpu() == torch.arange(4)).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_topk_strided_and_empty(device):
+    x = torch.randn(2, 30, 9).transpose(1, 2)
+    y = torch.randn(2, 9, 80)[:, :, ::2]
+    check_topk(x, 5, y, device=device)
+    values, _ = cosine_topk(torch.randn(0, 4, 6, device=device), 3)
+    assert values.shape == (0, 6, 3)
 
 
 @pytest.mark.parametrize("k", [1, 6, 64])
@@ -281,14 +339,46 @@ def check_edge(x, idx, w_self, w_edge, bias, tol=None):
         torch.testing.assert_close(a.double(), r, rtol=tol[0] * 10, atol=tol[1] * 10)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def check_edge_cuda(x, idx, w_self, w_edge, bias, dtype):
+    """The op on CUDA in `dtype` (float32 accumulation) against the float64 reference on the same rounded
+    inputs; in half precision near-ties in the max may pick another neighbour, so gradients compare in
+    norm there."""
+    dev = [t.detach().to("cuda", dtype).requires_grad_() if t is not None else None for t in (x, w_self, w_edge, bias)]
+    out = edge_conv_max(dev[0], idx.to("cuda"), dev[1], dev[2], dev[3])
+    assert out.dtype == dtype and out.device.type == "cuda"
+    ref_in = [t.detach().to(dtype).double().requires_grad_() if t is not None else None for t in (x, w_self, w_edge, bias)]
+    ref = reference(ref_in[0], idx, ref_in[1], ref_in[2], ref_in[3])
+    tol = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}[dtype]
+    torch.testing.assert_close(out.cpu().double(), ref, rtol=tol, atol=tol)
+    g = torch.randn_like(ref)
+    leaves = [t for t in dev if t is not None]
+    ref_leaves = [t for t in ref_in if t is not None]
+    grads = torch.autograd.grad(out, leaves, g.to("cuda", dtype))
+    ref_grads = torch.autograd.grad(ref, ref_leaves, g)
+    for a, r in zip(grads, ref_grads):
+        if dtype == torch.float32:
+            torch.testing.assert_close(a.cpu().double(), r, rtol=1e-3, atol=1e-3)
+        else:
+            assert (a.cpu().double() - r).norm() <= 0.1 * r.norm() + 1e-2
+
+
+def check_edge_on(device, dtype, x, idx, w_self, w_edge, bias):
+    """Inputs made by make_inputs (float64, CPU), run in `dtype` on `device`."""
+    if torch.device(device).type == "cuda":
+        check_edge_cuda(x, idx, w_self, w_edge, bias, dtype)
+        return
+    leaves = [t.detach().to(dtype).requires_grad_() if t is not None else None for t in (x, w_self, w_edge, bias)]
+    check_edge(leaves[0], idx, leaves[1], leaves[2], leaves[3])
+
+
+@pytest.mark.parametrize("device,dtype", DEVICE_DTYPES)
 @pytest.mark.parametrize(
     "b,c,n,m,k",
     [(2, 3, 5, 4, 2), (1, 1, 1, 1, 1), (3, 4, 6, 6, 6), (2, 5, 7, 3, 1), (2, 3, 9, 11, 4), (2, 8, 16, 16, 4),
-     (1, 100, 8, 8, 2)],
+     (1, 100, 8, 8, 2), (4, 16, 64, 64, 4)],
 )
-def test_edge_matches_reference(b, c, n, m, k, dtype):
-    check_edge(*make_inputs(b, c, n, m, k, dtype))
+def test_edge_matches_reference(b, c, n, m, k, device, dtype):
+    check_edge_on(device, dtype, *make_inputs(b, c, n, m, k))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -554,3 +644,110 @@ def test_edge_backward_op_checks_idx_and_winner(k):
                                                rf"got {value} at winner\[0, 1, 3\]"):
             backward(grad, x, idx, w_self, w_edge, bad_winner, True, True, True)
     backward(grad, x, idx, w_self, w_edge, winner, True, True, True)  # the forward's own winner passes
+
+
+# ---- CUDA only: the CUDA binding's own paths -------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=CUDA, id="cuda")])
+def test_edge_ties_no_bias_strided_cuda(device):
+    b, c, n, m, k = 2, 5, 9, 6, 5
+    idx = torch.randint(0, n, (b, n, k))
+    idx[:, :, 3] = idx[:, :, 1]
+    x, _, w_self, w_edge, _ = make_inputs(b, c, n, m, k, idx=idx)
+    check_edge_cuda(x, idx, w_self, w_edge, None, torch.float32)
+    xs = torch.randn(b, n, c, device=device).transpose(1, 2).requires_grad_()
+    ws = torch.randn(n, m, device=device).T.requires_grad_()
+    out = edge_conv_max(xs, idx.to(device), ws, w_edge.detach().float().to(device))
+    ref = edge_conv_max(xs.detach().cpu(), idx, ws.detach().cpu(), w_edge.detach().float())
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=CUDA, id="cuda")])
+def test_edge_matches_cpu_at_mol_shape_cuda(device):
+    x, idx, w_self, w_edge, bias = make_inputs(8, 128, 256, 256, 4, torch.float32)
+    args = [t.detach() for t in (x, w_self, w_edge, bias)]
+    cpu = edge_conv_max(args[0], idx, *args[1:])
+    gpu = edge_conv_max(args[0].to(device), idx.to(device), *[a.to(device) for a in args[1:]])
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=CUDA, id="cuda")])
+def test_edge_empty_opcheck_compile_cuda(device):
+    x, idx, w_self, w_edge, bias = (
+        t.to(device) if t is not None else None for t in make_inputs(0, 3, 5, 4, 2, torch.float32)
+    )
+    empty_idx = torch.zeros(0, 5, 2, dtype=torch.int64, device=device)
+    assert edge_conv_max(x, empty_idx, w_self, w_edge, bias).shape == (0, 3, 4)
+    x, idx, w_self, w_edge, bias = (t.detach().to(device) for t in make_inputs(2, 3, 6, 5, 3, torch.float32))
+    for t in (x, w_self, w_edge, bias):
+        t.requires_grad_()
+    torch.library.opcheck(torch.ops.facekernels.edge_conv_max.default, (x, idx, w_self, w_edge, bias))
+    torch.library.opcheck(torch.ops.facekernels.cosine_topk.default, (x.detach(), 2))
+    out, winner = torch.ops.facekernels.edge_conv_max.default(x, idx, w_self, w_edge, bias)
+    torch.library.opcheck(torch.ops.facekernels._edge_conv_max_backward.default,
+                          (torch.randn_like(out), x.detach(), idx, w_self.detach(), w_edge.detach(), winner,
+                           True, True, True))
+    torch._dynamo.reset()
+    f = torch.compile(lambda x, ws, we, bi: edge_conv_max(x, idx, ws, we, bi) * 2, fullgraph=True)
+    torch.testing.assert_close(f(x, w_self, w_edge, bias), edge_conv_max(x, idx, w_self, w_edge, bias) * 2)
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=CUDA, id="cuda")])
+def test_edge_autocast_cuda(device):
+    x, idx, w_self, w_edge, bias = (t.detach().to(device) for t in make_inputs(2, 3, 6, 5, 3, torch.float32))
+    with torch.autocast("cuda", dtype=torch.float16):
+        out = edge_conv_max(x, idx, w_self, w_edge, bias)
+        values, _ = cosine_topk(x, 2)
+    assert out.dtype == torch.float16 and values.dtype == torch.float16
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=CUDA, id="cuda")])
+def test_bad_inputs_cuda(device):
+    x, idx, w_self, w_edge, bias = (t.detach().to(device) for t in make_inputs(2, 3, 5, 4, 2, torch.float32))
+    bad = idx.clone()
+    bad[1, 3, 1] = -2
+    with pytest.raises(RuntimeError, match=r"edge_conv_max: idx must hold positions in \[0, N\) = \[0, 5\), got -2 at idx\[1, 3, 1\]"):
+        edge_conv_max(x, bad, w_self, w_edge, bias)
+    bad[1, 3, 1] = 7
+    with pytest.raises(RuntimeError, match=r"got 7 at idx\[1, 3, 1\]"):
+        edge_conv_max(x, bad, w_self, w_edge, bias)
+    with pytest.raises(RuntimeError, match=r"edge_conv_max: x must be float16, bfloat16 or float32 on CUDA, got float64"):
+        edge_conv_max(x.double(), idx, w_self.double(), w_edge.double(), bias.double())
+    with pytest.raises(RuntimeError, match=r"edge_conv_max: w_self must be on the same device as x"):
+        edge_conv_max(x, idx, w_self.cpu(), w_edge, bias)
+    with pytest.raises(RuntimeError, match=r"cosine_topk: y must be on the same device as x"):
+        cosine_topk(x, 2, x.cpu())
+
+
+# ---- fake (meta) kernels: they refuse what the native kernels refuse, so traced and compiled calls
+# fail like eager ones instead of returning a plausible shape ---------------------------------------
+
+
+def meta(*shape, dtype=torch.float32):
+    return torch.empty(*shape, device="meta", dtype=dtype)
+
+
+def test_cosine_topk_fake_checks():
+    ops = torch.ops.facekernels
+    with pytest.raises(RuntimeError, match="k must be in"):
+        ops.cosine_topk(meta(2, 4, 50), 99)
+    with pytest.raises(RuntimeError, match="y must be"):
+        ops.cosine_topk(meta(2, 4, 5), 2, meta(2, 3, 5))
+    with pytest.raises(RuntimeError, match="dtype"):
+        ops.cosine_topk(meta(2, 4, 5), 2, meta(2, 4, 5, dtype=torch.float64))
+    values, indices = ops.cosine_topk(meta(2, 4, 5), 3, meta(2, 4, 7))
+    assert values.shape == (2, 5, 3) and indices.dtype == torch.int64
+
+
+def test_edge_conv_max_fake_checks():
+    ops = torch.ops.facekernels
+    x, idx, w = meta(2, 3, 6), meta(2, 6, 2, dtype=torch.int64), meta(5, 6)
+    with pytest.raises(RuntimeError, match="idx must be int64"):
+        ops.edge_conv_max(x, meta(2, 6, 2), w, w)
+    with pytest.raises(RuntimeError, match="w_self and w_edge"):
+        ops.edge_conv_max(x, idx, w, meta(4, 6))
+    with pytest.raises(RuntimeError, match="bias must be"):
+        ops.edge_conv_max(x, idx, w, w, meta(4))
+    out, winner = ops.edge_conv_max(x, idx, w, w, meta(5))
+    assert out.shape == (2, 3, 5) and winner.dtype == torch.int32

@@ -12,27 +12,6 @@ def meta(*shape, dtype=torch.float32):
     return torch.empty(*shape, device="meta", dtype=dtype)
 
 
-def test_cosine_topk_fake_checks():
-    with pytest.raises(RuntimeError, match="k must be in"):
-        ops.cosine_topk(meta(2, 4, 50), 99)
-    with pytest.raises(RuntimeError, match="y must be"):
-        ops.cosine_topk(meta(2, 4, 5), 2, meta(2, 3, 5))
-    with pytest.raises(RuntimeError, match="dtype"):
-        ops.cosine_topk(meta(2, 4, 5), 2, meta(2, 4, 5, dtype=torch.float64))
-    values, indices = ops.cosine_topk(meta(2, 4, 5), 3, meta(2, 4, 7))
-    assert values.shape == (2, 5, 3) and indices.dtype == torch.int64
-
-
-def test_edge_conv_max_fake_checks():
-    x, idx, w = meta(2, 3, 6), meta(2, 6, 2, dtype=torch.int64), meta(5, 6)
-    with pytest.raises(RuntimeError, match="idx must be int64"):
-        ops.edge_conv_max(x, meta(2, 6, 2), w, w)
-    with pytest.raises(RuntimeError, match="w_self and w_edge"):
-        ops.edge_conv_max(x, idx, w, meta(4, 6))
-    with pytest.raises(RuntimeError, match="bias must be"):
-        ops.edge_conv_max(x, idx, w, w, meta(4))
-    out, winner = ops.edge_conv_max(x, idx, w, w, meta(5))
-    assert out.shape == (2, 3, 5) and winner.dtype == torch.int32
 
 
 def test_diff_attention_fake_checks():

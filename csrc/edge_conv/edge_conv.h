@@ -1,9 +1,9 @@
-// cosine_topk and edge_conv_max: argument checks and the GEMM helper shared by the CPU and CUDA bindings.
+// cosine_topk and edge_conv_max: the problems and argument checks shared by the CPU bindings
+// (cosine_topk_cpu.cpp, edge_conv_cpu.cpp) and the CUDA binding (edge_conv_cuda.cpp); edge_conv.cpp
+// defines them.
 #pragma once
 
-#include <torch/csrc/stable/device.h>
 #include <torch/csrc/stable/tensor.h>
-#include <torch/headeronly/core/ScalarType.h>
 
 #include <cstdint>
 #include <optional>
@@ -43,19 +43,16 @@ void check_edge_index_range(const char* op, const int64_t* idx, int64_t count, i
 // The message for an index out of range, at flat position `at` of idx [B, N, k].
 [[noreturn]] void fail_edge_index(const char* op, int64_t value, int64_t at, int64_t n, int64_t k);
 
-// A (batch of) matrices in memory: element (i, r, c) at data + i * batch_stride + r * row_stride +
-// c * col_stride elements. BLAS needs row_stride or col_stride to be 1.
-struct EdgeMatrixView {
-  void* data;
-  int64_t batch, rows, cols;
-  int64_t batch_stride, row_stride, col_stride;
-};
+// Raises unless every winner (count values, [B, C, M] contiguous) is in [-1, k): -1 for an inactive
+// output, else the neighbour its max came from (the CPU backward; CUDA's kernels bound-check it).
+void check_winner_range(const char* op, const int32_t* winner, int64_t count, int64_t k, int64_t c, int64_t m);
 
-// out = a @ b (per batch entry) by torch's mm.out / bmm.out: BLAS on CPU (single-threaded inside our own
-// parallel regions), cuBLAS on the current stream on CUDA. The tensors are made here, on the calling
-// thread (tensors made on the op's thread would be inference tensors under torch.inference_mode(),
-// which a worker thread may not write).
-void matmul_into(const EdgeMatrixView& out, const EdgeMatrixView& a, const EdgeMatrixView& b, torch::stable::Device device,
-                 torch::headeronly::ScalarType dtype);
+// For the CPU drivers (cosine_topk_cpu.cpp, edge_conv_cpu.cpp): the rounding-up division (core has none
+// for binding code; core/cpu_simd.h's are for kernel sources) and the padding of their scratch buffers
+// (kernels may load a vector past a row's end).
+namespace edge_cpu {
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+constexpr int64_t kPad = 64;
+}  // namespace edge_cpu
 
 }  // namespace facekernels

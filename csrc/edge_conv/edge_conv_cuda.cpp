@@ -22,8 +22,10 @@
 #include <tuple>
 #include <vector>
 
+#include "core/blas.h"
 #include "core/checks.h"
 #include "core/cuda_binding.h"
+#include "core/tensors.h"
 #include "cuda/edge_conv/edge_conv.h"
 #include "edge_conv/edge_conv.h"
 
@@ -35,11 +37,6 @@ using torch::stable::Tensor;
 
 inline void* byte_offset(const Tensor& t, int64_t elements) {
   return static_cast<char*>(t.data_ptr()) + elements * static_cast<int64_t>(t.element_size());
-}
-
-template <typename T>
-T* data_of(const Tensor& t) {
-  return static_cast<T*>(t.data_ptr());
 }
 
 std::tuple<Tensor, Tensor> cosine_topk_cuda(const Tensor& x_in, int64_t k, const std::optional<Tensor>& y_in) {
@@ -85,9 +82,9 @@ std::tuple<Tensor, Tensor> cosine_topk_cuda(const Tensor& x_in, int64_t k, const
       check_launch(cudaMemsetAsync(lists.size, 0, sizeof(int32_t) * rows, stream), op);
       for (int64_t c0 = 0; c0 < M; c0 += W) {
         const int64_t cols = std::min(W, M - c0);
-        matmul_into({sim.data_ptr(), 1, rows, cols, 0, cols, 1},
-                    {byte_offset(x, b * C * N + n0), 1, rows, C, 0, 1, N},
-                    {byte_offset(y, b * C * M + c0), 1, C, cols, 0, M, 1}, device, scalar);
+        gemm_into(MatrixView::row_major(sim.data_ptr(), rows, cols),
+                  MatrixView::row_major(byte_offset(x, b * C * N + n0), C, rows, N).t(),
+                  MatrixView::row_major(byte_offset(y, b * C * M + c0), C, cols, M), device, scalar);
         check_launch(cuda::cosine_topk_tile(sim.data_ptr(), columns, n0, rows, c0, cols, lists, dtype, stream), op);
       }
       check_launch(cuda::cosine_topk_finish(lists, rows, byte_offset(values, (b * N + n0) * k),
@@ -114,6 +111,41 @@ void check_index_range_cuda(const char* op, const Tensor& idx, int64_t n, int64_
   int64_t value = 0;
   check_launch(cudaMemcpy(&value, data_of<const int64_t>(idx) + at, sizeof(value), cudaMemcpyDeviceToHost), op);
   fail_edge_index(op, value, static_cast<int64_t>(at), n, k);
+}
+
+// The launcher's view of (w_self - w_edge)^T and w_edge^T into weights_t [2, N * M] (float32), from the
+// weights' strides.
+cuda::EdgeTransposeParams transpose_params(const Tensor& w_self, const Tensor& w_edge, const Tensor& weights_t) {
+  float* self_minus_edge_t = data_of<float>(weights_t);
+  return {.w_self = w_self.data_ptr(),
+          .s0 = w_self.stride(0),
+          .s1 = w_self.stride(1),
+          .w_edge = w_edge.data_ptr(),
+          .e0 = w_edge.stride(0),
+          .e1 = w_edge.stride(1),
+          .m = w_self.size(0),
+          .n = w_self.size(1),
+          .self_minus_edge_t = self_minus_edge_t,
+          .edge_t = self_minus_edge_t + w_self.size(0) * w_self.size(1)};
+}
+
+// The launcher's view of the weights of neighbours j0 .. j0 + kj - 1 for batch elements b0 .. b0 + bc - 1,
+// from the transposed weights_t [2, N * M] (float32), into scratch / wcat.
+cuda::EdgeBuildParams build_params(const Tensor& weights_t, const Tensor& idx, const Tensor& scratch, const Tensor& wcat,
+                                   const EdgeConvProblem& p, int64_t b0, int64_t bc, int64_t j0, int64_t kj) {
+  const float* self_minus_edge_t = data_of<const float>(weights_t);
+  return {.self_minus_edge_t = self_minus_edge_t,
+          .edge_t = self_minus_edge_t + p.n * p.m,
+          .idx = data_of<const int64_t>(idx),
+          .b0 = b0,
+          .bc = bc,
+          .n = p.n,
+          .m = p.m,
+          .k = p.k,
+          .j0 = j0,
+          .kj = kj,
+          .scratch = data_of<float>(scratch),
+          .wcat = wcat.data_ptr()};
 }
 
 struct CudaEdgePlan {
@@ -147,12 +179,7 @@ std::tuple<Tensor, Tensor> edge_conv_max_cuda(const Tensor& x_in, const Tensor& 
   const bool f32 = dtype == cuda::DType::Float32;
 
   Tensor weights_t = torch::stable::new_empty(x, {2, N * M}, ScalarType::Float);
-  float* self_minus_edge_t = data_of<float>(weights_t);
-  float* edge_t = self_minus_edge_t + N * M;
-  check_launch(cuda::edge_transpose_weights(w_self.data_ptr(), w_self.stride(0), w_self.stride(1), w_edge.data_ptr(),
-                                            w_edge.stride(0), w_edge.stride(1), M, N, self_minus_edge_t, edge_t,
-                                            dtype, stream),
-               op);
+  check_launch(cuda::edge_transpose_weights(transpose_params(w_self, w_edge, weights_t), dtype, stream), op);
   Tensor skip = torch::stable::new_empty(x, {B * k}, ScalarType::Byte);
   check_launch(cuda::edge_duplicate_neighbours(data_of<const int64_t>(idx), B, N, k, data_of<uint8_t>(skip), stream),
                op);
@@ -169,16 +196,25 @@ std::tuple<Tensor, Tensor> edge_conv_max_cuda(const Tensor& x_in, const Tensor& 
     const int64_t bc = std::min(plan.bc, B - b0);
     for (int64_t j0 = 0; j0 < k; j0 += plan.kj) {
       const int64_t kj = std::min(plan.kj, k - j0), w = kj * M;
-      check_launch(cuda::edge_build_weights(self_minus_edge_t, edge_t, data_of<const int64_t>(idx), b0, bc, N, M, k, j0,
-                                            kj, data_of<float>(scratch), wcat.data_ptr(), dtype, stream),
+      check_launch(cuda::edge_build_weights(build_params(weights_t, idx, scratch, wcat, p, b0, bc, j0, kj), dtype, stream),
                    op);
-      matmul_into({z.data_ptr(), bc, C, w, C * w, w, 1}, {byte_offset(x, b0 * C * N), bc, C, N, C * N, N, 1},
-                  {wcat.data_ptr(), bc, N, w, N * w, w, 1}, device, scalar);
-      check_launch(cuda::edge_max_group(z.data_ptr(), bc, C, M, k, j0, kj, data_of<uint8_t>(skip) + b0 * k,
-                                        data_of<float>(best) + b0 * C * M, data_of<int32_t>(winner) + b0 * C * M,
-                                        j0 + kj >= k, bias.has_value() ? bias->data_ptr() : nullptr,
-                                        byte_offset(out, b0 * C * M), dtype, stream),
-                   op);
+      gemm_into(MatrixView::row_major(z.data_ptr(), C, w).batched(bc, C * w),
+                MatrixView::row_major(byte_offset(x, b0 * C * N), C, N).batched(bc, C * N),
+                MatrixView::row_major(wcat.data_ptr(), N, w).batched(bc, N * w), device, scalar);
+      const cuda::EdgeMaxGroupParams group{.z = z.data_ptr(),
+                                           .bc = bc,
+                                           .c = C,
+                                           .m = M,
+                                           .k = k,
+                                           .j0 = j0,
+                                           .kj = kj,
+                                           .skip = data_of<const uint8_t>(skip) + b0 * k,
+                                           .best = data_of<float>(best) + b0 * C * M,
+                                           .arg = data_of<int32_t>(winner) + b0 * C * M,
+                                           .last = j0 + kj >= k,
+                                           .bias = bias.has_value() ? bias->data_ptr() : nullptr,
+                                           .out = byte_offset(out, b0 * C * M)};
+      check_launch(cuda::edge_max_group(group, dtype, stream), op);
     }
   }
   return {out, winner};
@@ -216,13 +252,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_cuda(const Ten
   check_index_range_cuda(op, idx, N, p.k, stream);
 
   Tensor weights_t = torch::stable::new_empty(x, {need_x ? 2 : 0, N * M}, ScalarType::Float);
-  float* self_minus_edge_t = need_x ? data_of<float>(weights_t) : nullptr;
-  float* edge_t = need_x ? self_minus_edge_t + N * M : nullptr;
   if (need_x) {
-    check_launch(cuda::edge_transpose_weights(w_self.data_ptr(), w_self.stride(0), w_self.stride(1),
-                                              w_edge.data_ptr(), w_edge.stride(0), w_edge.stride(1), M, N,
-                                              self_minus_edge_t, edge_t, dtype, stream),
-                 op);
+    check_launch(cuda::edge_transpose_weights(transpose_params(w_self, w_edge, weights_t), dtype, stream), op);
   }
   const CudaEdgePlan plan = cuda_edge_plan(p);
   const int64_t width = plan.kj * M;
@@ -239,28 +270,43 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> edge_conv_max_backward_cuda(const Ten
     const int64_t bc = std::min(plan.bc, B - b0);
     for (int64_t j0 = 0; j0 < k; j0 += plan.kj) {
       const int64_t kj = std::min(plan.kj, k - j0), w = kj * M;
-      check_launch(cuda::edge_route_gradient(byte_offset(grad, b0 * C * M), data_of<const int32_t>(winner) + b0 * C * M,
-                                             bc, C, M, j0, kj, dz.data_ptr(), dtype, stream),
-                   op);
+      const cuda::EdgeRouteParams route{.grad = byte_offset(grad, b0 * C * M),
+                                        .winner = data_of<const int32_t>(winner) + b0 * C * M,
+                                        .bc = bc,
+                                        .c = C,
+                                        .m = M,
+                                        .j0 = j0,
+                                        .kj = kj,
+                                        .dz = dz.data_ptr()};
+      check_launch(cuda::edge_route_gradient(route, dtype, stream), op);
       if (need_x) {
-        check_launch(cuda::edge_build_weights(self_minus_edge_t, edge_t, data_of<const int64_t>(idx), b0, bc, N, M, k,
-                                              j0, kj, data_of<float>(scratch), wcat.data_ptr(), dtype, stream),
-                     op);
+        check_launch(
+            cuda::edge_build_weights(build_params(weights_t, idx, scratch, wcat, p, b0, bc, j0, kj), dtype, stream), op);
         // dX = dZ W^T: [bc, C, kj M] x [bc, kj M, N].
-        matmul_into({dx_part.data_ptr(), bc, C, N, C * N, N, 1}, {dz.data_ptr(), bc, C, w, C * w, w, 1},
-                    {wcat.data_ptr(), bc, w, N, N * w, 1, w}, device, scalar);
+        gemm_into(MatrixView::row_major(dx_part.data_ptr(), C, N).batched(bc, C * N),
+                  MatrixView::row_major(dz.data_ptr(), C, w).batched(bc, C * w),
+                  MatrixView::row_major(wcat.data_ptr(), N, w).t().batched(bc, N * w), device, scalar);
         check_launch(cuda::edge_accumulate(data_of<float>(dx_accum) + b0 * C * N, dx_part.data_ptr(), bc * C * N, dtype,
                                            stream),
                      op);
       }
       if (need_weights) {
         // dW = X^T dZ: [bc, N, C] x [bc, C, kj M].
-        matmul_into({dwcat.data_ptr(), bc, N, w, N * w, w, 1}, {byte_offset(x, b0 * C * N), bc, N, C, C * N, 1, N},
-                    {dz.data_ptr(), bc, C, w, C * w, w, 1}, device, scalar);
-        check_launch(cuda::edge_accumulate_weight_grads(dwcat.data_ptr(), data_of<const int64_t>(idx), b0, bc, N, M, k,
-                                                        j0, kj, data_of<float>(weight_accum),
-                                                        data_of<float>(weight_accum) + N * M, dtype, stream),
-                     op);
+        gemm_into(MatrixView::row_major(dwcat.data_ptr(), N, w).batched(bc, N * w),
+                  MatrixView::row_major(byte_offset(x, b0 * C * N), C, N).t().batched(bc, C * N),
+                  MatrixView::row_major(dz.data_ptr(), C, w).batched(bc, C * w), device, scalar);
+        const cuda::EdgeWeightGradParams grads{.dwcat = dwcat.data_ptr(),
+                                               .idx = data_of<const int64_t>(idx),
+                                               .b0 = b0,
+                                               .bc = bc,
+                                               .n = N,
+                                               .m = M,
+                                               .k = k,
+                                               .j0 = j0,
+                                               .kj = kj,
+                                               .gd = data_of<float>(weight_accum),
+                                               .ge = data_of<float>(weight_accum) + N * M};
+        check_launch(cuda::edge_accumulate_weight_grads(grads, dtype, stream), op);
       }
     }
   }

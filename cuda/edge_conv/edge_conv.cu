@@ -24,14 +24,13 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// Blocks of kThreads for `count` items (grid-stride loops cover the rest). At most 65536 blocks, fewer
+// than core's kMaxGridBlocks: kept, so that the launches are those measured.
 inline unsigned grid_for(int64_t count) {
-  const int64_t blocks = ceil_div(count, kThreads);
-  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65536 ? 65536 : blocks));
+  return static_cast<unsigned>(min64(grid_blocks(count, kThreads), int64_t{65536}));
 }
 
-#define FK_GRID_STRIDE(i, count)                                                                   \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (count); \
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+#define FK_GRID_STRIDE(i, count) for (int64_t i = grid_thread_index(); i < (count); i += grid_thread_count())
 
 __device__ __forceinline__ bool ranks_before(double va, int64_t ia, double vb, int64_t ib) {
   if (va != va) return false;
@@ -59,12 +58,12 @@ __global__ void inverse_norms_kernel(const T* x, int64_t batch, int64_t channels
 template <typename T>
 __global__ void topk_tile_kernel(const T* sim, TopkColumns columns, int64_t n0, int64_t rows, int64_t c0,
                                  int64_t cols, TopkLists lists) {
-  const int lane = threadIdx.x & 31;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  const int lane = threadIdx.x & (kWarpSize - 1);
+  const int64_t warps = grid_thread_count() / kWarpSize;
   const T* x = static_cast<const T*>(columns.x);
   const T* y = static_cast<const T*>(columns.y);
   const int64_t k = lists.k, channels = columns.channels, nn = columns.n, mm = columns.m;
-  for (int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5; r < rows; r += warps) {
+  for (int64_t r = grid_thread_index() / kWarpSize; r < rows; r += warps) {
     const int64_t n = n0 + r;
     const double inv_x = columns.inv_x[n];
     const float scale = static_cast<float>(inv_x);
@@ -73,31 +72,31 @@ __global__ void topk_tile_kernel(const T* sim, TopkColumns columns, int64_t n0, 
     int32_t size = lists.size[r];
     float cut = size == k ? static_cast<float>(value[k - 1] - static_cast<double>(columns.margin)) : -INFINITY;
     const T* row = sim + r * cols;
-    for (int64_t j0 = 0; j0 < cols; j0 += 32) {
+    for (int64_t j0 = 0; j0 < cols; j0 += kWarpSize) {
       const int64_t j = j0 + lane;
       float v = -INFINITY;
       if (j < cols) v = to_float(row[j]) * static_cast<float>(columns.inv_y[c0 + j]) * scale;
       // Lanes past the tile never take part (while a list is short, cut is -inf and -inf >= -inf). An
       // infinite tile value is a float16/bfloat16 overflow of a finite similarity: re-rank it in float64.
-      unsigned pending = __ballot_sync(0xffffffffu, j < cols && (v >= cut || isinf(v)));
+      unsigned pending = __ballot_sync(kFullWarpMask, j < cols && (v >= cut || isinf(v)));
       while (pending != 0) {
         const int l = __ffs(pending) - 1;
         pending &= pending - 1;
-        const float vl = __shfl_sync(0xffffffffu, v, l);
+        const float vl = __shfl_sync(kFullWarpMask, v, l);
         if (!(vl >= cut) && !isinf(vl)) continue;  // the cut rose since the ballot
         const int64_t m = c0 + j0 + l;
         double s = 0;
-        for (int64_t c = lane; c < channels; c += 32) {
+        for (int64_t c = lane; c < channels; c += kWarpSize) {
           s += static_cast<double>(to_float(x[c * nn + n])) * static_cast<double>(to_float(y[c * mm + m]));
         }
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        s = __shfl_sync(0xffffffffu, s, 0);
+        s = warp_sum(s);  // the same xor butterfly (offsets 16 .. 1)
+        s = __shfl_sync(kFullWarpMask, s, 0);
         const double e = s * inv_x * columns.inv_y[m];
         if (e != e) continue;  // NaN is never selected
         // Lane 0 decides and the warp follows: it alone writes the list, and a lane reading value[k - 1]
         // after lane 0's shift below would otherwise decide differently and desynchronise the warp.
         const bool enters =
-            __shfl_sync(0xffffffffu, static_cast<int>(size < k || ranks_before(e, m, value[k - 1], index[k - 1])), 0);
+            __shfl_sync(kFullWarpMask, static_cast<int>(size < k || ranks_before(e, m, value[k - 1], index[k - 1])), 0);
         if (!enters) continue;
         if (lane == 0) {
           int64_t p = size < k ? size : k - 1;
@@ -153,13 +152,15 @@ __global__ void duplicate_kernel(const int64_t* idx, int64_t batch, int64_t n, i
 }
 
 template <typename T>
-__global__ void transpose_weights_kernel(const T* ws, int64_t s0, int64_t s1, const T* we, int64_t e0, int64_t e1,
-                                         int64_t m, int64_t n, float* self_minus_edge_t, float* edge_t) {
-  FK_GRID_STRIDE(t, n * m) {
+__global__ void transpose_weights_kernel(EdgeTransposeParams p) {
+  const T* ws = static_cast<const T*>(p.w_self);
+  const T* we = static_cast<const T*>(p.w_edge);
+  const int64_t m = p.m;
+  FK_GRID_STRIDE(t, p.n * m) {
     const int64_t i = t / m, r = t % m;
-    const float e = to_float(we[r * e0 + i * e1]);
-    self_minus_edge_t[t] = to_float(ws[r * s0 + i * s1]) - e;
-    edge_t[t] = e;
+    const float e = to_float(we[r * p.e0 + i * p.e1]);
+    p.self_minus_edge_t[t] = to_float(ws[r * p.s0 + i * p.s1]) - e;
+    p.edge_t[t] = e;
   }
 }
 
@@ -173,8 +174,11 @@ __global__ void init_weights_kernel(const float* self_minus_edge_t, int64_t bc, 
 }
 
 // A thread per (b, j, m) walks n in order: scratch[b, idx[b, n, j], j m + m] += edge_t[n, m].
-__global__ void scatter_weights_kernel(const float* edge_t, const int64_t* idx, int64_t b0, int64_t bc, int64_t n,
-                                       int64_t m, int64_t k, int64_t j0, int64_t kj, float* scratch) {
+__global__ void scatter_weights_kernel(EdgeBuildParams p) {
+  const float* edge_t = p.edge_t;
+  const int64_t* idx = p.idx;
+  const int64_t b0 = p.b0, bc = p.bc, n = p.n, m = p.m, k = p.k, j0 = p.j0, kj = p.kj;
+  float* scratch = p.scratch;
   const int64_t width = kj * m;
   FK_GRID_STRIDE(t, bc * kj * m) {
     const int64_t bb = t / (kj * m), jj = (t / m) % kj, col = t % m;
@@ -190,8 +194,15 @@ __global__ void convert_kernel(const float* src, int64_t count, T* dst) {
 }
 
 template <typename T>
-__global__ void max_group_kernel(const T* z, int64_t bc, int64_t c, int64_t m, int64_t k, int64_t j0, int64_t kj,
-                                 const uint8_t* skip, float* best, int32_t* arg, bool last, const T* bias, T* out) {
+__global__ void max_group_kernel(EdgeMaxGroupParams p) {
+  const T* z = static_cast<const T*>(p.z);
+  const int64_t bc = p.bc, c = p.c, m = p.m, k = p.k, j0 = p.j0, kj = p.kj;
+  const uint8_t* skip = p.skip;
+  float* best = p.best;
+  int32_t* arg = p.arg;
+  const bool last = p.last;
+  const T* bias = static_cast<const T*>(p.bias);
+  T* out = static_cast<T*>(p.out);
   const int64_t width = kj * m;
   FK_GRID_STRIDE(t, bc * c * m) {
     const int64_t row = t / m, col = t % m, bb = row / c;
@@ -257,8 +268,12 @@ __global__ void accumulate_kernel(float* accum, const T* part, int64_t count) {
 }
 
 template <typename T>
-__global__ void weight_grads_kernel(const T* dwcat, const int64_t* idx, int64_t b0, int64_t bc, int64_t n, int64_t m,
-                                    int64_t k, int64_t j0, int64_t kj, float* gd, float* ge) {
+__global__ void weight_grads_kernel(EdgeWeightGradParams p) {
+  const T* dwcat = static_cast<const T*>(p.dwcat);
+  const int64_t* idx = p.idx;
+  const int64_t b0 = p.b0, bc = p.bc, n = p.n, m = p.m, k = p.k, j0 = p.j0, kj = p.kj;
+  float* gd = p.gd;
+  float* ge = p.ge;
   const int64_t width = kj * m;
   FK_GRID_STRIDE(t, n * m) {
     const int64_t i = t / m, col = t % m;
@@ -305,8 +320,8 @@ cudaError_t cosine_topk_tile(const void* sim, const TopkColumns& columns, int64_
   if (rows == 0 || cols == 0) return cudaSuccess;
   return dispatch_dtype(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    topk_tile_kernel<T><<<grid_for(rows * 32), kThreads, 0, stream>>>(static_cast<const T*>(sim), columns, n0, rows,
-                                                                       c0, cols, lists);
+    topk_tile_kernel<T><<<grid_for(rows * kWarpSize), kThreads, 0, stream>>>(static_cast<const T*>(sim), columns, n0,
+                                                                              rows, c0, cols, lists);
     return cudaGetLastError();
   });
 }
@@ -336,53 +351,46 @@ cudaError_t edge_duplicate_neighbours(const int64_t* idx, int64_t batch, int64_t
   return cudaGetLastError();
 }
 
-cudaError_t edge_transpose_weights(const void* w_self, int64_t s0, int64_t s1, const void* w_edge, int64_t e0,
-                                   int64_t e1, int64_t m, int64_t n, float* self_minus_edge_t, float* edge_t,
-                                   DType dtype, cudaStream_t stream) {
-  if (m * n == 0) return cudaSuccess;
+cudaError_t edge_transpose_weights(const EdgeTransposeParams& params, DType dtype, cudaStream_t stream) {
+  if (params.m * params.n == 0) return cudaSuccess;
   return dispatch_dtype(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    transpose_weights_kernel<T><<<grid_for(m * n), kThreads, 0, stream>>>(
-        static_cast<const T*>(w_self), s0, s1, static_cast<const T*>(w_edge), e0, e1, m, n, self_minus_edge_t, edge_t);
+    transpose_weights_kernel<T><<<grid_for(params.m * params.n), kThreads, 0, stream>>>(params);
     return cudaGetLastError();
   });
 }
 
-cudaError_t edge_build_weights(const float* self_minus_edge_t, const float* edge_t, const int64_t* idx, int64_t b0,
-                               int64_t bc, int64_t n, int64_t m, int64_t k, int64_t j0, int64_t kj, float* scratch,
-                               void* wcat, DType dtype, cudaStream_t stream) {
+cudaError_t edge_build_weights(const EdgeBuildParams& params, DType dtype, cudaStream_t stream) {
+  const int64_t bc = params.bc, n = params.n, m = params.m, kj = params.kj;
   const int64_t count = bc * n * kj * m;
   if (count == 0) return cudaSuccess;
-  init_weights_kernel<<<grid_for(count), kThreads, 0, stream>>>(self_minus_edge_t, bc, n, m, kj, scratch);
+  init_weights_kernel<<<grid_for(count), kThreads, 0, stream>>>(params.self_minus_edge_t, bc, n, m, kj, params.scratch);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  scatter_weights_kernel<<<grid_for(bc * kj * m), kThreads, 0, stream>>>(edge_t, idx, b0, bc, n, m, k, j0, kj,
-                                                                          scratch);
+  scatter_weights_kernel<<<grid_for(bc * kj * m), kThreads, 0, stream>>>(params);
   err = cudaGetLastError();
   if (err != cudaSuccess || dtype == DType::Float32) return err;
-  return edge_convert(scratch, count, wcat, dtype, stream);
+  return edge_convert(params.scratch, count, params.wcat, dtype, stream);
 }
 
-cudaError_t edge_max_group(const void* z, int64_t bc, int64_t c, int64_t m, int64_t k, int64_t j0, int64_t kj,
-                           const uint8_t* skip, float* best, int32_t* arg, bool last, const void* bias, void* out,
-                           DType dtype, cudaStream_t stream) {
-  if (bc * c * m == 0) return cudaSuccess;
+cudaError_t edge_max_group(const EdgeMaxGroupParams& params, DType dtype, cudaStream_t stream) {
+  const int64_t count = params.bc * params.c * params.m;
+  if (count == 0) return cudaSuccess;
   return dispatch_dtype(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    max_group_kernel<T><<<grid_for(bc * c * m), kThreads, 0, stream>>>(static_cast<const T*>(z), bc, c, m, k, j0, kj,
-                                                                        skip, best, arg, last,
-                                                                        static_cast<const T*>(bias), static_cast<T*>(out));
+    max_group_kernel<T><<<grid_for(count), kThreads, 0, stream>>>(params);
     return cudaGetLastError();
   });
 }
 
-cudaError_t edge_route_gradient(const void* grad, const int32_t* winner, int64_t bc, int64_t c, int64_t m,
-                                int64_t j0, int64_t kj, void* dz, DType dtype, cudaStream_t stream) {
+cudaError_t edge_route_gradient(const EdgeRouteParams& params, DType dtype, cudaStream_t stream) {
+  const int64_t bc = params.bc, c = params.c, m = params.m, kj = params.kj;
   if (bc * c * m * kj == 0) return cudaSuccess;
   return dispatch_dtype(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    route_kernel<T><<<grid_for(bc * c * kj * m), kThreads, 0, stream>>>(static_cast<const T*>(grad), winner, bc, c, m,
-                                                                         j0, kj, static_cast<T*>(dz));
+    route_kernel<T><<<grid_for(bc * c * kj * m), kThreads, 0, stream>>>(static_cast<const T*>(params.grad),
+                                                                         params.winner, bc, c, m, params.j0, kj,
+                                                                         static_cast<T*>(params.dz));
     return cudaGetLastError();
   });
 }
@@ -407,14 +415,11 @@ cudaError_t edge_accumulate(float* accum, const void* part, int64_t count, DType
   });
 }
 
-cudaError_t edge_accumulate_weight_grads(const void* dwcat, const int64_t* idx, int64_t b0, int64_t bc, int64_t n,
-                                         int64_t m, int64_t k, int64_t j0, int64_t kj, float* gd, float* ge,
-                                         DType dtype, cudaStream_t stream) {
-  if (n * m == 0) return cudaSuccess;
+cudaError_t edge_accumulate_weight_grads(const EdgeWeightGradParams& params, DType dtype, cudaStream_t stream) {
+  if (params.n * params.m == 0) return cudaSuccess;
   return dispatch_dtype(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    weight_grads_kernel<T><<<grid_for(n * m), kThreads, 0, stream>>>(static_cast<const T*>(dwcat), idx, b0, bc, n, m,
-                                                                      k, j0, kj, gd, ge);
+    weight_grads_kernel<T><<<grid_for(params.n * params.m), kThreads, 0, stream>>>(params);
     return cudaGetLastError();
   });
 }

@@ -2,7 +2,8 @@
 //
 // The GEMMs run in the binding (cuBLAS through torch's mm/bmm); these kernels are the epilogues and the
 // data movement around them. Every pointer is to contiguous device memory; work is enqueued on `stream`;
-// each launcher returns the first launch error (or cudaSuccess) and none synchronises. No atomics on
+// each launcher returns the first launch error (or cudaSuccess) and none synchronises. Launchers of ten
+// or more arguments take a params struct (filled by name in the binding). No atomics on
 // values: every sum is taken by one thread in a fixed order, so results are deterministic.
 #pragma once
 
@@ -62,28 +63,55 @@ cudaError_t edge_index_check(const int64_t* idx, int64_t count, int64_t n, unsig
 cudaError_t edge_duplicate_neighbours(const int64_t* idx, int64_t batch, int64_t n, int64_t k, uint8_t* skip,
                                       cudaStream_t stream);
 
-// (w_self - w_edge)^T and w_edge^T as float32 [N, M], from weights of any strides (elements).
-cudaError_t edge_transpose_weights(const void* w_self, int64_t s0, int64_t s1, const void* w_edge, int64_t e0,
-                                   int64_t e1, int64_t m, int64_t n, float* self_minus_edge_t, float* edge_t,
-                                   DType dtype, cudaStream_t stream);
+// (w_self - w_edge)^T and w_edge^T as float32 [N, M], from w_self / w_edge [M, N] (dtype) of any strides
+// (elements).
+struct EdgeTransposeParams {
+  const void* w_self;
+  int64_t s0, s1;
+  const void* w_edge;
+  int64_t e0, e1;
+  int64_t m, n;
+  float* self_minus_edge_t;
+  float* edge_t;
+};
+cudaError_t edge_transpose_weights(const EdgeTransposeParams& params, DType dtype, cudaStream_t stream);
 
 // wcat [bc, N, kj M] (dtype) for batch elements b0 .. b0 + bc - 1 and neighbours j0 .. j0 + kj - 1:
 // W_j[p, m] = (w_self - w_edge)[m, p] + sum_{n: idx[b, n, j] = p} w_edge[m, n], summed in float32 in
-// `scratch` ([bc, N, kj M] float32; may alias wcat when dtype is float32).
-cudaError_t edge_build_weights(const float* self_minus_edge_t, const float* edge_t, const int64_t* idx, int64_t b0,
-                               int64_t bc, int64_t n, int64_t m, int64_t k, int64_t j0, int64_t kj, float* scratch,
-                               void* wcat, DType dtype, cudaStream_t stream);
+// `scratch` ([bc, N, kj M] float32; may alias wcat when dtype is float32). idx [B, N, k].
+struct EdgeBuildParams {
+  const float* self_minus_edge_t;  // [N, M]
+  const float* edge_t;             // [N, M]
+  const int64_t* idx;
+  int64_t b0, bc, n, m, k, j0, kj;
+  float* scratch;
+  void* wcat;
+};
+cudaError_t edge_build_weights(const EdgeBuildParams& params, DType dtype, cudaStream_t stream);
 
-// Running max over a group: z [bc, C, kj M] (dtype) into best / arg [bc, C, M] (float32 / int32);
-// skip [bc, k]. On the last group (bias nullable): out = ReLU(best + bias) in dtype, arg = -1 where the
-// max is <= 0.
-cudaError_t edge_max_group(const void* z, int64_t bc, int64_t c, int64_t m, int64_t k, int64_t j0, int64_t kj,
-                           const uint8_t* skip, float* best, int32_t* arg, bool last, const void* bias, void* out,
-                           DType dtype, cudaStream_t stream);
+// Running max over a group (neighbours j0 .. j0 + kj - 1 of k): z [bc, C, kj M] (dtype) into best / arg
+// [bc, C, M] (float32 / int32); skip [bc, k]. On the last group (bias nullable): out = ReLU(best + bias)
+// in dtype, arg = -1 where the max is <= 0.
+struct EdgeMaxGroupParams {
+  const void* z;
+  int64_t bc, c, m, k, j0, kj;
+  const uint8_t* skip;
+  float* best;
+  int32_t* arg;
+  bool last;
+  const void* bias;
+  void* out;
+};
+cudaError_t edge_max_group(const EdgeMaxGroupParams& params, DType dtype, cudaStream_t stream);
 
-// dz [bc, C, kj M] (dtype): grad [bc, C, M] routed to winner, zero elsewhere.
-cudaError_t edge_route_gradient(const void* grad, const int32_t* winner, int64_t bc, int64_t c, int64_t m,
-                                int64_t j0, int64_t kj, void* dz, DType dtype, cudaStream_t stream);
+// dz [bc, C, kj M] (dtype): grad [bc, C, M] routed to winner (neighbours j0 .. j0 + kj - 1), zero elsewhere.
+struct EdgeRouteParams {
+  const void* grad;
+  const int32_t* winner;
+  int64_t bc, c, m, j0, kj;
+  void* dz;
+};
+cudaError_t edge_route_gradient(const EdgeRouteParams& params, DType dtype, cudaStream_t stream);
 
 // grad_bias[m] = sum over b, c of grad where winner >= 0 (dtype), [B, C, M] inputs.
 cudaError_t edge_bias_gradient(const void* grad, const int32_t* winner, int64_t batch, int64_t c, int64_t m,
@@ -93,10 +121,15 @@ cudaError_t edge_bias_gradient(const void* grad, const int32_t* winner, int64_t 
 cudaError_t edge_accumulate(float* accum, const void* part, int64_t count, DType dtype, cudaStream_t stream);
 
 // From dwcat [bc, N, kj M] (dtype): gd[p, m] += sum_{b, j} dwcat[b, p, j M + m] and
-// ge[n, m] += sum_{b, j} dwcat[b, idx[b, n, j], j M + m] (float32 [N, M]).
-cudaError_t edge_accumulate_weight_grads(const void* dwcat, const int64_t* idx, int64_t b0, int64_t bc, int64_t n,
-                                         int64_t m, int64_t k, int64_t j0, int64_t kj, float* gd, float* ge,
-                                         DType dtype, cudaStream_t stream);
+// ge[n, m] += sum_{b, j} dwcat[b, idx[b0 + b, n, j], j M + m] (float32 [N, M]).
+struct EdgeWeightGradParams {
+  const void* dwcat;
+  const int64_t* idx;
+  int64_t b0, bc, n, m, k, j0, kj;
+  float* gd;
+  float* ge;
+};
+cudaError_t edge_accumulate_weight_grads(const EdgeWeightGradParams& params, DType dtype, cudaStream_t stream);
 
 // out[i] = accum[i] in dtype.
 cudaError_t edge_convert(const float* accum, int64_t count, void* out, DType dtype, cudaStream_t stream);
