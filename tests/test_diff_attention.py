@@ -46,7 +46,8 @@ def make(b, h, t, s, d, dv, dtype=torch.float32, lam_shape=None, requires_grad=T
     # float16/bfloat16 inputs are drawn in float32 and rounded.
     drawn = dtype if dtype in (torch.float32, torch.float64) else torch.float32
     shapes = [(b, h, t, d), (b, h, s, d), (b, h, t, d), (b, h, s, d), (b, h, s, dv)]
-    xs = [torch.randn(*sh, dtype=drawn, device=device).to(dtype).requires_grad_(requires_grad) for sh in shapes]
+    xs = [torch.randn(*sh, dtype=drawn, device=device).to(dtype) for sh in shapes]
+    xs = [x.requires_grad_(requires_grad) for x in xs]
     lam = torch.rand(lam_shape if lam_shape is not None else (b, h), dtype=drawn, device=device) * 0.8 + 0.1
     lam = lam.to(dtype).requires_grad_(requires_grad)
     return xs, lam
@@ -84,7 +85,9 @@ def check_against_reference(xs, lam, causal=False, scale=None):
     for name, g, w in zip(["q1", "k1", "q2", "k2", "v", "lam"], got, want):
         assert g.shape == w.shape and g.dtype == dtype, name
         norm = max(w.abs().max().item(), 1.0) if device == "cuda" else 1.0
-        torch.testing.assert_close(g.double().cpu() / norm, w / norm, **tol, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            g.double().cpu() / norm, w / norm, **tol, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 CASES = [  # (B, H, T, S, D, Dv, causal)
