@@ -1,20 +1,28 @@
-"""diff_attention on CPU: values and gradients (q1, k1, q2, k2, v and lam) against a float64 reference that
-materialises both maps; T = 1, S = 1, T != S, causal, tile-boundary sizes, D != Dv, D up to 256, every
-accepted lam shape, the key-blocked path for long key ranges, the per-thread split of the backward when
-there are fewer heads than threads, gradcheck, the torch.library contract, torch.compile, strided inputs,
-empty batches, SIMD levels, autocast and every bad input."""
+"""diff_attention on every device (tests/devices.py: CPU in float32/float64, CUDA in float32/float16/bfloat16,
+the CUDA cases skipped without a GPU): values and gradients (q1, k1, q2, k2, v and lam) against one float64
+reference that materialises both maps; T = 1, S = 1, T != S, causal, tile-boundary sizes, D != Dv, D up to
+256, every accepted lam shape, explicit scales, strided, broadcast and empty inputs, the torch.library
+contract and torch.compile. CPU only: the key-blocked path for long key ranges, the per-thread split of the
+backward when there are fewer heads than threads, gradcheck (float64), inference mode, SIMD levels, autocast
+and every bad input. CUDA only: more (b, h) pairs and rows than one tile holds, CPU/CUDA agreement, autocast
+and the inputs the CUDA binding must refuse. The fake (meta) kernel's checks are at the end.
+
+The CUDA kernels compute in float16/bfloat16/float32 only (float64 is refused), so gradcheck cannot run
+there: every device's gradients are compared with the float64 reference's autograd instead.
+"""
 
 import facekernels
 import pytest
 import torch
 from conftest import assert_compiled_matches_eager, run_at_each_cpu_capability
+from devices import DEVICE_DTYPES, DEVICES
 from facekernels.ops import diff_attention
 
 ops = torch.ops.facekernels
 
 
 def reference(q1, k1, q2, k2, v, lam, causal=False, scale=None):
-    """float64, both T x S maps materialised."""
+    """float64 on the inputs' device, both T x S maps materialised (autograd flows to the inputs)."""
     q1, k1, q2, k2, v = (t.double() for t in (q1, k1, q2, k2, v))
     lam = torch.as_tensor(lam).double().expand(q1.shape[:2])
     scale = q1.shape[-1] ** -0.5 if scale is None else scale
@@ -28,15 +36,59 @@ def reference(q1, k1, q2, k2, v, lam, causal=False, scale=None):
     return s1.softmax(-1) @ v - lam[..., None, None] * (s2.softmax(-1) @ v)
 
 
-def make(b, h, t, s, d, dv, dtype=torch.float32, lam_shape=None, requires_grad=True):
+def reference_on_cpu(q1, k1, q2, k2, v, lam, causal=False, scale=None):
+    """The reference from float64 CPU copies of the inputs: (result, the copies, leaves for autograd)."""
+    leaves = [torch.as_tensor(t).detach().cpu().double().requires_grad_() for t in (q1, k1, q2, k2, v, lam)]
+    return reference(*leaves, causal=causal, scale=scale), leaves
+
+
+def make(b, h, t, s, d, dv, dtype=torch.float32, lam_shape=None, requires_grad=True, device="cpu"):
+    # float16/bfloat16 inputs are drawn in float32 and rounded.
+    drawn = dtype if dtype in (torch.float32, torch.float64) else torch.float32
     shapes = [(b, h, t, d), (b, h, s, d), (b, h, t, d), (b, h, s, d), (b, h, s, dv)]
-    xs = [torch.randn(*sh, dtype=dtype, requires_grad=requires_grad) for sh in shapes]
-    lam = torch.rand(lam_shape if lam_shape is not None else (b, h), dtype=dtype) * 0.8 + 0.1
-    lam.requires_grad_(requires_grad)
+    xs = [torch.randn(*sh, dtype=drawn, device=device).to(dtype) for sh in shapes]
+    xs = [x.requires_grad_(requires_grad) for x in xs]
+    lam = torch.rand(lam_shape if lam_shape is not None else (b, h), dtype=drawn, device=device) * 0.8 + 0.1
+    lam = lam.to(dtype).requires_grad_(requires_grad)
     return xs, lam
 
 
-TOL = {torch.float32: {"atol": 1e-4, "rtol": 1e-4}, torch.float64: {"atol": 1e-11, "rtol": 1e-10}}
+# Outputs and gradients against the float64 reference, per (device, dtype): the values this family's tests
+# have always used. float32 is 10x devices.TOLERANCES on both devices (each output is a difference of two
+# softmax-weighted sums over S keys, and the gradients go through both maps and the row sums d_i), CPU
+# float64 a tenth of it (the reference's own arithmetic in the same dtype), the CUDA half dtypes wider in
+# atol (the inputs and outputs are rounded to them, the float32 arithmetic in between is exact by
+# comparison).
+TOL = {
+    ("cpu", torch.float32): {"atol": 1e-4, "rtol": 1e-4},
+    ("cpu", torch.float64): {"atol": 1e-11, "rtol": 1e-10},
+    ("cuda", torch.float32): {"atol": 1e-4, "rtol": 1e-4},
+    ("cuda", torch.float16): {"atol": 5e-3, "rtol": 5e-3},
+    ("cuda", torch.bfloat16): {"atol": 4e-2, "rtol": 4e-2},
+}
+
+
+def check_against_reference(xs, lam, causal=False, scale=None):
+    """Output and the six gradients of diff_attention on xs' device and dtype against the float64 reference.
+    On CUDA each gradient is compared relative to its largest entry (at least 1): the half dtypes round
+    every input and every gradient."""
+    device, dtype = xs[0].device.type, xs[0].dtype
+    tol = TOL[(device, dtype)]
+    out = diff_attention(*xs, lam, causal=causal, scale=scale)
+    expected, leaves = reference_on_cpu(*xs, lam, causal=causal, scale=scale)
+    assert out.shape == expected.shape and out.dtype == dtype and out.device == xs[0].device
+    assert out.is_contiguous()
+    torch.testing.assert_close(out.double().cpu(), expected, **tol)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [*xs, lam], grad)
+    want = torch.autograd.grad(expected, leaves, grad.double().cpu())
+    for name, g, w in zip(["q1", "k1", "q2", "k2", "v", "lam"], got, want):
+        assert g.shape == w.shape and g.dtype == dtype, name
+        norm = max(w.abs().max().item(), 1.0) if device == "cuda" else 1.0
+        torch.testing.assert_close(
+            g.double().cpu() / norm, w / norm, **tol, msg=lambda m, name=name: f"{name}: {m}"
+        )
+
 
 CASES = [  # (B, H, T, S, D, Dv, causal)
     (2, 3, 7, 9, 8, 5, False),
@@ -53,36 +105,34 @@ CASES = [  # (B, H, T, S, D, Dv, causal)
     (1, 1, 33, 300, 32, 64, False),
     (1, 1, 17, 17, 256, 256, True),  # the largest head dimensions
     (1, 1, 9, 21, 256, 3, False),
+    (2, 2, 200, 300, 64, 128, False),
+    (1, 1, 33, 33, 256, 256, True),
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("device, dtype", DEVICE_DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
-def test_matches_reference(case, dtype):
+def test_matches_reference(case, device, dtype):
     b, h, t, s, d, dv, causal = case
-    xs, lam = make(b, h, t, s, d, dv, dtype)
-    out = diff_attention(*xs, lam, causal=causal)
-    expected = reference(*xs, lam, causal)
-    assert out.shape == (b, h, t, dv) and out.dtype == dtype and out.is_contiguous()
-    torch.testing.assert_close(out.double(), expected, **TOL[dtype])
-    grad = torch.randn_like(out)
-    got = torch.autograd.grad(out, [*xs, lam], grad)
-    want = torch.autograd.grad(expected, [*xs, lam], grad.double())
-    for name, g, w in zip(["q1", "k1", "q2", "k2", "v", "lam"], got, want):
-        assert g.shape == w.shape, name
-        torch.testing.assert_close(g.double(), w.double(), **TOL[dtype], msg=lambda m, name=name: f"{name}: {m}")
+    xs, lam = make(b, h, t, s, d, dv, dtype, device=device)
+    check_against_reference(xs, lam, causal)
 
 
 @pytest.mark.parametrize("lam_shape", [(), (3,), (1, 3), (2, 1), (2, 3)])
-def test_lam_shapes_and_gradient(lam_shape):
-    xs, lam = make(2, 3, 10, 12, 8, 8, torch.float64, lam_shape=lam_shape)
+@pytest.mark.parametrize("device", DEVICES)
+def test_lam_shapes_and_gradient(device, lam_shape):
+    dtype = torch.float64 if device == "cpu" else torch.float32  # CUDA has no float64
+    xs, lam = make(2, 3, 10, 12, 8, 8, dtype, lam_shape=lam_shape, device=device)
     out = diff_attention(*xs, lam)
-    expected = reference(*xs, lam.expand(2, 3))
-    torch.testing.assert_close(out, expected)
     (g,) = torch.autograd.grad(out.square().sum(), lam)
-    (w,) = torch.autograd.grad(expected.square().sum(), lam)
+    expected, leaves = reference_on_cpu(*xs, lam)
+    (w,) = torch.autograd.grad(expected.square().sum(), leaves[5])
     assert g.shape == lam.shape
-    torch.testing.assert_close(g, w)
+    if device == "cpu":
+        torch.testing.assert_close(out, expected)
+        torch.testing.assert_close(g, w)
+    else:
+        torch.testing.assert_close(g.double().cpu(), w, atol=1e-3, rtol=1e-3)
 
 
 def test_lam_as_a_number():
@@ -101,15 +151,15 @@ def test_lam_gradient_is_minus_sum_p2_dpv():
     torch.testing.assert_close(g, -(p2 * (go @ v.transpose(-1, -2))).sum((-1, -2)))
 
 
-@pytest.mark.parametrize("scale", [0.3, -0.7, 2.0])
-def test_explicit_scale(scale):
-    xs, lam = make(1, 2, 9, 10, 8, 4, torch.float64)
-    out = diff_attention(*xs, lam, scale=scale)
-    expected = reference(*xs, lam, scale=scale)
-    torch.testing.assert_close(out, expected)
-    got = torch.autograd.grad(out.sum(), xs[0])
-    want = torch.autograd.grad(expected.sum(), xs[0])
-    torch.testing.assert_close(got, want)
+# Each device in its most precise dtype (float64 on CPU, float32 on CUDA).
+PRECISE = [p for p in DEVICE_DTYPES if p.values in (("cpu", torch.float64), ("cuda", torch.float32))]
+
+
+@pytest.mark.parametrize("scale", [0.3, -0.7, 2.0, -0.6])
+@pytest.mark.parametrize("device, dtype", PRECISE)
+def test_explicit_scale(device, dtype, scale):
+    xs, lam = make(1, 2, 9, 10, 8, 4, dtype, device=device)
+    check_against_reference(xs, lam, scale=scale)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -120,12 +170,12 @@ def test_key_blocked_path(monkeypatch, causal, dtype):
     xs, lam = make(2, 2, 50, 50, 8, 12, dtype)
     out = diff_attention(*xs, lam, causal=causal)
     expected = reference(*xs, lam, causal)
-    torch.testing.assert_close(out.double(), expected, **TOL[dtype])
+    torch.testing.assert_close(out.double(), expected, **TOL[("cpu", dtype)])
     grad = torch.randn_like(out)
     got = torch.autograd.grad(out, [*xs, lam], grad)
     want = torch.autograd.grad(expected, [*xs, lam], grad.double())
     for g, w in zip(got, want):
-        torch.testing.assert_close(g.double(), w.double(), **TOL[dtype])
+        torch.testing.assert_close(g.double(), w.double(), **TOL[("cpu", dtype)])
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -154,11 +204,12 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda *a: diff_attention(*a[:5], a[5], causal=True, scale=0.8), (*xs, lam))
 
 
-def test_opcheck():
-    xs, lam = make(2, 2, 5, 7, 4, 6)
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    xs, lam = make(2, 2, 5, 7, 4, 6, device=device)
     torch.library.opcheck(ops._diff_attention_forward.default, (*xs, lam))
     torch.library.opcheck(ops._diff_attention_forward.default, (*xs, lam, False, 0.5))
-    xs_c, lam_c = make(1, 2, 6, 6, 4, 3)
+    xs_c, lam_c = make(1, 2, 6, 6, 4, 3, device=device)
     torch.library.opcheck(ops._diff_attention_forward.default, (*xs_c, lam_c, True, None))
     detached = [x.detach() for x in xs]
     out, lse1, lse2 = ops._diff_attention_forward(*detached, lam.detach())
@@ -168,8 +219,9 @@ def test_opcheck():
     )
 
 
-def test_torch_compile_fullgraph():
-    xs, lam = make(2, 2, 9, 11, 8, 4)
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    xs, lam = make(2, 2, 9, 11, 8, 4, device=device)
 
     def block(q1, k1, q2, k2, v, lam):
         return diff_attention(q1, k1, q2, k2, v, lam.abs()).tanh()
@@ -177,8 +229,19 @@ def test_torch_compile_fullgraph():
     assert_compiled_matches_eager(block, [*xs, lam])
 
 
-def test_torch_compile_fullgraph_causal_head_lam():
-    xs, lam = make(1, 3, 12, 12, 4, 8, lam_shape=(3,))
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph_causal(device):
+    xs, lam = make(2, 2, 9, 9, 8, 4, device=device)
+
+    def block(q1, k1, q2, k2, v, lam):
+        return diff_attention(q1, k1, q2, k2, v, lam, causal=True).tanh()
+
+    assert_compiled_matches_eager(block, [*xs, lam])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph_causal_head_lam(device):
+    xs, lam = make(1, 3, 12, 12, 4, 8, lam_shape=(3,), device=device)
 
     def block(q1, k1, q2, k2, v, lam):
         return diff_attention(q1, k1, q2, k2, v, lam, causal=True) * 2
@@ -186,7 +249,7 @@ def test_torch_compile_fullgraph_causal_head_lam():
     assert_compiled_matches_eager(block, [*xs, lam])
 
 
-def test_strided_inputs():
+def test_strided_inputs_float64():
     """The layout users have: [B, T, H, D] projections viewed as [B, H, T, D]; also a non-unit last stride."""
     b, h, t, s, d, dv = 2, 3, 13, 10, 8, 16
     q1 = torch.randn(b, t, h, d, dtype=torch.float64).transpose(1, 2)
@@ -211,10 +274,36 @@ def test_strided_inputs():
         torch.testing.assert_close(g, w)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_strided_inputs(device):
+    """[B, T, H, D] projections viewed as [B, H, T, D], a non-unit last stride and an [H] lam, in float32."""
+    b, h, t, s, d = 2, 3, 13, 10, 8
+    q1 = torch.randn(b, t, h, d, device=device).transpose(1, 2).requires_grad_()
+    k1 = torch.randn(b, s, h, d, device=device).transpose(1, 2).requires_grad_()
+    q2 = torch.randn(b, t, h, d, device=device).transpose(1, 2).requires_grad_()
+    k2 = torch.randn(b, h, d, s, device=device).transpose(2, 3).requires_grad_()
+    v = torch.randn(b, s, h, 12, device=device)[..., ::2].transpose(1, 2).requires_grad_()
+    lam = torch.rand(h, device=device).requires_grad_()
+    check_against_reference([q1, k1, q2, k2, v], lam)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("device, dtype", PRECISE)
+def test_broadcast_inputs(device, dtype, causal):
+    """Inputs expanded over their rows (stride 0 over T or S: one query, key or value row repeated)."""
+    b, h, t, d, dv = 2, 3, 6, 4, 3
+    xs, lam = make(b, h, 1, 1, d, dv, dtype, device=device)
+    q2 = torch.randn(b, h, t, d, dtype=dtype, device=device, requires_grad=True)
+    k2 = torch.randn(b, h, t, d, dtype=dtype, device=device, requires_grad=True)
+    q1, k1, v = xs[0].expand(b, h, t, d), xs[1].expand(b, h, t, d), xs[4].expand(b, h, t, dv)
+    check_against_reference([q1, k1, q2, k2, v], lam, causal=causal)
+
+
 @pytest.mark.parametrize("shape", [(0, 2, 5, 6), (2, 0, 5, 6), (1, 2, 0, 6)])
-def test_empty(shape):
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty(device, shape):
     b, h, t, s = shape
-    xs, lam = make(b, h, t, s, 4, 3)
+    xs, lam = make(b, h, t, s, 4, 3, device=device)
     out = diff_attention(*xs, lam)
     assert out.shape == (b, h, t, 3)
     out.sum().backward()
@@ -227,7 +316,7 @@ def test_inference_mode():
     xs, lam = make(2, 3, 40, 40, 16, 8, requires_grad=False)
     with torch.inference_mode():
         out = diff_attention(*xs, lam, causal=True)
-    torch.testing.assert_close(out.double(), reference(*xs, lam, True), **TOL[torch.float32])
+    torch.testing.assert_close(out.double(), reference(*xs, lam, True), **TOL[("cpu", torch.float32)])
 
 
 def test_large_logits_are_stable():
@@ -265,6 +354,14 @@ def test_autocast_cpu_runs_in_float32():
     assert out.dtype == torch.float32
     expected = reference(*(x.bfloat16() for x in xs), lam)
     torch.testing.assert_close(out.double(), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.cuda
+def test_autocast_cuda_runs_in_half():
+    xs, lam = make(1, 2, 6, 7, 8, 4, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = diff_attention(*xs, lam)
+    assert out.dtype == torch.bfloat16
 
 
 def test_build_info_lists_kernel():
@@ -362,3 +459,63 @@ def test_backward_op_checks_its_arguments():
     with pytest.raises(RuntimeError, match=r"_diff_attention_backward: lse1 must have shape \[B, H, T\] = "
                                            r"\[2, 3, 5\], got \[2, 3, 4\]"):
         ops._diff_attention_backward(out, *xs, a["lam"], lse1[..., :4], lse2, False, None)
+
+
+# ---- CUDA only --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.cuda
+def test_many_tiles():
+    """More (b, h) pairs x rows x keys than one float32 tile buffer holds: several pair chunks and query blocks."""
+    xs, lam = make(6, 8, 700, 700, 32, 16, device="cuda")
+    for causal in (False, True):
+        check_against_reference(xs, lam, causal)
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    xs, lam = make(2, 3, 40, 40, 16, 24, device="cuda")
+    for causal in (False, True):
+        out = diff_attention(*xs, lam, causal=causal)
+        cpu_xs = [x.detach().cpu().requires_grad_() for x in xs]
+        cpu_lam = lam.detach().cpu().requires_grad_()
+        cpu_out = diff_attention(*cpu_xs, cpu_lam, causal=causal)
+        torch.testing.assert_close(out.cpu(), cpu_out, atol=1e-5, rtol=1e-5)
+        go = torch.randn_like(cpu_out)
+        got = torch.autograd.grad(out, [*xs, lam], go.to("cuda"))
+        want = torch.autograd.grad(cpu_out, [*cpu_xs, cpu_lam], go)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g.cpu(), w, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.cuda
+def test_bad_inputs_cuda():
+    xs, lam = make(1, 2, 5, 6, 4, 4, device="cuda")
+    with pytest.raises(RuntimeError, match=r"diff_attention: q1 must be float16, bfloat16 or float32 on CUDA, got float64"):
+        diff_attention(*[x.double() for x in xs], lam.double())
+    with pytest.raises(RuntimeError, match=r"diff_attention: v must be on the same device as q1 \(cuda:0\), got cpu"):
+        diff_attention(*xs[:4], xs[4].cpu(), lam)
+    with pytest.raises(RuntimeError, match=r"diff_attention: k2 must have the same dtype as q1 \(float32\), got float16"):
+        diff_attention(xs[0], xs[1], xs[2], xs[3].half(), xs[4], lam)
+    with pytest.raises(RuntimeError, match=r"diff_attention: q1 must have as many queries as k1 has keys"):
+        diff_attention(*xs, lam, causal=True)
+
+
+# ---- fake (meta) kernel ------------------------------------------------------------------------------------
+
+
+def meta(*shape, dtype=torch.float32):
+    return torch.empty(*shape, device="meta", dtype=dtype)
+
+
+def test_fake_checks():
+    """The fake kernel refuses what the native kernels refuse, so traced and compiled calls fail like eager
+    ones instead of returning a plausible shape."""
+    q, k, v, lam = meta(1, 2, 3, 4), meta(1, 2, 5, 4), meta(1, 2, 5, 8), meta(2)
+    with pytest.raises(RuntimeError, match="dtype"):
+        ops._diff_attention_forward(q, k, q, k, v.to(torch.float64), lam)
+    with pytest.raises(RuntimeError, match="must agree"):
+        ops._diff_attention_forward(q, k, q, meta(1, 2, 6, 4), v, lam)
+    out, lse1, lse2 = ops._diff_attention_forward(q, k, q, k, v, lam)
+    assert lse2.shape == lse1.shape
+    assert out.shape == (1, 2, 3, 8) and lse1.shape == (1, 2, 3)

@@ -1,4 +1,5 @@
-// diff_attention: argument checks and the GEMM helper shared by the CPU and CUDA bindings.
+// diff_attention: the problem and the argument checks shared by the CPU and CUDA bindings
+// (diff_attention_cpu.cpp, diff_attention_cuda.cpp); defined in diff_attention.cpp.
 #pragma once
 
 #include <torch/csrc/stable/device.h>
@@ -34,26 +35,10 @@ void check_diff_attention_backward(const char* op, const DiffAttentionProblem& p
 // The dtype of the row statistics (log-sum-exp) for inputs of dtype `s`.
 torch::headeronly::ScalarType diff_attention_stats_dtype(torch::headeronly::ScalarType s);
 
-// A strided matrix: element (i, j) of `data` (of the op's dtype) is at data + i * row_stride + j * col_stride
-// elements.
-struct DiffAttentionMatrix {
-  const void* data;
-  int64_t rows, cols, row_stride, col_stride;
-};
-
-// out (rows x cols, row stride ldo, unit column stride) = a @ b, by torch's mm.out: BLAS on CPU (run
-// single-threaded inside our parallel regions), cuBLAS on the current stream on CUDA. The tensors handed
-// to mm are made here, on the calling thread (see alignment_energy.h on inference mode).
-void diff_attention_gemm(void* out, int64_t ldo, const DiffAttentionMatrix& a, const DiffAttentionMatrix& b,
-                         torch::stable::Device device, torch::headeronly::ScalarType dtype);
-
-// The same over a batch: out[i] = a[i] @ b[i] for i < batch, with the given batch strides (elements).
-void diff_attention_bmm(void* out, int64_t out_batch_stride, int64_t ldo, const DiffAttentionMatrix& a,
-                        int64_t a_batch_stride, const DiffAttentionMatrix& b, int64_t b_batch_stride, int64_t batch,
-                        torch::stable::Device device, torch::headeronly::ScalarType dtype);
-
 // An input whose last dimension is unit-stride (after a copy if it was not): per (b, h) it is then a
-// matrix BLAS reads in place, whatever the other strides (e.g. a [B, T, H, D] tensor transposed).
+// matrix BLAS reads in place, whatever the other strides (e.g. a [B, T, H, D] tensor transposed). A
+// broadcast input whose rows share memory (stride 0 over T or S) is copied too: core/blas.h's gemm_into
+// takes a stride below 1 as 1.
 torch::stable::Tensor diff_attention_rows_unit_stride(const torch::stable::Tensor& t);
 
 }  // namespace facekernels

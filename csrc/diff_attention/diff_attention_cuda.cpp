@@ -25,6 +25,7 @@
 #include <optional>
 #include <tuple>
 
+#include "core/blas.h"
 #include "core/checks.h"
 #include "core/cuda_binding.h"
 #include "cuda/diff_attention/diff_attention.h"
@@ -57,14 +58,16 @@ Tiling tiling(const DiffAttentionProblem& p) {
   return {std::max<int64_t>(1, kTileFloats / (rows * s)), rows};
 }
 
-// [pairs, rows, cols] views of a contiguous float32 [B, H, N, C] tensor (pairs from bh0, rows from r0).
-DiffAttentionMatrix rows_of(const Tensor& t, int64_t bh0, int64_t r0, int64_t rows) {
+// The [pairs, rows, C] batch of matrices of a contiguous float32 [B, H, N, C] tensor: pairs bh0 ..
+// bh0 + pairs - 1, rows r0 .. r0 + rows - 1 of each.
+MatrixView rows_of(const Tensor& t, int64_t bh0, int64_t pairs, int64_t r0, int64_t rows) {
   const int64_t n = t.size(2), c = t.size(3);
-  return {fdata(t) + (bh0 * n + r0) * c, rows, c, c, 1};
+  return MatrixView::row_major(fdata(t) + (bh0 * n + r0) * c, rows, c).batched(pairs, n * c);
 }
 
-DiffAttentionMatrix transposed(const DiffAttentionMatrix& m) {
-  return {m.data, m.cols, m.rows, m.col_stride, m.row_stride};
+// The [pairs, rows, cols] batch of contiguous tiles at `data`.
+MatrixView tiles(float* data, int64_t pairs, int64_t rows, int64_t cols) {
+  return MatrixView::row_major(data, rows, cols).batched(pairs, rows * cols);
 }
 
 std::tuple<Tensor, Tensor, Tensor> diff_attention_forward_cuda(const Tensor& q1_in, const Tensor& k1_in,
@@ -93,16 +96,16 @@ std::tuple<Tensor, Tensor, Tensor> diff_attention_forward_cuda(const Tensor& q1_
     for (int64_t t0 = 0; t0 < T; t0 += tl.rows_per_tile) {
       const int64_t rows = std::min(tl.rows_per_tile, T - t0);
       const int64_t kv = causal ? t0 + rows : S;
-      diff_attention_bmm(fdata(s1), rows * kv, kv, rows_of(q1, bh0, t0, rows), T * p.dim,
-                         transposed(rows_of(k1, bh0, 0, kv)), S * p.dim, nb, device, ScalarType::Float);
-      diff_attention_bmm(fdata(s2), rows * kv, kv, rows_of(q2, bh0, t0, rows), T * p.dim,
-                         transposed(rows_of(k2, bh0, 0, kv)), S * p.dim, nb, device, ScalarType::Float);
+      gemm_into(tiles(fdata(s1), nb, rows, kv), rows_of(q1, bh0, nb, t0, rows), rows_of(k1, bh0, nb, 0, kv).t(),
+                device, ScalarType::Float);
+      gemm_into(tiles(fdata(s2), nb, rows, kv), rows_of(q2, bh0, nb, t0, rows), rows_of(k2, bh0, nb, 0, kv).t(),
+                device, ScalarType::Float);
       const cuda::DiffAttentionTile tile{bh0, nb, rows, kv, t0, T, causal, static_cast<float>(p.scale)};
       check_launch(cuda::diff_attention_forward_rows(fdata(s1), fdata(s2), fdata(lam), fdata(lse1), fdata(lse2),
                                                      tile, stream),
                    op);
-      diff_attention_bmm(fdata(out32) + (bh0 * T + t0) * Dv, T * Dv, Dv, {fdata(s1), rows, kv, kv, 1}, rows * kv,
-                         rows_of(v, bh0, 0, kv), S * Dv, nb, device, ScalarType::Float);
+      gemm_into(rows_of(out32, bh0, nb, t0, rows), tiles(fdata(s1), nb, rows, kv), rows_of(v, bh0, nb, 0, kv), device,
+                ScalarType::Float);
     }
   }
   return {dtype == ScalarType::Float ? out32 : torch::stable::to(out32, dtype), lse1, lse2};
@@ -150,43 +153,35 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> diff_attention_backwa
     for (int64_t qb = blocks - 1; qb >= 0; --qb) {
       const int64_t t0 = qb * tl.rows_per_tile, rows = std::min(tl.rows_per_tile, T - t0);
       const int64_t kv = causal ? t0 + rows : S;
-      const int64_t tile_stride = rows * kv;
-      const DiffAttentionMatrix q1b = rows_of(q1, bh0, t0, rows), q2b = rows_of(q2, bh0, t0, rows);
-      const DiffAttentionMatrix gob = rows_of(go, bh0, t0, rows);
-      diff_attention_bmm(fdata(s1), tile_stride, kv, q1b, T * D, transposed(rows_of(k1, bh0, 0, kv)), S * D, nb,
-                         device, f32);
-      diff_attention_bmm(fdata(s2), tile_stride, kv, q2b, T * D, transposed(rows_of(k2, bh0, 0, kv)), S * D, nb,
-                         device, f32);
-      diff_attention_bmm(fdata(dpv), tile_stride, kv, gob, T * Dv, transposed(rows_of(v, bh0, 0, kv)), S * Dv, nb,
-                         device, f32);
+      const MatrixView q1b = rows_of(q1, bh0, nb, t0, rows), q2b = rows_of(q2, bh0, nb, t0, rows);
+      const MatrixView gob = rows_of(go, bh0, nb, t0, rows);
+      const MatrixView k1b = rows_of(k1, bh0, nb, 0, kv), k2b = rows_of(k2, bh0, nb, 0, kv);
+      const MatrixView vb = rows_of(v, bh0, nb, 0, kv);
+      const MatrixView ds1 = tiles(fdata(s1), nb, rows, kv), ds2 = tiles(fdata(s2), nb, rows, kv);
+      const MatrixView pm = tiles(fdata(dpv), nb, rows, kv);
+      gemm_into(ds1, q1b, k1b.t(), device, f32);  // the scores, overwritten with dS by the epilogue
+      gemm_into(ds2, q2b, k2b.t(), device, f32);
+      gemm_into(pm, gob, vb.t(), device, f32);  // dO v^T, overwritten with P
       const cuda::DiffAttentionTile tile{bh0, nb, rows, kv, t0, T, causal, static_cast<float>(p.scale)};
       check_launch(cuda::diff_attention_backward_rows(fdata(s1), fdata(s2), fdata(dpv), fdata(lam), fdata(lse1),
                                                       fdata(lse2), fdata(row_d2), tile, stream),
                    op);
-      const DiffAttentionMatrix ds1{fdata(s1), rows, kv, kv, 1}, ds2{fdata(s2), rows, kv, kv, 1};
-      const DiffAttentionMatrix pm{fdata(dpv), rows, kv, kv, 1};
-      diff_attention_bmm(fdata(dq1) + (bh0 * T + t0) * D, T * D, D, ds1, tile_stride, rows_of(k1, bh0, 0, kv), S * D,
-                         nb, device, f32);
-      diff_attention_bmm(fdata(dq2) + (bh0 * T + t0) * D, T * D, D, ds2, tile_stride, rows_of(k2, bh0, 0, kv), S * D,
-                         nb, device, f32);
+      gemm_into(rows_of(dq1, bh0, nb, t0, rows), ds1, k1b, device, f32);
+      gemm_into(rows_of(dq2, bh0, nb, t0, rows), ds2, k2b, device, f32);
       // dk_i[:kv] (+)= dS_i^T q_i, dv[:kv] (+)= P^T dO: the first block writes, later ones add (kv <= filled then).
       struct Target {
-        Tensor* dst;
-        DiffAttentionMatrix a, b;
-        int64_t b_stride, cols;
+        const Tensor* dst;
+        MatrixView a, b;
       };
-      const Target targets[3] = {{&dk1, transposed(ds1), q1b, T * D, D},
-                                 {&dk2, transposed(ds2), q2b, T * D, D},
-                                 {&dv, transposed(pm), gob, T * Dv, Dv}};
+      const Target targets[3] = {{&dk1, ds1.t(), q1b}, {&dk2, ds2.t(), q2b}, {&dv, pm.t(), gob}};
       for (const Target& tg : targets) {
-        float* dst = fdata(*tg.dst) + bh0 * S * tg.cols;
         if (filled == 0) {
-          diff_attention_bmm(dst, S * tg.cols, tg.cols, tg.a, tile_stride, tg.b, tg.b_stride, nb, device, f32);
+          gemm_into(rows_of(*tg.dst, bh0, nb, 0, kv), tg.a, tg.b, device, f32);
         } else {
-          diff_attention_bmm(fdata(temp), kv * tg.cols, tg.cols, tg.a, tile_stride, tg.b, tg.b_stride, nb, device,
-                             f32);
-          check_launch(cuda::diff_attention_accumulate(dst, S * tg.cols, fdata(temp), kv * tg.cols, nb, kv * tg.cols,
-                                                       stream),
+          const int64_t cols = tg.b.cols;
+          gemm_into(tiles(fdata(temp), nb, kv, cols), tg.a, tg.b, device, f32);
+          check_launch(cuda::diff_attention_accumulate(fdata(*tg.dst) + bh0 * S * cols, S * cols, fdata(temp),
+                                                       kv * cols, nb, kv * cols, stream),
                        op);
         }
       }

@@ -1,6 +1,6 @@
 // CPU epilogues of diff_attention, compiled once per SIMD level (FK_CPU_CAPABILITY).
 //
-// Each kernel walks the rows of one score tile (the binding's GEMM has just written it, so it is in this
+// Each kernel walks the rows of one score tile (the driver's GEMM has just written it, so it is in this
 // core's cache) and does the softmax arithmetic of both maps in a few vector passes per row: a row of
 // a few thousand floats stays in L1 between passes. The exponential is the dominant cost (2 T S of them
 // per head), so float32 uses a vectorised exp: Cody-Waite reduction x = n ln2 + r with |r| <= ln2 / 2,
@@ -270,14 +270,19 @@ void add(T* __restrict__ dst, const T* __restrict__ src, int64_t n) {
   for (; i < n; ++i) dst[i] += src[i];
 }
 
+template <typename T>
+constexpr DiffAttentionKernels<T> make_table() {
+  return {.forward_single = &forward_single<T>,
+          .forward_stats = &forward_stats<T>,
+          .forward_probs = &forward_probs<T>,
+          .backward_rowsums = &backward_rowsums<T>,
+          .backward_grads = &backward_grads<T>,
+          .add = &add<T>};
+}
+
 }  // namespace
 
-const DiffAttentionKernels& FK_CONCAT(diff_attention_kernels_, FK_CPU_CAPABILITY)() {
-  static const DiffAttentionKernels table{
-      &forward_single<float>,   &forward_single<double>,   &forward_stats<float>,    &forward_stats<double>,
-      &forward_probs<float>,    &forward_probs<double>,    &backward_rowsums<float>, &backward_rowsums<double>,
-      &backward_grads<float>,   &backward_grads<double>,   &add<float>,              &add<double>};
-  return table;
-}
+FK_DEFINE_CPU_KERNEL_TABLE(DiffAttentionKernels, diff_attention_kernels, make_table, float)
+FK_DEFINE_CPU_KERNEL_TABLE(DiffAttentionKernels, diff_attention_kernels, make_table, double)
 
 }  // namespace facekernels::cpu

@@ -2,9 +2,10 @@
 // csrc/diff_attention/diff_attention_cuda.cpp). Everything here is float32.
 //
 // One warp per tile row: the lanes stride across the row's keys, and warp-shuffle (xor) reductions give
-// every lane the row's maxima and sums. A row is read a few times (max, sum, write) from L2, where the
-// tile the preceding GEMM wrote still sits for the row sizes this op sees. No atomics: every sum's
-// order depends only on the shape, so results are deterministic.
+// every lane the row's maxima and sums (cuda/core/device_math.cuh's warp_sum / warp_max). A row is read a
+// few times (max, sum, write) from L2, where the tile the preceding GEMM wrote still sits for the row
+// sizes this op sees. No atomics: every sum's order depends only on the shape, so results are
+// deterministic.
 #include "diff_attention.h"
 
 #include "cuda/core/device_math.cuh"
@@ -16,23 +17,8 @@
 namespace facekernels::cuda {
 namespace {
 
-constexpr int kWarp = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kThreads = 256;
-constexpr int kWarpsPerBlock = kThreads / kWarp;
-constexpr int64_t kMaxGridBlocks = int64_t{1} << 20;  // grid-stride loops cover the rest
-
-__device__ __forceinline__ float warp_all_sum(float v) {
-#pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;
-}
-
-__device__ __forceinline__ float warp_all_max(float v) {
-#pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, offset));
-  return v;
-}
+constexpr int kWarpsPerBlock = kThreads / kWarpSize;
 
 __device__ __forceinline__ int64_t visible_keys(const DiffAttentionTile& t, int64_t r) {
   return t.causal ? min64(t.cols, t.q0 + r + 1) : t.cols;
@@ -41,31 +27,31 @@ __device__ __forceinline__ int64_t visible_keys(const DiffAttentionTile& t, int6
 __global__ void __launch_bounds__(kThreads)
     forward_rows_kernel(float* __restrict__ s1, const float* __restrict__ s2, const float* __restrict__ lam,
                         float* __restrict__ lse1, float* __restrict__ lse2, DiffAttentionTile t) {
-  const int lane = threadIdx.x % kWarp;
+  const int lane = threadIdx.x % kWarpSize;
   const int64_t total = t.batches * t.rows;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp; row < total;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize; row < total;
        row += stride) {
     const int64_t b = row / t.rows, r = row % t.rows;
     float* a = s1 + row * t.cols;
     const float* c = s2 + row * t.cols;
     const int64_t n = visible_keys(t, r);
     float m1 = -INFINITY, m2 = -INFINITY;
-    for (int64_t j = lane; j < n; j += kWarp) {
+    for (int64_t j = lane; j < n; j += kWarpSize) {
       m1 = fmaxf(m1, a[j] * t.scale);
       m2 = fmaxf(m2, c[j] * t.scale);
     }
-    m1 = warp_all_max(m1);
-    m2 = warp_all_max(m2);
+    m1 = warp_max(m1);
+    m2 = warp_max(m2);
     float l1 = 0.f, l2 = 0.f;
-    for (int64_t j = lane; j < n; j += kWarp) {
+    for (int64_t j = lane; j < n; j += kWarpSize) {
       l1 += expf(fmaf(a[j], t.scale, -m1));
       l2 += expf(fmaf(c[j], t.scale, -m2));
     }
-    l1 = warp_all_sum(l1);
-    l2 = warp_all_sum(l2);
+    l1 = warp_sum(l1);
+    l2 = warp_sum(l2);
     const float c1 = 1.f / l1, c2 = lam[t.first_bh + b] / l2;
-    for (int64_t j = lane; j < t.cols; j += kWarp) {
+    for (int64_t j = lane; j < t.cols; j += kWarpSize) {
       a[j] = j < n ? expf(fmaf(a[j], t.scale, -m1)) * c1 - expf(fmaf(c[j], t.scale, -m2)) * c2 : 0.f;
     }
     if (lane == 0) {
@@ -80,10 +66,10 @@ __global__ void __launch_bounds__(kThreads)
     backward_rows_kernel(float* __restrict__ s1, float* __restrict__ s2, float* __restrict__ dpv,
                          const float* __restrict__ lam, const float* __restrict__ lse1,
                          const float* __restrict__ lse2, float* __restrict__ row_d2, DiffAttentionTile t) {
-  const int lane = threadIdx.x % kWarp;
+  const int lane = threadIdx.x % kWarpSize;
   const int64_t total = t.batches * t.rows;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp; row < total;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize; row < total;
        row += stride) {
     const int64_t b = row / t.rows, r = row % t.rows;
     float* a = s1 + row * t.cols;
@@ -93,15 +79,15 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t at = (t.first_bh + b) * t.queries + t.q0 + r;
     const float e1 = lse1[at], e2 = lse2[at], lm = lam[t.first_bh + b];
     float d1 = 0.f, d2 = 0.f;
-    for (int64_t j = lane; j < n; j += kWarp) {
+    for (int64_t j = lane; j < n; j += kWarpSize) {
       const float gj = g[j];
       d1 += expf(fmaf(a[j], t.scale, -e1)) * gj;
       d2 += expf(fmaf(c[j], t.scale, -e2)) * gj;
     }
-    d1 = warp_all_sum(d1);
-    d2 = warp_all_sum(d2);
+    d1 = warp_sum(d1);
+    d2 = warp_sum(d2);
     const float c1 = t.scale, c2 = -lm * t.scale;
-    for (int64_t j = lane; j < t.cols; j += kWarp) {
+    for (int64_t j = lane; j < t.cols; j += kWarpSize) {
       if (j < n) {
         const float p1 = expf(fmaf(a[j], t.scale, -e1)), p2 = expf(fmaf(c[j], t.scale, -e2)), gj = g[j];
         a[j] = c1 * p1 * (gj - d1);
@@ -121,8 +107,7 @@ __global__ void __launch_bounds__(kThreads)
     accumulate_kernel(float* __restrict__ dst, int64_t dst_stride, const float* __restrict__ src,
                       int64_t src_stride, int64_t batches, int64_t count) {
   const int64_t total = batches * count;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+  for (int64_t i = grid_thread_index(); i < total; i += grid_thread_count()) {
     const int64_t b = i / count, j = i % count;
     dst[b * dst_stride + j] += src[b * src_stride + j];
   }
@@ -134,8 +119,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t bh = blockIdx.x; bh < pairs; bh += gridDim.x) {
     float s = 0.f;
     for (int64_t i = threadIdx.x; i < queries; i += kThreads) s += row_d2[bh * queries + i];
-    s = warp_all_sum(s);
-    if (threadIdx.x % kWarp == 0) partial[threadIdx.x / kWarp] = s;
+    s = warp_sum(s);
+    if (threadIdx.x % kWarpSize == 0) partial[threadIdx.x / kWarpSize] = s;
     __syncthreads();
     if (threadIdx.x == 0) {
       float total = 0.f;
@@ -146,16 +131,12 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-unsigned blocks_for(int64_t work, int64_t per_block) {
-  return static_cast<unsigned>(min64(kMaxGridBlocks, max64(1, ceil_div(work, per_block))));
-}
-
 }  // namespace
 
 cudaError_t diff_attention_forward_rows(float* s1, const float* s2, const float* lam, float* lse1, float* lse2,
                                         const DiffAttentionTile& tile, cudaStream_t stream) {
   if (tile.batches * tile.rows * tile.cols == 0) return cudaSuccess;
-  forward_rows_kernel<<<blocks_for(tile.batches * tile.rows, kWarpsPerBlock), kThreads, 0, stream>>>(
+  forward_rows_kernel<<<grid_blocks(tile.batches * tile.rows, kWarpsPerBlock), kThreads, 0, stream>>>(
       s1, s2, lam, lse1, lse2, tile);
   return cudaGetLastError();
 }
@@ -164,7 +145,7 @@ cudaError_t diff_attention_backward_rows(float* s1, float* s2, float* dpv, const
                                          const float* lse2, float* row_d2, const DiffAttentionTile& tile,
                                          cudaStream_t stream) {
   if (tile.batches * tile.rows * tile.cols == 0) return cudaSuccess;
-  backward_rows_kernel<<<blocks_for(tile.batches * tile.rows, kWarpsPerBlock), kThreads, 0, stream>>>(
+  backward_rows_kernel<<<grid_blocks(tile.batches * tile.rows, kWarpsPerBlock), kThreads, 0, stream>>>(
       s1, s2, dpv, lam, lse1, lse2, row_d2, tile);
   return cudaGetLastError();
 }
@@ -172,7 +153,7 @@ cudaError_t diff_attention_backward_rows(float* s1, float* s2, float* dpv, const
 cudaError_t diff_attention_accumulate(float* dst, int64_t dst_stride, const float* src, int64_t src_stride,
                                       int64_t batches, int64_t count, cudaStream_t stream) {
   if (batches * count == 0) return cudaSuccess;
-  accumulate_kernel<<<blocks_for(batches * count, kThreads), kThreads, 0, stream>>>(dst, dst_stride, src,
+  accumulate_kernel<<<grid_blocks(batches * count, kThreads), kThreads, 0, stream>>>(dst, dst_stride, src,
                                                                                      src_stride, batches, count);
   return cudaGetLastError();
 }
@@ -180,7 +161,7 @@ cudaError_t diff_attention_accumulate(float* dst, int64_t dst_stride, const floa
 cudaError_t diff_attention_lam_gradient(const float* row_d2, int64_t pairs, int64_t queries, float* dlam,
                                         cudaStream_t stream) {
   if (pairs == 0) return cudaSuccess;
-  lam_gradient_kernel<<<blocks_for(pairs, 1), kThreads, 0, stream>>>(row_d2, pairs, queries, dlam);
+  lam_gradient_kernel<<<grid_blocks(pairs, 1), kThreads, 0, stream>>>(row_d2, pairs, queries, dlam);
   return cudaGetLastError();
 }
 
