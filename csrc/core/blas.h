@@ -54,20 +54,20 @@ inline void matmul_out(const torch::stable::Tensor& out, const torch::stable::Te
 
 inline torch::stable::Tensor view_of(const MatrixView& v, bool batched, torch::stable::Device device,
                                      torch::headeronly::ScalarType dtype) {
-  // BLAS wants every leading dimension >= 1, also where a dimension is 0 or 1 and the stride is moot.
-  auto s = [](int64_t stride) { return stride < 1 ? int64_t{1} : stride; };
+  // BLAS wants every leading dimension >= 1: a dimension of size 0 or 1, whose stride is moot, gets 1. A
+  // stride of 0 over a longer dimension is a broadcast and stays as it is (torch copies as it needs).
+  auto s = [](int64_t size, int64_t stride) { return size <= 1 && stride < 1 ? int64_t{1} : stride; };
   void* data = const_cast<void*>(v.data);
   if (batched) {
-    return torch::stable::from_blob(data, {v.batch, v.rows, v.cols}, {s(v.batch_stride), s(v.row_stride), s(v.col_stride)},
+    return torch::stable::from_blob(data, {v.batch, v.rows, v.cols},
+                                    {s(v.batch, v.batch_stride), s(v.rows, v.row_stride), s(v.cols, v.col_stride)},
                                     device, dtype);
   }
-  return torch::stable::from_blob(data, {v.rows, v.cols}, {s(v.row_stride), s(v.col_stride)}, device, dtype);
+  return torch::stable::from_blob(data, {v.rows, v.cols}, {s(v.rows, v.row_stride), s(v.cols, v.col_stride)}, device,
+                                  dtype);
 }
 
 }  // namespace detail
-
-// Transitional: the families still calling matmul_out directly move to gemm_into (issue 15).
-using detail::matmul_out;
 
 // out = a @ b, for one matrix each or for batches of equal count (then bmm). `out` is written through its
 // own strides; every view holds `dtype` elements on `device`.

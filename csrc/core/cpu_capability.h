@@ -21,7 +21,9 @@ const char* cpu_capability_name(CpuCapability c);
 //
 // Its kernel source (compiled once per level) fills the tables by name, for each dtype it supports:
 //
+//   namespace {  // internal linkage: every level's object defines its own make_table
 //   template <typename T> constexpr FooKernels<T> make_table() { return {.forward = &forward<T>, ...}; }
+//   }  // namespace
 //   FK_DEFINE_CPU_KERNEL_TABLE(FooKernels, foo_kernels, make_table, float)
 //   FK_DEFINE_CPU_KERNEL_TABLE(FooKernels, foo_kernels, make_table, double)
 //
