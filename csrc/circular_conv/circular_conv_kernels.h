@@ -34,13 +34,13 @@ struct CircularConvBackwardArgs {
   int64_t grad_y_stride_b, grad_y_stride_c, x_stride_b, x_stride_c;
 };
 
+// The kernels of one dtype, filled by name in circular_conv_kernels.cpp (one table per SIMD level).
+template <typename T>
 struct CircularConvKernels {
-  void (*forward_f32)(const CircularConvForwardArgs<float>&);
-  void (*forward_f64)(const CircularConvForwardArgs<double>&);
-  void (*backward_f32)(const CircularConvBackwardArgs<float>&);
-  void (*backward_f64)(const CircularConvBackwardArgs<double>&);
+  void (*forward)(const CircularConvForwardArgs<T>&);
+  void (*backward)(const CircularConvBackwardArgs<T>&);
 };
 
-FK_DECLARE_CPU_KERNELS(const CircularConvKernels&, circular_conv_kernels)
+FK_DECLARE_CPU_KERNEL_TABLE(CircularConvKernels, circular_conv_kernels)
 
 }  // namespace facekernels::cpu
