@@ -31,6 +31,17 @@ Tensor planes_contiguous(const Tensor& t) {
   return ok ? t : torch::stable::contiguous(t);
 }
 
+// The problem sizes, common to the forward and backward kernels' arguments.
+template <typename Args>
+void set_sizes(Args& a, const CircularConvProblem& p) {
+  a.batch = p.batch;
+  a.channels = p.channels;
+  a.height = p.height;
+  a.width = p.width;
+  a.taps = p.taps;
+  a.axis = p.axis;
+}
+
 Tensor circular_conv_cpu(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, int64_t dim) {
   const CircularConvProblem p = check_circular_conv("circular_conv", x, weight, bias, dim);
   const Tensor wc = torch::stable::contiguous(weight);
@@ -41,18 +52,13 @@ Tensor circular_conv_cpu(const Tensor& x, const Tensor& weight, const std::optio
   const Tensor xc = planes_contiguous(x);
   dispatch_cpu_dtype(xc.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    const cpu::CircularConvForwardArgs<T> a{.x = data_of<const T>(xc),
-                                            .weight = data_of<const T>(wc),
-                                            .bias = data_of<const T>(bc),
-                                            .y = data_of<T>(y),
-                                            .batch = p.batch,
-                                            .channels = p.channels,
-                                            .height = p.height,
-                                            .width = p.width,
-                                            .taps = p.taps,
-                                            .axis = p.axis,
-                                            .x_stride_b = xc.stride(0),
-                                            .x_stride_c = xc.stride(1)};
+    cpu::CircularConvForwardArgs<T> a{.x = data_of<const T>(xc),
+                                      .weight = data_of<const T>(wc),
+                                      .bias = data_of<const T>(bc),
+                                      .y = data_of<T>(y),
+                                      .x_stride_b = xc.stride(0),
+                                      .x_stride_c = xc.stride(1)};
+    set_sizes(a, p);
     FK_CPU_KERNEL_TABLE(cpu::circular_conv_kernels, T).forward(a);
   });
   return y;
@@ -70,22 +76,17 @@ std::tuple<Tensor, Tensor, Tensor> circular_conv_backward_cpu(const Tensor& grad
   const Tensor xc = planes_contiguous(x);
   dispatch_cpu_dtype(xc.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
-    const cpu::CircularConvBackwardArgs<T> a{.grad_y = data_of<const T>(gc),
-                                             .x = data_of<const T>(xc),
-                                             .weight = data_of<const T>(wc),
-                                             .grad_x = need_x ? data_of<T>(grad_x) : nullptr,
-                                             .grad_weight = need_weight ? data_of<T>(grad_w) : nullptr,
-                                             .grad_bias = need_bias ? data_of<T>(grad_b) : nullptr,
-                                             .batch = p.batch,
-                                             .channels = p.channels,
-                                             .height = p.height,
-                                             .width = p.width,
-                                             .taps = p.taps,
-                                             .axis = p.axis,
-                                             .grad_y_stride_b = gc.stride(0),
-                                             .grad_y_stride_c = gc.stride(1),
-                                             .x_stride_b = xc.stride(0),
-                                             .x_stride_c = xc.stride(1)};
+    cpu::CircularConvBackwardArgs<T> a{.grad_y = data_of<const T>(gc),
+                                       .x = data_of<const T>(xc),
+                                       .weight = data_of<const T>(wc),
+                                       .grad_x = need_x ? data_of<T>(grad_x) : nullptr,
+                                       .grad_weight = need_weight ? data_of<T>(grad_w) : nullptr,
+                                       .grad_bias = need_bias ? data_of<T>(grad_b) : nullptr,
+                                       .grad_y_stride_b = gc.stride(0),
+                                       .grad_y_stride_c = gc.stride(1),
+                                       .x_stride_b = xc.stride(0),
+                                       .x_stride_c = xc.stride(1)};
+    set_sizes(a, p);
     FK_CPU_KERNEL_TABLE(cpu::circular_conv_kernels, T).backward(a);
   });
   return {grad_x, grad_w, grad_b};
