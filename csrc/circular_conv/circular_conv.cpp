@@ -1,18 +1,16 @@
-// circular_conv (MOL's "fully-connected convolution"): schema, argument checks and the CPU binding.
+// circular_conv (MOL's "fully-connected convolution"): schema and argument checks, shared by the CPU
+// binding (circular_conv_cpu.cpp) and the CUDA binding (circular_conv_cuda.cpp), each of which registers
+// its own kernels.
 #include "circular_conv/circular_conv.h"
 
 #include <torch/csrc/stable/library.h>
 #include <torch/csrc/stable/ops.h>
 #include <torch/csrc/stable/tensor.h>
 
-#include <tuple>
-
-#include "circular_conv/circular_conv_kernels.h"
 #include "core/checks.h"
 
 namespace facekernels {
 
-using torch::headeronly::ScalarType;
 using torch::stable::Tensor;
 
 CircularConvProblem check_circular_conv(const char* op, const Tensor& x, const Tensor& weight,
@@ -68,69 +66,6 @@ CircularConvGradients allocate_circular_conv_gradients(const Tensor& x, const Te
   return g;
 }
 
-namespace {
-
-// The CPU kernels take any strides over B and C as long as each [H, W] plane is contiguous (channel
-// slices such as torch.chunk(x, 2, 1) need no copy); anything else is made contiguous first.
-Tensor planes_contiguous(const Tensor& t) {
-  const int64_t h = t.size(2), w = t.size(3);
-  const bool ok = (w == 1 || t.stride(3) == 1) && (h == 1 || t.stride(2) == w);
-  return ok ? t : torch::stable::contiguous(t);
-}
-
-Tensor circular_conv_cpu(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, int64_t dim) {
-  const CircularConvProblem p = check_circular_conv("circular_conv", x, weight, bias, dim);
-  const Tensor wc = torch::stable::contiguous(weight);
-  const std::optional<Tensor> bc =
-      bias.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*bias)) : std::nullopt;
-  Tensor y = torch::stable::new_empty(x, x.sizes());
-  if (y.numel() == 0) return y;
-  const Tensor xc = planes_contiguous(x);
-  const cpu::CircularConvKernels& kernels = FK_CPU_DISPATCH(cpu::circular_conv_kernels);
-  auto run = [&](auto* tag, auto forward) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    cpu::CircularConvForwardArgs<T> a{static_cast<const T*>(xc.data_ptr()),
-                                      static_cast<const T*>(wc.data_ptr()),
-                                      bc ? static_cast<const T*>(bc->data_ptr()) : nullptr,
-                                      static_cast<T*>(y.data_ptr()),
-                                      p.batch, p.channels, p.height, p.width, p.taps, p.axis,
-                                      xc.stride(0), xc.stride(1)};
-    forward(a);
-  };
-  if (xc.scalar_type() == ScalarType::Float) run(static_cast<float*>(nullptr), kernels.forward_f32);
-  else run(static_cast<double*>(nullptr), kernels.forward_f64);
-  return y;
-}
-
-std::tuple<Tensor, Tensor, Tensor> circular_conv_backward_cpu(const Tensor& grad_out, const Tensor& x,
-                                                              const Tensor& weight, int64_t dim, bool need_x,
-                                                              bool need_weight, bool need_bias) {
-  const CircularConvProblem p = check_circular_conv_backward(grad_out, x, weight, dim);
-  const Tensor wc = torch::stable::contiguous(weight);
-  CircularConvGradients out = allocate_circular_conv_gradients(x, wc, p, need_x, need_weight, need_bias);
-  const Tensor &grad_x = out.grad_x, &grad_w = out.grad_weight, &grad_b = out.grad_bias;
-  if (out.done || !(need_x || need_weight || need_bias)) return {grad_x, grad_w, grad_b};
-  const Tensor gc = planes_contiguous(grad_out);
-  const Tensor xc = planes_contiguous(x);
-  const cpu::CircularConvKernels& kernels = FK_CPU_DISPATCH(cpu::circular_conv_kernels);
-  auto run = [&](auto* tag, auto backward) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    cpu::CircularConvBackwardArgs<T> a{static_cast<const T*>(gc.data_ptr()),
-                                       static_cast<const T*>(xc.data_ptr()),
-                                       static_cast<const T*>(wc.data_ptr()),
-                                       need_x ? static_cast<T*>(grad_x.data_ptr()) : nullptr,
-                                       need_weight ? static_cast<T*>(grad_w.data_ptr()) : nullptr,
-                                       need_bias ? static_cast<T*>(grad_b.data_ptr()) : nullptr,
-                                       p.batch, p.channels, p.height, p.width, p.taps, p.axis,
-                                       gc.stride(0), gc.stride(1), xc.stride(0), xc.stride(1)};
-    backward(a);
-  };
-  if (xc.scalar_type() == ScalarType::Float) run(static_cast<float*>(nullptr), kernels.backward_f32);
-  else run(static_cast<double*>(nullptr), kernels.backward_f64);
-  return {grad_x, grad_w, grad_b};
-}
-
-}  // namespace
 }  // namespace facekernels
 
 STABLE_TORCH_LIBRARY_FRAGMENT(facekernels, m) {
@@ -138,9 +73,4 @@ STABLE_TORCH_LIBRARY_FRAGMENT(facekernels, m) {
   m.def(
       "_circular_conv_backward(Tensor grad_out, Tensor x, Tensor weight, int dim, bool need_x, "
       "bool need_weight, bool need_bias) -> (Tensor, Tensor, Tensor)");
-}
-
-STABLE_TORCH_LIBRARY_IMPL(facekernels, CPU, m) {
-  m.impl("circular_conv", TORCH_BOX(&facekernels::circular_conv_cpu));
-  m.impl("_circular_conv_backward", TORCH_BOX(&facekernels::circular_conv_backward_cpu));
 }

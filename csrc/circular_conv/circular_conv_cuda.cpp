@@ -13,8 +13,9 @@
 #include <string>
 #include <tuple>
 
-#include "core/cuda_binding.h"
 #include "circular_conv/circular_conv.h"
+#include "core/cuda_binding.h"
+#include "core/tensors.h"
 #include "cuda/circular_conv/circular_conv.h"
 
 namespace facekernels {
@@ -37,10 +38,13 @@ Tensor circular_conv_cuda(const Tensor& x, const Tensor& weight, const std::opti
       bias.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*bias)) : std::nullopt;
   Tensor y = torch::stable::new_empty(xc, xc.sizes());
   if (y.numel() == 0) return y;
-  check_launch(
-      cuda::circular_conv_forward(xc.data_ptr(), wc.data_ptr(), bc ? bc->data_ptr() : nullptr, y.data_ptr(),
-                                  cuda_shape(p), cuda_dtype(xc), current_cuda_stream(xc.get_device_index())),
-      "circular_conv");
+  const cuda::CircularConvForwardParams params{.x = xc.data_ptr(),
+                                               .weight = wc.data_ptr(),
+                                               .bias = bc ? bc->data_ptr() : nullptr,
+                                               .y = y.data_ptr(),
+                                               .shape = cuda_shape(p),
+                                               .dtype = cuda_dtype(xc)};
+  check_launch(cuda::circular_conv_forward(params, current_cuda_stream(xc.get_device_index())), "circular_conv");
   return y;
 }
 
@@ -60,11 +64,16 @@ std::tuple<Tensor, Tensor, Tensor> circular_conv_backward_cuda(const Tensor& gra
   const int64_t workspace_size = cuda::circular_conv_backward_workspace_size(shape, need_weight, need_bias);
   std::optional<Tensor> workspace;
   if (workspace_size > 0) workspace = torch::stable::new_empty(xc, {workspace_size}, ScalarType::Float);
-  check_launch(cuda::circular_conv_backward(
-                   gc.data_ptr(), xc.data_ptr(), wc.data_ptr(), need_x ? grad_x.data_ptr() : nullptr,
-                   need_weight ? grad_w.data_ptr() : nullptr, need_bias ? grad_b.data_ptr() : nullptr,
-                   workspace ? static_cast<float*>(workspace->data_ptr()) : nullptr, shape, cuda_dtype(xc),
-                   current_cuda_stream(xc.get_device_index())),
+  const cuda::CircularConvBackwardParams params{.grad_y = gc.data_ptr(),
+                                                .x = xc.data_ptr(),
+                                                .weight = wc.data_ptr(),
+                                                .grad_x = need_x ? grad_x.data_ptr() : nullptr,
+                                                .grad_weight = need_weight ? grad_w.data_ptr() : nullptr,
+                                                .grad_bias = need_bias ? grad_b.data_ptr() : nullptr,
+                                                .workspace = data_of<float>(workspace),
+                                                .shape = shape,
+                                                .dtype = cuda_dtype(xc)};
+  check_launch(cuda::circular_conv_backward(params, current_cuda_stream(xc.get_device_index())),
                "_circular_conv_backward");
   return {grad_x, grad_w, grad_b};
 }

@@ -493,12 +493,14 @@ void backward(const CircularConvBackwardArgs<T>& a) {
   }
 }
 
+template <typename T>
+constexpr CircularConvKernels<T> make_table() {
+  return {.forward = &forward<T>, .backward = &backward<T>};
+}
+
 }  // namespace
 
-const CircularConvKernels& FK_CONCAT(circular_conv_kernels_, FK_CPU_CAPABILITY)() {
-  static const CircularConvKernels table{&forward<float>, &forward<double>, &backward<float>,
-                                         &backward<double>};
-  return table;
-}
+FK_DEFINE_CPU_KERNEL_TABLE(CircularConvKernels, circular_conv_kernels, make_table, float)
+FK_DEFINE_CPU_KERNEL_TABLE(CircularConvKernels, circular_conv_kernels, make_table, double)
 
 }  // namespace facekernels::cpu

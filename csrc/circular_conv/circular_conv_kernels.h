@@ -16,8 +16,8 @@ struct CircularConvForwardArgs {
   const T* weight;  // [C, L]
   const T* bias;    // [C] or nullptr
   T* y;             // [B, C, H, W], contiguous
-  int64_t batch, channels, height, width, taps;
-  int axis;  // 2: along H, 3: along W
+  int64_t batch = 0, channels = 0, height = 0, width = 0, taps = 0;
+  int axis = 2;  // 2: along H, 3: along W
   int64_t x_stride_b, x_stride_c;
 };
 
@@ -29,18 +29,18 @@ struct CircularConvBackwardArgs {
   T* grad_x;        // [B, C, H, W] or nullptr
   T* grad_weight;   // [C, L] or nullptr
   T* grad_bias;     // [C] or nullptr
-  int64_t batch, channels, height, width, taps;
-  int axis;
+  int64_t batch = 0, channels = 0, height = 0, width = 0, taps = 0;
+  int axis = 2;
   int64_t grad_y_stride_b, grad_y_stride_c, x_stride_b, x_stride_c;
 };
 
+// The kernels of one dtype, filled by name in circular_conv_kernels.cpp (one table per SIMD level).
+template <typename T>
 struct CircularConvKernels {
-  void (*forward_f32)(const CircularConvForwardArgs<float>&);
-  void (*forward_f64)(const CircularConvForwardArgs<double>&);
-  void (*backward_f32)(const CircularConvBackwardArgs<float>&);
-  void (*backward_f64)(const CircularConvBackwardArgs<double>&);
+  void (*forward)(const CircularConvForwardArgs<T>&);
+  void (*backward)(const CircularConvBackwardArgs<T>&);
 };
 
-FK_DECLARE_CPU_KERNELS(const CircularConvKernels&, circular_conv_kernels)
+FK_DECLARE_CPU_KERNEL_TABLE(CircularConvKernels, circular_conv_kernels)
 
 }  // namespace facekernels::cpu

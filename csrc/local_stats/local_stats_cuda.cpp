@@ -15,8 +15,9 @@
 #include <string>
 #include <tuple>
 
-#include "cuda/local_stats/local_stats.h"
 #include "core/cuda_binding.h"
+#include "core/tensors.h"
+#include "cuda/local_stats/local_stats.h"
 #include "local_stats/local_stats.h"
 
 namespace facekernels {
@@ -35,8 +36,6 @@ std::optional<Tensor> workspace_for(const Tensor& x, int64_t floats) {
   return torch::stable::new_empty(x, {floats}, ScalarType::Float);
 }
 
-float* data_of(const std::optional<Tensor>& t) { return t ? static_cast<float*>(t->data_ptr()) : nullptr; }
-
 std::optional<Tensor> contiguous_or_none(const std::optional<Tensor>& t) {
   return t.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*t)) : std::nullopt;
 }
@@ -52,10 +51,14 @@ Tensor local_stat_transform_cuda(const Tensor& x, const Tensor& guide, int64_t k
   const cuda::LocalStatsShape shape = cuda_shape(p);
   const std::optional<Tensor> workspace =
       workspace_for(xc, cuda::local_stat_transform_forward_workspace_size(shape));
-  check_launch(cuda::local_stat_transform_forward(xc.data_ptr(), gc.data_ptr(), out.data_ptr(),
-                                                  data_of(workspace), shape, static_cast<float>(eps),
-                                                  cuda_dtype(xc), current_cuda_stream(xc.get_device_index())),
-               op);
+  const cuda::LocalStatTransformParams params{.x = xc.data_ptr(),
+                                              .guide = gc.data_ptr(),
+                                              .out = out.data_ptr(),
+                                              .workspace = data_of<float>(workspace),
+                                              .shape = shape,
+                                              .eps = static_cast<float>(eps),
+                                              .dtype = cuda_dtype(xc)};
+  check_launch(cuda::local_stat_transform_forward(params, current_cuda_stream(xc.get_device_index())), op);
   return out;
 }
 
@@ -76,11 +79,16 @@ std::tuple<Tensor, Tensor> local_stat_transform_backward_cuda(const Tensor& grad
   const cuda::LocalStatsShape shape = cuda_shape(p);
   const std::optional<Tensor> workspace =
       workspace_for(xc, cuda::local_stat_transform_backward_workspace_size(shape, need_x, need_guide));
-  check_launch(cuda::local_stat_transform_backward(
-                   goc.data_ptr(), xc.data_ptr(), gc.data_ptr(), need_x ? grad_x.data_ptr() : nullptr,
-                   need_guide ? grad_guide.data_ptr() : nullptr, data_of(workspace), shape,
-                   static_cast<float>(eps), cuda_dtype(xc), current_cuda_stream(xc.get_device_index())),
-               op);
+  const cuda::LocalStatTransformParams params{.x = xc.data_ptr(),
+                                              .guide = gc.data_ptr(),
+                                              .grad_out = goc.data_ptr(),
+                                              .grad_x = need_x ? grad_x.data_ptr() : nullptr,
+                                              .grad_guide = need_guide ? grad_guide.data_ptr() : nullptr,
+                                              .workspace = data_of<float>(workspace),
+                                              .shape = shape,
+                                              .eps = static_cast<float>(eps),
+                                              .dtype = cuda_dtype(xc)};
+  check_launch(cuda::local_stat_transform_backward(params, current_cuda_stream(xc.get_device_index())), op);
   return {grad_x, grad_guide};
 }
 
@@ -95,10 +103,13 @@ std::tuple<Tensor, Tensor> local_mean_var_cuda(const Tensor& x, int64_t kernel_s
   const cuda::LocalStatsShape shape = cuda_shape(p);
   const std::optional<Tensor> workspace =
       workspace_for(xc, cuda::local_mean_var_forward_workspace_size(shape));
-  check_launch(cuda::local_mean_var_forward(xc.data_ptr(), mean.data_ptr(), var.data_ptr(),
-                                            data_of(workspace), shape, cuda_dtype(xc),
-                                            current_cuda_stream(xc.get_device_index())),
-               op);
+  const cuda::LocalMeanVarParams params{.x = xc.data_ptr(),
+                                        .mean = mean.data_ptr(),
+                                        .var = var.data_ptr(),
+                                        .workspace = data_of<float>(workspace),
+                                        .shape = shape,
+                                        .dtype = cuda_dtype(xc)};
+  check_launch(cuda::local_mean_var_forward(params, current_cuda_stream(xc.get_device_index())), op);
   return {mean, var};
 }
 
@@ -119,10 +130,14 @@ Tensor local_mean_var_backward_cuda(const std::optional<Tensor>& grad_mean,
   const cuda::LocalStatsShape shape = cuda_shape(p);
   const std::optional<Tensor> workspace = workspace_for(
       xc, cuda::local_mean_var_backward_workspace_size(shape, gm.has_value(), gv.has_value()));
-  check_launch(cuda::local_mean_var_backward(gm ? gm->data_ptr() : nullptr, gv ? gv->data_ptr() : nullptr,
-                                             xc.data_ptr(), grad_x.data_ptr(), data_of(workspace), shape,
-                                             cuda_dtype(xc), current_cuda_stream(xc.get_device_index())),
-               op);
+  const cuda::LocalMeanVarParams params{.x = xc.data_ptr(),
+                                        .grad_mean = gm ? gm->data_ptr() : nullptr,
+                                        .grad_var = gv ? gv->data_ptr() : nullptr,
+                                        .grad_x = grad_x.data_ptr(),
+                                        .workspace = data_of<float>(workspace),
+                                        .shape = shape,
+                                        .dtype = cuda_dtype(xc)};
+  check_launch(cuda::local_mean_var_backward(params, current_cuda_stream(xc.get_device_index())), op);
   return grad_x;
 }
 

@@ -598,14 +598,17 @@ void mean_var_backward(const LocalStatsArgs<T>& a) {
                 });
 }
 
+template <typename T>
+constexpr LocalStatsKernels<T> make_table() {
+  return {.transform_forward = &transform_forward<T>,
+          .transform_backward = &transform_backward<T>,
+          .mean_var_forward = &mean_var_forward<T>,
+          .mean_var_backward = &mean_var_backward<T>};
+}
+
 }  // namespace
 
-const LocalStatsKernels& FK_CONCAT(local_stats_kernels_, FK_CPU_CAPABILITY)() {
-  static const LocalStatsKernels table{&transform_forward<float>, &transform_forward<double>,
-                                       &transform_backward<float>, &transform_backward<double>,
-                                       &mean_var_forward<float>,  &mean_var_forward<double>,
-                                       &mean_var_backward<float>, &mean_var_backward<double>};
-  return table;
-}
+FK_DEFINE_CPU_KERNEL_TABLE(LocalStatsKernels, local_stats_kernels, make_table, float)
+FK_DEFINE_CPU_KERNEL_TABLE(LocalStatsKernels, local_stats_kernels, make_table, double)
 
 }  // namespace facekernels::cpu

@@ -30,17 +30,15 @@ struct LocalStatsArgs {
   double eps;
 };
 
+// The kernels of one dtype, filled by name in local_stats_kernels.cpp (one table per SIMD level).
+template <typename T>
 struct LocalStatsKernels {
-  void (*transform_forward_f32)(const LocalStatsArgs<float>&);
-  void (*transform_forward_f64)(const LocalStatsArgs<double>&);
-  void (*transform_backward_f32)(const LocalStatsArgs<float>&);
-  void (*transform_backward_f64)(const LocalStatsArgs<double>&);
-  void (*mean_var_forward_f32)(const LocalStatsArgs<float>&);
-  void (*mean_var_forward_f64)(const LocalStatsArgs<double>&);
-  void (*mean_var_backward_f32)(const LocalStatsArgs<float>&);
-  void (*mean_var_backward_f64)(const LocalStatsArgs<double>&);
+  void (*transform_forward)(const LocalStatsArgs<T>&);   // out
+  void (*transform_backward)(const LocalStatsArgs<T>&);  // grad_x and/or grad_guide
+  void (*mean_var_forward)(const LocalStatsArgs<T>&);    // out (the mean) and out_var
+  void (*mean_var_backward)(const LocalStatsArgs<T>&);   // grad_x
 };
 
-FK_DECLARE_CPU_KERNELS(const LocalStatsKernels&, local_stats_kernels)
+FK_DECLARE_CPU_KERNEL_TABLE(LocalStatsKernels, local_stats_kernels)
 
 }  // namespace facekernels::cpu

@@ -37,11 +37,9 @@
 namespace facekernels::cuda {
 namespace {
 
-constexpr int kWarp = 32;
 constexpr int kThreads = 256;      // threads per block, and most work items in a tile
 constexpr int kRowsPerThread = 3;  // consecutive positions along the axis per work item
 constexpr int64_t kTapChunk = 64;  // taps staged per pass by the forward and the correlation
-constexpr int64_t kMaxGridBlocks = int64_t{1} << 20;  // grid-stride loops cover the rest
 // Blocks the weight/bias reduction aims for (about eight per SM on the largest GPUs); a shape constant,
 // not a device query, so the summation order is the same on every GPU.
 constexpr int64_t kTargetReductionBlocks = 2048;
@@ -55,12 +53,6 @@ __device__ __forceinline__ int64_t wrap_index(int64_t i, int64_t n) {
     if (i >= n) i %= n;
   }
   return i;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
-  return v;
 }
 
 // The data as lines of [length, inner], and how the tiles cut them.
@@ -80,7 +72,7 @@ Tiling make_tiling(int64_t lines, int64_t length, int64_t inner, int64_t taps) {
   g.length = length;
   g.inner = inner;
   g.taps = taps;
-  g.tile_cols = static_cast<int>(min64(inner, kWarp));
+  g.tile_cols = static_cast<int>(min64(inner, kWarpSize));
   const int64_t groups_per_line = ceil_div(length, kRowsPerThread);
   const int64_t groups = min64(groups_per_line, kThreads / g.tile_cols);
   g.tile_rows = static_cast<int>(groups * kRowsPerThread);
@@ -89,7 +81,7 @@ Tiling make_tiling(int64_t lines, int64_t length, int64_t inner, int64_t taps) {
                      ? static_cast<int>(min64(max64(1, kThreads / (groups * g.tile_cols)), lines))
                      : 1;
   g.items = static_cast<int>(g.tile_lines * groups * g.tile_cols);
-  g.threads = static_cast<int>(ceil_div(g.items, kWarp) * kWarp);
+  g.threads = static_cast<int>(ceil_div(g.items, kWarpSize) * kWarpSize);
   g.tiles_lines = ceil_div(lines, g.tile_lines);
   g.tiles_rows = ceil_div(length, g.tile_rows);
   g.tiles_cols = ceil_div(inner, g.tile_cols);
@@ -150,9 +142,9 @@ __device__ __forceinline__ void load_extension(float* ext, const T* __restrict__
     }
   } else {
     // 32-column segments of longer rows.
-    const int count = rows * kWarp;
+    const int count = rows * kWarpSize;
     for (int k = static_cast<int>(threadIdx.x); k < count; k += static_cast<int>(blockDim.x)) {
-      const int r = k / kWarp, j = k % kWarp;
+      const int r = k / kWarpSize, j = k % kWarpSize;
       if (j < cols_here) ext[k] = to_float(line[wrap_index(first + r, g.length) * g.inner + col0 + j]);
     }
   }
@@ -253,8 +245,9 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t line_size = g.length * g.inner;
   const int64_t units = g.tiles_lines * g.tiles_rows * g.tiles_cols;
   const int64_t tasks = channels * chunks * splits;
-  const int lane = static_cast<int>(threadIdx.x) % kWarp, warp = static_cast<int>(threadIdx.x) / kWarp;
-  const int warps = static_cast<int>(blockDim.x) / kWarp;
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+  const int warps = static_cast<int>(blockDim.x) / kWarpSize;
 
   for (int64_t task = blockIdx.x; task < tasks; task += gridDim.x) {
     const int64_t split = task % splits;
@@ -313,7 +306,8 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
 
-    // Fixed-order block reduction: a shuffle tree per warp, then the warps in order.
+    // Fixed-order block reduction: warp_sum per warp (only lane 0's result is read, and lane 0 of the
+    // xor butterfly adds the same pairs in the same order as a shfl_down tree), then the warps in order.
     if (need_weight) {
 #pragma unroll
       for (int t = 0; t < kTaps; ++t) {
@@ -353,8 +347,7 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     sum_splits_kernel(const float* __restrict__ partial, T* __restrict__ out, int64_t count, int64_t splits) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride) {
+  for (int64_t i = grid_thread_index(); i < count; i += grid_thread_count()) {
     float total = 0.f;
     for (int64_t s = 0; s < splits; ++s) total += partial[s * count + i];
     out[i] = from_float<T>(total);
@@ -443,7 +436,7 @@ cudaError_t launch_weight_bias_grad(const T* grad_y, const T* x, T* grad_weight,
   const size_t shared_bytes =
       sizeof(float) *
       static_cast<size_t>((need_weight ? g.tile_lines * (g.tile_rows + kTaps - 1) * g.tile_cols : 0) +
-                          g.threads / kWarp * (kTaps + 1));
+                          g.threads / kWarpSize * (kTaps + 1));
   cudaError_t err =
       launch(weight_bias_grad_kernel<T, kTaps>, s.channels * plan.chunks * plan.splits, g.threads,
              shared_bytes, stream, grad_y, x, g, s.channels, v.lines_per_run, plan.chunks, plan.splits,
@@ -495,14 +488,15 @@ cudaError_t backward_typed(const T* grad_y, const T* x, const T* weight, T* grad
 
 }  // namespace
 
-cudaError_t circular_conv_forward(const void* x, const void* weight, const void* bias, void* y,
-                                  const CircularConvShape& shape, DType dtype, cudaStream_t stream) {
+cudaError_t circular_conv_forward(const CircularConvForwardParams& params, cudaStream_t stream) {
+  const CircularConvShape& shape = params.shape;
   if (!valid_shape(shape)) return cudaErrorInvalidValue;
   if (element_count(shape) == 0) return cudaSuccess;
-  return dispatch_dtype(dtype, [&](auto* tag) {
+  return dispatch_dtype(params.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    return run_conv_tiles<T>(static_cast<const T*>(x), static_cast<const T*>(weight),
-                             static_cast<const T*>(bias), static_cast<T*>(y), false, shape, stream);
+    return run_conv_tiles<T>(static_cast<const T*>(params.x), static_cast<const T*>(params.weight),
+                             static_cast<const T*>(params.bias), static_cast<T*>(params.y), false, shape,
+                             stream);
   });
 }
 
@@ -514,16 +508,15 @@ int64_t circular_conv_backward_workspace_size(const CircularConvShape& shape, bo
   return plan.splits * shape.channels * ((need_weight ? shape.taps : 0) + (need_bias ? 1 : 0));
 }
 
-cudaError_t circular_conv_backward(const void* grad_y, const void* x, const void* weight, void* grad_x,
-                                   void* grad_weight, void* grad_bias, float* workspace,
-                                   const CircularConvShape& shape, DType dtype, cudaStream_t stream) {
+cudaError_t circular_conv_backward(const CircularConvBackwardParams& params, cudaStream_t stream) {
+  const CircularConvShape& shape = params.shape;
   if (!valid_shape(shape)) return cudaErrorInvalidValue;
-  return dispatch_dtype(dtype, [&](auto* tag) {
+  return dispatch_dtype(params.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    return backward_typed<T>(static_cast<const T*>(grad_y), static_cast<const T*>(x),
-                             static_cast<const T*>(weight), static_cast<T*>(grad_x),
-                             static_cast<T*>(grad_weight), static_cast<T*>(grad_bias), workspace, shape,
-                             stream);
+    return backward_typed<T>(static_cast<const T*>(params.grad_y), static_cast<const T*>(params.x),
+                             static_cast<const T*>(params.weight), static_cast<T*>(params.grad_x),
+                             static_cast<T*>(params.grad_weight), static_cast<T*>(params.grad_bias),
+                             params.workspace, shape, stream);
   });
 }
 

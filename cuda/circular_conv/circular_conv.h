@@ -19,15 +19,39 @@ struct CircularConvShape {
   int axis;  // 2: along H, 3: along W
 };
 
+// The forward's arguments, filled by name in the binding.
+struct CircularConvForwardParams {
+  const void* x;       // [B, C, H, W]
+  const void* weight;  // [C, L]
+  const void* bias;    // [C], or nullptr: no bias
+  void* y;             // [B, C, H, W]
+  CircularConvShape shape;
+  DType dtype;  // of every tensor above
+};
+
 // y[b, c, h, w] = bias[c] + sum_{t<L} weight[c, t] * x[b, c, (h + t) mod H, w] (axis 2; likewise along W
-// for axis 3). bias may be nullptr.
-cudaError_t circular_conv_forward(const void* x, const void* weight, const void* bias, void* y,
-                                  const CircularConvShape& shape, DType dtype, cudaStream_t stream);
+// for axis 3).
+cudaError_t circular_conv_forward(const CircularConvForwardParams& params, cudaStream_t stream);
 
 // float32 elements of scratch memory circular_conv_backward needs for these arguments (0: none, and
 // `workspace` may then be nullptr).
 int64_t circular_conv_backward_workspace_size(const CircularConvShape& shape, bool need_weight,
                                               bool need_bias);
+
+// The backward's arguments, filled by name in the binding. A gradient pointer left nullptr is not
+// computed.
+struct CircularConvBackwardParams {
+  const void* grad_y;  // [B, C, H, W]
+  const void* x;       // [B, C, H, W]
+  const void* weight;  // [C, L]
+  void* grad_x;        // [B, C, H, W] or nullptr
+  void* grad_weight;   // [C, L] or nullptr
+  void* grad_bias;     // [C] or nullptr
+  // circular_conv_backward_workspace_size(shape, grad_weight != nullptr, grad_bias != nullptr) floats
+  float* workspace;
+  CircularConvShape shape;
+  DType dtype;  // of every tensor above but the workspace
+};
 
 // The gradients whose pointers are non-null:
 //   grad_x[b, c, h, w] = sum_{t<L} weight[c, t] * grad_y[b, c, (h - t) mod H, w]
@@ -35,10 +59,6 @@ int64_t circular_conv_backward_workspace_size(const CircularConvShape& shape, bo
 //   grad_bias[c]       = sum_{b, h, w} grad_y[b, c, h, w]
 // (axis 2; likewise along W). The reductions are deterministic: no atomics, and a summation order
 // that depends only on the shape (not on the device, nor on which gradients are asked for).
-// `workspace` holds circular_conv_backward_workspace_size(shape, grad_weight != nullptr,
-// grad_bias != nullptr) floats.
-cudaError_t circular_conv_backward(const void* grad_y, const void* x, const void* weight, void* grad_x,
-                                   void* grad_weight, void* grad_bias, float* workspace,
-                                   const CircularConvShape& shape, DType dtype, cudaStream_t stream);
+cudaError_t circular_conv_backward(const CircularConvBackwardParams& params, cudaStream_t stream);
 
 }  // namespace facekernels::cuda

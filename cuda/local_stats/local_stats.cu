@@ -54,11 +54,8 @@
 namespace facekernels::cuda {
 namespace {
 
-constexpr int kWarp = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kThreads = 256;  // the most threads per block of every kernel here
-constexpr int64_t kMaxGridBlocks = int64_t{1} << 20;  // grid-stride loops cover the rest
-constexpr size_t kMaxSharedBytes = 48 * 1024;         // the default dynamic shared memory limit
+constexpr size_t kMaxSharedBytes = 48 * 1024;  // the default dynamic shared memory limit
 // Band heights: aim for about kTargetBlocks tasks, bands of kMinBandRows..kMaxBandRows rows, and never
 // fewer than r + 1 rows (the band's initialisation reads 2r + 1 rows).
 constexpr int64_t kTargetBlocks = 2048;
@@ -72,18 +69,12 @@ constexpr int64_t kShiftRows = 4;  // rows averaged into a plane's shift
 constexpr int64_t kNarrowRadius = 3;  // windows up to 7 columns wide are summed without prefixes
 constexpr int64_t kAlignFloats = 64;  // workspace regions start on 256-byte boundaries
 
-__host__ __device__ __forceinline__ int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_down_sync(kFullMask, v, offset);
-  return v;
-}
-
+// A Hillis-Steele scan with shfl_up (its order of additions is part of the results, so it stays here
+// rather than becoming a butterfly).
 __device__ __forceinline__ float warp_inclusive_scan(float v, int lane) {
 #pragma unroll
-  for (int offset = 1; offset < kWarp; offset *= 2) {
-    const float t = __shfl_up_sync(kFullMask, v, offset);
+  for (int offset = 1; offset < kWarpSize; offset *= 2) {
+    const float t = __shfl_up_sync(kFullWarpMask, v, offset);
     if (lane >= offset) v += t;
   }
   return v;
@@ -120,10 +111,10 @@ struct BoxGeometry {
 // Sum of columns a..b (a <= b) of the row whose segment-local inclusive prefix is `pre` and whose
 // segment totals' inclusive prefix is `seg`.
 __device__ __forceinline__ float window_sum(const float* pre, const float* seg, int64_t a, int64_t b) {
-  const int64_t sa = a / kWarp, sb = b / kWarp;
-  const float before = a % kWarp != 0 ? pre[a - 1] : 0.f;
+  const int64_t sa = a / kWarpSize, sb = b / kWarpSize;
+  const float before = a % kWarpSize != 0 ? pre[a - 1] : 0.f;
   if (sa == sb) return pre[b] - before;
-  const float head = pre[sa * kWarp + kWarp - 1] - before;  // segment sa is whole: b lies past it
+  const float head = pre[sa * kWarpSize + kWarpSize - 1] - before;  // segment sa is whole: b lies past it
   const float middle = sb - 1 > sa ? seg[sb - 1] - seg[sa] : 0.f;
   return head + middle + pre[b];
 }
@@ -145,8 +136,8 @@ __global__ void __launch_bounds__(kThreads)
   float* const pre = buffer + F * W;      // [F][W] inclusive prefix of col within each 32-column segment
   float* const seg = buffer + 2 * F * W;  // [F][segments] inclusive prefix of the segment totals
   const int tid = static_cast<int>(threadIdx.x);
-  const int lane = tid % kWarp, warp = tid / kWarp;
-  const int threads = static_cast<int>(blockDim.x), warps = threads / kWarp;
+  const int lane = tid % kWarpSize, warp = tid / kWarpSize;
+  const int threads = static_cast<int>(blockDim.x), warps = threads / kWarpSize;
   const bool narrow = g.narrow;
 
   for (int64_t task = blockIdx.x; task < g.tasks; task += gridDim.x) {
@@ -206,12 +197,12 @@ __global__ void __launch_bounds__(kThreads)
           for (int f = 0; f < F; ++f) v[f] = 0.f;
         }
         if (!narrow) {
-          const int64_t segment_start = c0 + static_cast<int64_t>(warp) * kWarp;
+          const int64_t segment_start = c0 + static_cast<int64_t>(warp) * kWarpSize;
 #pragma unroll
           for (int f = 0; f < F; ++f) {
             const float p = warp_inclusive_scan(v[f], lane);
             if (w < W) pre[f * W + w] = p;
-            if (lane == kWarp - 1 && segment_start < W) seg[f * nseg + segment_start / kWarp] = p;
+            if (lane == kWarpSize - 1 && segment_start < W) seg[f * nseg + segment_start / kWarpSize] = p;
           }
         }
       }
@@ -220,12 +211,12 @@ __global__ void __launch_bounds__(kThreads)
         // Inclusive prefix of the segment totals, one warp per quantity.
         for (int f = warp; f < F; f += warps) {
           float carry = 0.f;
-          for (int64_t s0 = 0; s0 < nseg; s0 += kWarp) {
+          for (int64_t s0 = 0; s0 < nseg; s0 += kWarpSize) {
             const int64_t s = s0 + lane;
             float t = s < nseg ? seg[f * nseg + s] : 0.f;
             t = warp_inclusive_scan(t, lane) + carry;
             if (s < nseg) seg[f * nseg + s] = t;
-            carry = __shfl_sync(kFullMask, t, kWarp - 1);
+            carry = __shfl_sync(kFullWarpMask, t, kWarpSize - 1);
           }
         }
         __syncthreads();
@@ -258,13 +249,13 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     plane_shift_kernel(const T* __restrict__ first, const T* __restrict__ second, float* __restrict__ shifts,
                        int64_t planes, int64_t height, int64_t width) {
-  __shared__ float warp_sums[kThreads / kWarp];
+  __shared__ float warp_sums[kThreads / kWarpSize];
   const int64_t rows = min64(kShiftRows, height);
   const int64_t count = rows * width;
   const int64_t plane_size = height * width;
   const int64_t tasks = planes * (second != nullptr ? 2 : 1);
   const int tid = static_cast<int>(threadIdx.x);
-  const int lane = tid % kWarp, warp = tid / kWarp, warps = static_cast<int>(blockDim.x) / kWarp;
+  const int lane = tid % kWarpSize, warp = tid / kWarpSize, warps = static_cast<int>(blockDim.x) / kWarpSize;
   for (int64_t task = blockIdx.x; task < tasks; task += gridDim.x) {
     const T* src = task < planes ? first + task * plane_size : second + (task - planes) * plane_size;
     float acc = 0.f;
@@ -273,7 +264,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t h = (2 * i + 1) * height / (2 * rows);
       acc += to_float(src[h * width + w]);
     }
-    acc = warp_sum(acc);
+    acc = warp_sum(acc);  // lane 0 only: the same pairs in the same order as a shfl_down tree
     if (lane == 0) warp_sums[warp] = acc;
     __syncthreads();
     if (tid == 0) {
@@ -300,6 +291,20 @@ __device__ __forceinline__ void pair_values(const T* x, const T* guide, int64_t 
   v[3] = b * b;
 }
 
+// A plane of both of local_stat_transform's first sweeps (the forward and the backward's coefficient
+// pass): they sum pair_values of x and the guide, and start from the same two window moments.
+template <typename T>
+struct PairPlane {
+  const T* x;
+  const T* guide;
+  float sx, sg;
+  int64_t width;
+  float eps;
+  __device__ __forceinline__ void values(int64_t h, int64_t w, float (&v)[4]) const {
+    pair_values(x, guide, h * width + w, sx, sg, v);
+  }
+};
+
 // local_stat_transform: out = (x - mu_x) * sqrt(var_g + eps) / sqrt(var_x + eps) + mu_g.
 template <typename T>
 struct TransformForwardOp {
@@ -311,26 +316,19 @@ struct TransformForwardOp {
   int64_t planes, plane_size, width;
   float eps;
 
-  struct Plane {
-    const T* x;
-    const T* guide;
+  struct Plane : PairPlane<T> {
     T* out;
-    float sx, sg;
-    int64_t width;
-    float eps;
-    __device__ __forceinline__ void values(int64_t h, int64_t w, float (&v)[kFields]) const {
-      pair_values(x, guide, h * width + w, sx, sg, v);
-    }
     __device__ __forceinline__ void finish(int64_t h, int64_t w, const float (&box)[kFields], float n) const {
-      const int64_t i = h * width + w;
+      const PairPlane<T>& in = *this;
+      const int64_t i = h * in.width + w;
       const Moments mx = moments(box[0], box[1], n), mg = moments(box[2], box[3], n);
-      const float scale = sqrtf(mg.var + eps) / sqrtf(mx.var + eps);
-      out[i] = from_float<T>((to_float(x[i]) - sx - mx.mean) * scale + (sg + mg.mean));
+      const float scale = sqrtf(mg.var + in.eps) / sqrtf(mx.var + in.eps);
+      out[i] = from_float<T>((to_float(in.x[i]) - in.sx - mx.mean) * scale + (in.sg + mg.mean));
     }
   };
   __device__ __forceinline__ Plane plane(int64_t p) const {
-    return {x + p * plane_size, guide + p * plane_size, out + p * plane_size, shifts[p], shifts[planes + p],
-            width, eps};
+    return {{x + p * plane_size, guide + p * plane_size, shifts[p], shifts[planes + p], width, eps},
+            out + p * plane_size};
   }
 };
 
@@ -350,23 +348,17 @@ struct TransformCoefficientsOp {
   int64_t planes, plane_size, width;
   float eps;
 
-  struct Plane {
+  struct Plane : PairPlane<T> {
     const T* grad_out;
-    const T* x;
-    const T* guide;
     float *direct, *x_mean, *x_var, *g_mean, *g_var;
-    float sx, sg;
-    int64_t width;
-    float eps;
-    __device__ __forceinline__ void values(int64_t h, int64_t w, float (&v)[kFields]) const {
-      pair_values(x, guide, h * width + w, sx, sg, v);
-    }
     __device__ __forceinline__ void finish(int64_t h, int64_t w, const float (&box)[kFields], float n) const {
-      const int64_t i = h * width + w;
+      const PairPlane<T>& in = *this;
+      const float eps = in.eps;
+      const int64_t i = h * in.width + w;
       const Moments mx = moments(box[0], box[1], n), mg = moments(box[2], box[3], n);
       const float sd_x = sqrtf(mx.var + eps), sd_g = sqrtf(mg.var + eps);
       const float a = sd_g / sd_x;
-      const float d = to_float(x[i]) - sx - mx.mean;
+      const float d = to_float(in.x[i]) - in.sx - mx.mean;
       const float go = to_float(grad_out[i]);
       if (direct != nullptr) {
         const float bx = -0.5f * go * d * a / (mx.var + eps) / n;
@@ -384,8 +376,8 @@ struct TransformCoefficientsOp {
   __device__ __forceinline__ Plane plane(int64_t p) const {
     const int64_t o = p * plane_size;
     auto at = [o](float* q) { return q != nullptr ? q + o : nullptr; };
-    return {grad_out + o, x + o,        guide + o,  at(direct), at(x_mean), at(x_var),
-            at(g_mean),   at(g_var),    shifts[p],  shifts[planes + p],     width, eps};
+    return {{x + o, guide + o, shifts[p], shifts[planes + p], width, eps},
+            grad_out + o, at(direct), at(x_mean), at(x_var), at(g_mean), at(g_var)};
   }
 };
 
@@ -604,7 +596,7 @@ BoxGeometry make_geometry(const LocalStatsShape& s, int fields) {
   g.band_rows = min64(band, s.height);
   g.bands = ceil_div(s.height, g.band_rows);
   g.tasks = s.planes * g.bands;
-  g.segments = ceil_div(s.width, kWarp);
+  g.segments = ceil_div(s.width, kWarpSize);
   g.narrow = g.col_radius <= kNarrowRadius;
   g.block_floats = fields * (g.narrow ? s.width : 2 * s.width + g.segments);
   return g;
@@ -620,7 +612,7 @@ struct SweepLaunch {
 
 SweepLaunch plan_sweep(const BoxGeometry& g) {
   SweepLaunch l{};
-  l.threads = static_cast<int>(min64(kThreads, round_up(g.width, kWarp)));
+  l.threads = static_cast<int>(min64(kThreads, round_up(g.width, kWarpSize)));
   const int64_t bytes = g.block_floats * static_cast<int64_t>(sizeof(float));
   l.shared = bytes <= static_cast<int64_t>(kMaxSharedBytes);
   if (l.shared) {
@@ -699,7 +691,7 @@ cudaError_t run_shifts(const T* first, const T* second, float* shifts, const Loc
   const int64_t tasks = s.planes * (second != nullptr ? 2 : 1);
   const unsigned grid = static_cast<unsigned>(min64(tasks, kMaxGridBlocks));
   const int64_t count = min64(kShiftRows, s.height) * s.width;  // values averaged per plane
-  const int threads = static_cast<int>(min64(kThreads, round_up(count, kWarp)));
+  const int threads = static_cast<int>(min64(kThreads, round_up(count, kWarpSize)));
   plane_shift_kernel<T><<<grid, threads, 0, stream>>>(first, second, shifts, s.planes, s.height, s.width);
   return cudaGetLastError();
 }
@@ -829,55 +821,54 @@ int64_t local_mean_var_backward_workspace_size(const LocalStatsShape& shape, boo
   return mean_var_backward_layout(shape, has_grad_mean, has_grad_var).total;
 }
 
-cudaError_t local_stat_transform_forward(const void* x, const void* guide, void* out, float* workspace,
-                                         const LocalStatsShape& shape, float eps, DType dtype,
-                                         cudaStream_t stream) {
-  const cudaError_t err = check_call(shape, transform_forward_layout(shape), workspace);
+cudaError_t local_stat_transform_forward(const LocalStatTransformParams& params, cudaStream_t stream) {
+  const LocalStatsShape& shape = params.shape;
+  const cudaError_t err = check_call(shape, transform_forward_layout(shape), params.workspace);
   if (err != cudaSuccess || empty_shape(shape)) return err;
-  return dispatch_dtype(dtype, [&](auto* tag) {
+  return dispatch_dtype(params.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    return transform_forward_typed<T>(static_cast<const T*>(x), static_cast<const T*>(guide),
-                                      static_cast<T*>(out), workspace, shape, eps, stream);
+    return transform_forward_typed<T>(static_cast<const T*>(params.x), static_cast<const T*>(params.guide),
+                                      static_cast<T*>(params.out), params.workspace, shape, params.eps, stream);
   });
 }
 
-cudaError_t local_stat_transform_backward(const void* grad_out, const void* x, const void* guide,
-                                          void* grad_x, void* grad_guide, float* workspace,
-                                          const LocalStatsShape& shape, float eps, DType dtype,
-                                          cudaStream_t stream) {
+cudaError_t local_stat_transform_backward(const LocalStatTransformParams& params, cudaStream_t stream) {
+  const LocalStatsShape& shape = params.shape;
   const cudaError_t err = check_call(
-      shape, transform_backward_layout(shape, grad_x != nullptr, grad_guide != nullptr), workspace);
+      shape, transform_backward_layout(shape, params.grad_x != nullptr, params.grad_guide != nullptr),
+      params.workspace);
   if (err != cudaSuccess || empty_shape(shape)) return err;
-  return dispatch_dtype(dtype, [&](auto* tag) {
+  return dispatch_dtype(params.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    return transform_backward_typed<T>(static_cast<const T*>(grad_out), static_cast<const T*>(x),
-                                       static_cast<const T*>(guide), static_cast<T*>(grad_x),
-                                       static_cast<T*>(grad_guide), workspace, shape, eps, stream);
+    return transform_backward_typed<T>(static_cast<const T*>(params.grad_out), static_cast<const T*>(params.x),
+                                       static_cast<const T*>(params.guide), static_cast<T*>(params.grad_x),
+                                       static_cast<T*>(params.grad_guide), params.workspace, shape, params.eps,
+                                       stream);
   });
 }
 
-cudaError_t local_mean_var_forward(const void* x, void* mean, void* var, float* workspace,
-                                   const LocalStatsShape& shape, DType dtype, cudaStream_t stream) {
-  const cudaError_t err = check_call(shape, mean_var_forward_layout(shape), workspace);
+cudaError_t local_mean_var_forward(const LocalMeanVarParams& params, cudaStream_t stream) {
+  const LocalStatsShape& shape = params.shape;
+  const cudaError_t err = check_call(shape, mean_var_forward_layout(shape), params.workspace);
   if (err != cudaSuccess || empty_shape(shape)) return err;
-  return dispatch_dtype(dtype, [&](auto* tag) {
+  return dispatch_dtype(params.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    return mean_var_forward_typed<T>(static_cast<const T*>(x), static_cast<T*>(mean), static_cast<T*>(var),
-                                     workspace, shape, stream);
+    return mean_var_forward_typed<T>(static_cast<const T*>(params.x), static_cast<T*>(params.mean),
+                                     static_cast<T*>(params.var), params.workspace, shape, stream);
   });
 }
 
-cudaError_t local_mean_var_backward(const void* grad_mean, const void* grad_var, const void* x, void* grad_x,
-                                    float* workspace, const LocalStatsShape& shape, DType dtype,
-                                    cudaStream_t stream) {
+cudaError_t local_mean_var_backward(const LocalMeanVarParams& params, cudaStream_t stream) {
+  const LocalStatsShape& shape = params.shape;
   const cudaError_t err = check_call(
-      shape, mean_var_backward_layout(shape, grad_mean != nullptr, grad_var != nullptr), workspace);
+      shape, mean_var_backward_layout(shape, params.grad_mean != nullptr, params.grad_var != nullptr),
+      params.workspace);
   if (err != cudaSuccess || empty_shape(shape)) return err;
-  return dispatch_dtype(dtype, [&](auto* tag) {
+  return dispatch_dtype(params.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    return mean_var_backward_typed<T>(static_cast<const T*>(grad_mean), static_cast<const T*>(grad_var),
-                                      static_cast<const T*>(x), static_cast<T*>(grad_x), workspace, shape,
-                                      stream);
+    return mean_var_backward_typed<T>(static_cast<const T*>(params.grad_mean),
+                                      static_cast<const T*>(params.grad_var), static_cast<const T*>(params.x),
+                                      static_cast<T*>(params.grad_x), params.workspace, shape, stream);
   });
 }
 

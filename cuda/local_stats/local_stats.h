@@ -31,27 +31,50 @@ int64_t local_mean_var_forward_workspace_size(const LocalStatsShape& shape);
 int64_t local_mean_var_backward_workspace_size(const LocalStatsShape& shape, bool has_grad_mean,
                                                bool has_grad_var);
 
-// out = (x - mu_x) / sqrt(var_x + eps) * sqrt(var_g + eps) + mu_g
-cudaError_t local_stat_transform_forward(const void* x, const void* guide, void* out, float* workspace,
-                                         const LocalStatsShape& shape, float eps, DType dtype,
-                                         cudaStream_t stream);
+// The arguments of the four launchers, filled by name in the binding; each launcher reads the fields its
+// comment names, and a pointer not set is nullptr. Tensors are of `dtype`, the workspace float32; a
+// gradient pointer left nullptr is not computed (an incoming one: a zero gradient).
+struct LocalStatTransformParams {
+  const void* x = nullptr;
+  const void* guide = nullptr;
+  void* out = nullptr;             // forward: the result
+  const void* grad_out = nullptr;  // backward: the incoming gradient
+  void* grad_x = nullptr;          // backward, or nullptr
+  void* grad_guide = nullptr;      // backward, or nullptr
+  float* workspace = nullptr;      // sized by the *_workspace_size function of the launcher called
+  LocalStatsShape shape;
+  float eps;
+  DType dtype;
+};
+
+struct LocalMeanVarParams {
+  const void* x = nullptr;
+  void* mean = nullptr;             // forward
+  void* var = nullptr;              // forward
+  const void* grad_mean = nullptr;  // backward, or nullptr
+  const void* grad_var = nullptr;   // backward, or nullptr
+  void* grad_x = nullptr;           // backward
+  float* workspace = nullptr;       // sized by the *_workspace_size function of the launcher called
+  LocalStatsShape shape;
+  DType dtype;
+};
+
+// out = (x - mu_x) / sqrt(var_x + eps) * sqrt(var_g + eps) + mu_g, from x, guide, out and a workspace of
+// local_stat_transform_forward_workspace_size(shape) floats.
+cudaError_t local_stat_transform_forward(const LocalStatTransformParams& params, cudaStream_t stream);
 
 // The gradients of local_stat_transform w.r.t. x and guide (through the statistics too) whose pointers
-// are non-null; `workspace` sized by local_stat_transform_backward_workspace_size(shape,
-// grad_x != nullptr, grad_guide != nullptr).
-cudaError_t local_stat_transform_backward(const void* grad_out, const void* x, const void* guide, void* grad_x,
-                                          void* grad_guide, float* workspace, const LocalStatsShape& shape,
-                                          float eps, DType dtype, cudaStream_t stream);
+// are non-null, from grad_out, x and guide; `workspace` sized by
+// local_stat_transform_backward_workspace_size(shape, grad_x != nullptr, grad_guide != nullptr).
+cudaError_t local_stat_transform_backward(const LocalStatTransformParams& params, cudaStream_t stream);
 
-// mean = mu_x, var = var_x (biased).
-cudaError_t local_mean_var_forward(const void* x, void* mean, void* var, float* workspace,
-                                   const LocalStatsShape& shape, DType dtype, cudaStream_t stream);
+// mean = mu_x, var = var_x (biased), from x and a workspace of local_mean_var_forward_workspace_size(shape)
+// floats.
+cudaError_t local_mean_var_forward(const LocalMeanVarParams& params, cudaStream_t stream);
 
 // grad_x from grad_mean and grad_var, either of which may be nullptr (a zero gradient; both nullptr:
-// grad_x is zero-filled); `workspace` sized by local_mean_var_backward_workspace_size(shape,
+// grad_x is zero-filled), and x; `workspace` sized by local_mean_var_backward_workspace_size(shape,
 // grad_mean != nullptr, grad_var != nullptr).
-cudaError_t local_mean_var_backward(const void* grad_mean, const void* grad_var, const void* x, void* grad_x,
-                                    float* workspace, const LocalStatsShape& shape, DType dtype,
-                                    cudaStream_t stream);
+cudaError_t local_mean_var_backward(const LocalMeanVarParams& params, cudaStream_t stream);
 
 }  // namespace facekernels::cuda
