@@ -11,7 +11,7 @@ import warnings
 import facekernels
 import pytest
 import torch
-from conftest import run_at_each_cpu_capability
+from helpers import run_at_each_cpu_capability
 from devices import DEVICES
 from facekernels.ops.alignment_energy import alignment_energy
 

@@ -14,7 +14,7 @@ there: every device's gradients are compared with the float64 reference's autogr
 import facekernels
 import pytest
 import torch
-from conftest import assert_compiled_matches_eager, run_at_each_cpu_capability
+from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
 from devices import DEVICE_DTYPES, DEVICES
 from facekernels.ops import diff_attention
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import assert_compiled_matches_eager
+from helpers import assert_compiled_matches_eager
 from facekernels.nn import MD2A, MultiheadDiffAttention
 from torch import nn
 

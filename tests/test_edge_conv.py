@@ -19,7 +19,7 @@ The fake (meta) kernels refuse what the native kernels refuse (test_*_fake_check
 
 import pytest
 import torch
-from conftest import assert_compiled_matches_eager, run_at_each_cpu_capability
+from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
 from devices import DEVICE_DTYPES, DEVICES
 from facekernels.ops.edge_conv import cosine_topk, edge_conv_max
 

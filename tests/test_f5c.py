@@ -6,7 +6,7 @@ per-neighbour loops of the release written out, float64."""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_compiled_matches_eager
+from helpers import assert_compiled_matches_eager
 from facekernels.nn import CCC, F5C
 from test_fcc import ReleasedFCC
 from torch import nn

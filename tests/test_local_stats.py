@@ -14,7 +14,7 @@ import facekernels
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_compiled_matches_eager, run_at_each_cpu_capability
+from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
 from devices import DTYPES
 from facekernels import ops
 from facekernels.nn import LocalSFFT, dafe_alignment_loss

@@ -11,7 +11,7 @@ instead, relative to the largest reference value (tolerances CUDA_TOL)."""
 import facekernels
 import pytest
 import torch
-from conftest import assert_compiled_matches_eager, run_at_each_cpu_capability
+from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
 from facekernels.ops import st_graph_conv
 
 

@@ -5,7 +5,7 @@ layouts, strides, head and gradients, torch.compile, and bad inputs."""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_compiled_matches_eager
+from helpers import assert_compiled_matches_eager
 from facekernels import graphs
 from facekernels.models import LandmarkSTGCN
 from facekernels.nn import STGCNBlock
