@@ -17,20 +17,6 @@ namespace {
 using torch::headeronly::ScalarType;
 using torch::stable::Tensor;
 
-// Calls f(float{}) or f(double{}) for a CPU dtype the checks accepted (float32 or float64).
-template <typename F>
-decltype(auto) dispatch_cpu_dtype(ScalarType dtype, F&& f) {
-  return dtype == ScalarType::Float ? f(float{}) : f(double{});
-}
-
-// The CPU kernels take any strides over B and C as long as each [H, W] plane is contiguous (channel
-// slices such as torch.chunk(x, 2, 1) need no copy); anything else is made contiguous first.
-Tensor planes_contiguous(const Tensor& t) {
-  const int64_t h = t.size(2), w = t.size(3);
-  const bool ok = (w == 1 || t.stride(3) == 1) && (h == 1 || t.stride(2) == w);
-  return ok ? t : torch::stable::contiguous(t);
-}
-
 // The problem sizes, common to the forward and backward kernels' arguments.
 template <typename Args>
 void set_sizes(Args& a, const CircularConvProblem& p) {

@@ -59,24 +59,3 @@ const char* cpu_capability_name(CpuCapability c);
 #else
 #define FK_CPU_KERNEL_TABLE(name, T) (name##_DEFAULT<T>())
 #endif
-
-// Untyped tables (transitional, for families not yet on the typed tables above): picks `name##_<LEVEL>()`
-// for the current level. Each kernel source defines `name##_DEFAULT`, and on x86-64 also `name##_AVX2` and
-// `name##_AVX512`.
-#if defined(__x86_64__) || defined(_M_X64)
-#define FK_CPU_DISPATCH(name)                                          \
-  ([]() -> decltype(name##_DEFAULT()) {                                \
-    switch (::facekernels::cpu_capability()) {                         \
-      case ::facekernels::CpuCapability::Avx512: return name##_AVX512(); \
-      case ::facekernels::CpuCapability::Avx2: return name##_AVX2();     \
-      default: return name##_DEFAULT();                                \
-    }                                                                  \
-  }())
-#define FK_DECLARE_CPU_KERNELS(type, name) \
-  type name##_DEFAULT();                   \
-  type name##_AVX2();                      \
-  type name##_AVX512();
-#else
-#define FK_CPU_DISPATCH(name) (name##_DEFAULT())
-#define FK_DECLARE_CPU_KERNELS(type, name) type name##_DEFAULT();
-#endif

@@ -41,4 +41,19 @@ inline torch::stable::Tensor new_cpu_output(const torch::stable::Tensor& like,
   return t;
 }
 
+// Calls f(float{}) or f(double{}) for a CPU dtype the checks accepted (float32 or float64).
+template <typename F>
+decltype(auto) dispatch_cpu_dtype(torch::headeronly::ScalarType dtype, F&& f) {
+  return dtype == torch::headeronly::ScalarType::Float ? f(float{}) : f(double{});
+}
+
+// A [B, C, H, W] tensor as the plane kernels read it: any strides over B and C as long as each [H, W]
+// plane is contiguous (channel slices such as torch.chunk(x, 2, 1) need no copy); anything else is made
+// contiguous first.
+inline torch::stable::Tensor planes_contiguous(const torch::stable::Tensor& t) {
+  const int64_t h = t.size(2), w = t.size(3);
+  const bool ok = (w == 1 || t.stride(3) == 1) && (h == 1 || t.stride(2) == w);
+  return ok ? t : torch::stable::contiguous(t);
+}
+
 }  // namespace facekernels

@@ -19,19 +19,6 @@ namespace {
 using torch::headeronly::ScalarType;
 using torch::stable::Tensor;
 
-// Calls f(float{}) or f(double{}) for a CPU dtype the checks accepted (float32 or float64).
-template <typename F>
-decltype(auto) dispatch_cpu_dtype(ScalarType dtype, F&& f) {
-  return dtype == ScalarType::Float ? f(float{}) : f(double{});
-}
-
-// The CPU kernels read any B/C strides as long as each [H, W] plane is contiguous.
-Tensor planes_contiguous(const Tensor& t) {
-  const int64_t h = t.size(2), w = t.size(3);
-  const bool ok = (w == 1 || t.stride(3) == 1) && (h == 1 || t.stride(2) == w);
-  return ok ? t : torch::stable::contiguous(t);
-}
-
 std::optional<Tensor> cpu_input(const std::optional<Tensor>& t) {
   return t.has_value() ? std::optional<Tensor>(planes_contiguous(*t)) : std::nullopt;
 }
