@@ -83,13 +83,6 @@ inline void add_to_double(double* dst, Vec<T> v) {
   }
 }
 
-template <typename T>
-inline double horizontal_sum(Vec<T> v) {
-  double s = 0;
-  for (int i = 0; i < kLanes<T>; ++i) s += static_cast<double>(v[i]);
-  return s;
-}
-
 // The snapped distance D of one row against a vector of columns (see the header comment).
 template <typename T, bool Euclidean>
 struct Distance {
@@ -207,16 +200,16 @@ void inverse_distance_tile(const TileArgs<T>& a, double* num, double* den) {
       add_to_double<T>(col_den + j, sum_den);
       if (++pending == kFlush<T>) {
         for (int q = 0; q < kGroup; ++q) {
-          row_num[q] += horizontal_sum<T>(acc_num[q]);
-          row_den[q] += horizontal_sum<T>(acc_den[q]);
+          row_num[q] += horizontal_sum<T, double>(acc_num[q]);
+          row_den[q] += horizontal_sum<T, double>(acc_den[q]);
           acc_num[q] = acc_den[q] = zero;
         }
         pending = 0;
       }
     }
     for (int q = 0; q < count; ++q) {
-      num[r0 + rfirst + q] += row_num[q] + horizontal_sum<T>(acc_num[q]);
-      den[r0 + rfirst + q] += row_den[q] + horizontal_sum<T>(acc_den[q]);
+      num[r0 + rfirst + q] += row_num[q] + horizontal_sum<T, double>(acc_num[q]);
+      den[r0 + rfirst + q] += row_den[q] + horizontal_sum<T, double>(acc_den[q]);
     }
   }
 }

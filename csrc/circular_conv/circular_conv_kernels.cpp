@@ -16,13 +16,6 @@
 namespace facekernels::cpu {
 namespace {
 
-template <typename T>
-inline T horizontal_sum(Vec<T> v) {
-  T s = 0;
-  for (int i = 0; i < kLanes<T>; ++i) s += v[i];
-  return s;
-}
-
 // Short row copies inline (a libc call per row costs as much as the row here): whole vectors, then one
 // last vector overlapping the previous one instead of a scalar tail. The kernel sources build with
 // -fno-tree-loop-distribute-patterns so the scalar loop is not turned back into a memcpy call.

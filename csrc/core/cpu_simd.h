@@ -111,6 +111,15 @@ inline Vec<T> broadcast(T s) {
 #endif
 }
 
+// The sum of a vector's lanes in lane order, accumulated in Acc (T by default; double to sum float lanes
+// without rounding between them).
+template <typename T, typename Acc = T>
+inline Acc horizontal_sum(Vec<T> v) {
+  Acc s = 0;
+  for (int i = 0; i < kLanes<T>; ++i) s += static_cast<Acc>(v[i]);
+  return s;
+}
+
 // Lane-wise square root (the loop becomes one vsqrtps/vsqrtpd under -fno-math-errno).
 template <typename T>
 inline Vec<T> vsqrt(Vec<T> v) {

@@ -75,13 +75,6 @@ inline T hmax(Vec<T> v) {
 }
 
 template <typename T>
-inline T hsum(Vec<T> v) {
-  T s = 0;
-  for (int i = 0; i < L<T>; ++i) s += v[i];
-  return s;
-}
-
-template <typename T>
 inline Vec<T> vmax(Vec<T> a, Vec<T> b) {
   return a > b ? a : b;
 }
@@ -117,7 +110,7 @@ inline double exp_row(T* s, int64_t n, int64_t cols, T scale, T shift) {
     acc += e;
     store(s + j, e);
   }
-  double sum = hsum<T>(acc);
+  double sum = horizontal_sum<T>(acc);
   for (; j < n; ++j) {
     const T e = scalar_exp<T>(s[j] * scale - shift);
     sum += e;
@@ -157,7 +150,7 @@ inline void update_stats(const T* s, int64_t n, T scale, T& m, T& l) {
   const Vec<T> sh = broadcast<T>(mnew);
   int64_t j = 0;
   for (; j + L<T> <= n; j += L<T>) acc += vexp<T>(load(s + j) * scale - sh);
-  double sum = hsum<T>(acc);
+  double sum = horizontal_sum<T>(acc);
   for (; j < n; ++j) sum += scalar_exp<T>(s[j] * scale - mnew);
   const T rescale = m == neg_inf<T>() ? T(0) : scalar_exp<T>(m - mnew);
   l = static_cast<T>(l * rescale + sum);
@@ -210,7 +203,7 @@ void backward_rowsums(const DiffTile<T>& t, const T* lse1, const T* lse2, double
         store(b + j, p2);
       }
     }
-    double s1 = hsum<T>(acc1), s2 = hsum<T>(acc2);
+    double s1 = horizontal_sum<T>(acc1), s2 = horizontal_sum<T>(acc2);
     for (; j < n; ++j) {
       const T p1 = scalar_exp<T>(a[j] * t.scale - lse1[r]);
       const T p2 = scalar_exp<T>(b[j] * t.scale - lse2[r]);

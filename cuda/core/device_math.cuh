@@ -18,6 +18,8 @@ __host__ __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return
 __host__ __device__ __forceinline__ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 __host__ __device__ __forceinline__ int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
+constexpr int kWarpSize = 32;
+
 // ---- grids ---------------------------------------------------------------------------------------------
 // Grids are capped at kMaxGridBlocks blocks; kernels cover the rest with grid-stride loops over 64-bit
 // indices (sizes can exceed 2^31 elements).
@@ -35,8 +37,12 @@ __device__ __forceinline__ int64_t grid_thread_index() {
 }
 __device__ __forceinline__ int64_t grid_thread_count() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 
+// The same a warp at a time (blockDim.x a multiple of kWarpSize):
+//   for (int64_t row = grid_warp_index(); row < rows; row += grid_warp_count()) ...
+__device__ __forceinline__ int64_t grid_warp_index() { return grid_thread_index() / kWarpSize; }
+__device__ __forceinline__ int64_t grid_warp_count() { return grid_thread_count() / kWarpSize; }
+
 // ---- warps ---------------------------------------------------------------------------------------------
-constexpr int kWarpSize = 32;
 constexpr unsigned kFullWarpMask = 0xffffffffu;
 
 // Butterfly reductions over a whole warp (every lane must take part): every lane gets the result, and

@@ -29,9 +29,7 @@ __global__ void __launch_bounds__(kThreads)
                         float* __restrict__ lse1, float* __restrict__ lse2, DiffAttentionTile t) {
   const int lane = threadIdx.x % kWarpSize;
   const int64_t total = t.batches * t.rows;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize; row < total;
-       row += stride) {
+  for (int64_t row = grid_warp_index(); row < total; row += grid_warp_count()) {
     const int64_t b = row / t.rows, r = row % t.rows;
     float* a = s1 + row * t.cols;
     const float* c = s2 + row * t.cols;
@@ -68,9 +66,7 @@ __global__ void __launch_bounds__(kThreads)
                          const float* __restrict__ lse2, float* __restrict__ row_d2, DiffAttentionTile t) {
   const int lane = threadIdx.x % kWarpSize;
   const int64_t total = t.batches * t.rows;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarpSize; row < total;
-       row += stride) {
+  for (int64_t row = grid_warp_index(); row < total; row += grid_warp_count()) {
     const int64_t b = row / t.rows, r = row % t.rows;
     float* a = s1 + row * t.cols;
     float* c = s2 + row * t.cols;
