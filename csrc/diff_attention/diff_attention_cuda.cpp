@@ -28,6 +28,7 @@
 #include "core/blas.h"
 #include "core/checks.h"
 #include "core/cuda_binding.h"
+#include "core/tensors.h"
 #include "cuda/diff_attention/diff_attention.h"
 #include "diff_attention/diff_attention.h"
 
@@ -43,8 +44,6 @@ constexpr int64_t kMinTileRows = 64;
 Tensor as_float32(const Tensor& t) {
   return torch::stable::contiguous(torch::stable::to(t, ScalarType::Float));
 }
-
-float* fdata(const Tensor& t) { return static_cast<float*>(t.data_ptr()); }
 
 struct Tiling {
   int64_t pairs_per_tile, rows_per_tile;
@@ -62,7 +61,7 @@ Tiling tiling(const DiffAttentionProblem& p) {
 // bh0 + pairs - 1, rows r0 .. r0 + rows - 1 of each.
 MatrixView rows_of(const Tensor& t, int64_t bh0, int64_t pairs, int64_t r0, int64_t rows) {
   const int64_t n = t.size(2), c = t.size(3);
-  return MatrixView::row_major(fdata(t) + (bh0 * n + r0) * c, rows, c).batched(pairs, n * c);
+  return MatrixView::row_major(data_of<float>(t) + (bh0 * n + r0) * c, rows, c).batched(pairs, n * c);
 }
 
 // The [pairs, rows, cols] batch of contiguous tiles at `data`.
@@ -96,15 +95,15 @@ std::tuple<Tensor, Tensor, Tensor> diff_attention_forward_cuda(const Tensor& q1_
     for (int64_t t0 = 0; t0 < T; t0 += tl.rows_per_tile) {
       const int64_t rows = std::min(tl.rows_per_tile, T - t0);
       const int64_t kv = causal ? t0 + rows : S;
-      gemm_into(tiles(fdata(s1), nb, rows, kv), rows_of(q1, bh0, nb, t0, rows), rows_of(k1, bh0, nb, 0, kv).t(),
+      gemm_into(tiles(data_of<float>(s1), nb, rows, kv), rows_of(q1, bh0, nb, t0, rows), rows_of(k1, bh0, nb, 0, kv).t(),
                 device, ScalarType::Float);
-      gemm_into(tiles(fdata(s2), nb, rows, kv), rows_of(q2, bh0, nb, t0, rows), rows_of(k2, bh0, nb, 0, kv).t(),
+      gemm_into(tiles(data_of<float>(s2), nb, rows, kv), rows_of(q2, bh0, nb, t0, rows), rows_of(k2, bh0, nb, 0, kv).t(),
                 device, ScalarType::Float);
       const cuda::DiffAttentionTile tile{bh0, nb, rows, kv, t0, T, causal, static_cast<float>(p.scale)};
-      check_launch(cuda::diff_attention_forward_rows(fdata(s1), fdata(s2), fdata(lam), fdata(lse1), fdata(lse2),
+      check_launch(cuda::diff_attention_forward_rows(data_of<float>(s1), data_of<float>(s2), data_of<float>(lam), data_of<float>(lse1), data_of<float>(lse2),
                                                      tile, stream),
                    op);
-      gemm_into(rows_of(out32, bh0, nb, t0, rows), tiles(fdata(s1), nb, rows, kv), rows_of(v, bh0, nb, 0, kv), device,
+      gemm_into(rows_of(out32, bh0, nb, t0, rows), tiles(data_of<float>(s1), nb, rows, kv), rows_of(v, bh0, nb, 0, kv), device,
                 ScalarType::Float);
     }
   }
@@ -157,14 +156,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> diff_attention_backwa
       const MatrixView gob = rows_of(go, bh0, nb, t0, rows);
       const MatrixView k1b = rows_of(k1, bh0, nb, 0, kv), k2b = rows_of(k2, bh0, nb, 0, kv);
       const MatrixView vb = rows_of(v, bh0, nb, 0, kv);
-      const MatrixView ds1 = tiles(fdata(s1), nb, rows, kv), ds2 = tiles(fdata(s2), nb, rows, kv);
-      const MatrixView pm = tiles(fdata(dpv), nb, rows, kv);
+      const MatrixView ds1 = tiles(data_of<float>(s1), nb, rows, kv), ds2 = tiles(data_of<float>(s2), nb, rows, kv);
+      const MatrixView pm = tiles(data_of<float>(dpv), nb, rows, kv);
       gemm_into(ds1, q1b, k1b.t(), device, f32);  // the scores, overwritten with dS by the epilogue
       gemm_into(ds2, q2b, k2b.t(), device, f32);
       gemm_into(pm, gob, vb.t(), device, f32);  // dO v^T, overwritten with P
       const cuda::DiffAttentionTile tile{bh0, nb, rows, kv, t0, T, causal, static_cast<float>(p.scale)};
-      check_launch(cuda::diff_attention_backward_rows(fdata(s1), fdata(s2), fdata(dpv), fdata(lam), fdata(lse1),
-                                                      fdata(lse2), fdata(row_d2), tile, stream),
+      check_launch(cuda::diff_attention_backward_rows(data_of<float>(s1), data_of<float>(s2), data_of<float>(dpv), data_of<float>(lam), data_of<float>(lse1),
+                                                      data_of<float>(lse2), data_of<float>(row_d2), tile, stream),
                    op);
       gemm_into(rows_of(dq1, bh0, nb, t0, rows), ds1, k1b, device, f32);
       gemm_into(rows_of(dq2, bh0, nb, t0, rows), ds2, k2b, device, f32);
@@ -179,8 +178,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> diff_attention_backwa
           gemm_into(rows_of(*tg.dst, bh0, nb, 0, kv), tg.a, tg.b, device, f32);
         } else {
           const int64_t cols = tg.b.cols;
-          gemm_into(tiles(fdata(temp), nb, kv, cols), tg.a, tg.b, device, f32);
-          check_launch(cuda::diff_attention_accumulate(fdata(*tg.dst) + bh0 * S * cols, S * cols, fdata(temp),
+          gemm_into(tiles(data_of<float>(temp), nb, kv, cols), tg.a, tg.b, device, f32);
+          check_launch(cuda::diff_attention_accumulate(data_of<float>(*tg.dst) + bh0 * S * cols, S * cols, data_of<float>(temp),
                                                        kv * cols, nb, kv * cols, stream),
                        op);
         }
@@ -188,7 +187,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> diff_attention_backwa
       filled = std::max(filled, kv);
     }
   }
-  check_launch(cuda::diff_attention_lam_gradient(fdata(row_d2), pairs, T, fdata(dlam), stream), op);
+  check_launch(cuda::diff_attention_lam_gradient(data_of<float>(row_d2), pairs, T, data_of<float>(dlam), stream), op);
   return finish();
 }
 
