@@ -16,7 +16,14 @@ extern "C" {
 
 int emu_circular_conv_forward(const void* x, const void* w, const void* bias, void* y, int64_t B, int64_t C, int64_t H,
                               int64_t W, int64_t L, int64_t axis, int64_t dtype) {
-  return circular_conv_forward(x, w, bias, y, shape_of(B, C, H, W, L, axis), static_cast<DType>(dtype), nullptr);
+  CircularConvForwardParams p{};
+  p.x = x;
+  p.weight = w;
+  p.bias = bias;
+  p.y = y;
+  p.shape = shape_of(B, C, H, W, L, axis);
+  p.dtype = static_cast<DType>(dtype);
+  return circular_conv_forward(p, nullptr);
 }
 
 int64_t emu_circular_conv_workspace(int64_t B, int64_t C, int64_t H, int64_t W, int64_t L, int64_t axis,
@@ -27,8 +34,17 @@ int64_t emu_circular_conv_workspace(int64_t B, int64_t C, int64_t H, int64_t W, 
 int emu_circular_conv_backward(const void* gy, const void* x, const void* w, void* gx, void* gw, void* gb,
                                void* workspace, int64_t B, int64_t C, int64_t H, int64_t W, int64_t L, int64_t axis,
                                int64_t dtype) {
-  return circular_conv_backward(gy, x, w, gx, gw, gb, static_cast<float*>(workspace), shape_of(B, C, H, W, L, axis),
-                                static_cast<DType>(dtype), nullptr);
+  CircularConvBackwardParams p{};
+  p.grad_y = gy;
+  p.x = x;
+  p.weight = w;
+  p.grad_x = gx;
+  p.grad_weight = gw;
+  p.grad_bias = gb;
+  p.workspace = static_cast<float*>(workspace);
+  p.shape = shape_of(B, C, H, W, L, axis);
+  p.dtype = static_cast<DType>(dtype);
+  return circular_conv_backward(p, nullptr);
 }
 
 }  // extern "C"

@@ -42,8 +42,8 @@ class Dev:
 
 
 class Family:
-    def __init__(self, name):
-        path = os.path.join(BUILD, f"lib{name}_emu.so")
+    def __init__(self, name, path=None):
+        path = path or os.path.join(BUILD, f"lib{name}_emu.so")
         self.lib = ctypes.CDLL(path)
         self.lib.cudaMalloc.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t]
         self.lib.cudaFree.argtypes = [ctypes.c_void_p]
@@ -110,6 +110,21 @@ def family(name):
     if name not in _libs:
         _libs[name] = Family(name)
     return _libs[name]
+
+
+def binding(name):
+    """The family's CUDA binding (csrc/<family>/<family>_cuda.cpp, unmodified) built on the CPU torch by
+    tools/cudaemu/build.py with its kernels in the emulator: registers torch.ops.facekernels_emu.<op>, which
+    take CPU tensors (the binding's torch allocations stand for device memory). Returns the op namespace;
+    the library's emulator counters are checked after every test like a family's."""
+    key = name + "_binding"
+    if key not in _libs:
+        path = os.path.join(BUILD, f"lib{name}_binding_emu.so")
+        torch.ops.load_library(path)
+        f = Family(key, path)  # the same loaded object (dlopen of the same path)
+        f.lib.cudaemu_allow_unregistered_device_memory(1)
+        _libs[key] = f
+    return torch.ops.facekernels_emu
 
 
 def loaded():

@@ -26,23 +26,52 @@ int64_t emu_lmv_backward_workspace(int64_t p, int64_t h, int64_t w, int64_t r, i
 
 int emu_lst_forward(const void* x, const void* guide, void* out, void* ws, int64_t p, int64_t h, int64_t w, int64_t r,
                     double eps, int64_t dtype) {
-  return local_stat_transform_forward(x, guide, out, static_cast<float*>(ws), shape_of(p, h, w, r),
-                                      static_cast<float>(eps), static_cast<DType>(dtype), nullptr);
+  LocalStatTransformParams q{};
+  q.x = x;
+  q.guide = guide;
+  q.out = out;
+  q.workspace = static_cast<float*>(ws);
+  q.shape = shape_of(p, h, w, r);
+  q.eps = static_cast<float>(eps);
+  q.dtype = static_cast<DType>(dtype);
+  return local_stat_transform_forward(q, nullptr);
 }
 int emu_lst_backward(const void* gout, const void* x, const void* guide, void* gx, void* gg, void* ws, int64_t p,
                      int64_t h, int64_t w, int64_t r, double eps, int64_t dtype) {
-  return local_stat_transform_backward(gout, x, guide, gx, gg, static_cast<float*>(ws), shape_of(p, h, w, r),
-                                       static_cast<float>(eps), static_cast<DType>(dtype), nullptr);
+  LocalStatTransformParams q{};
+  q.grad_out = gout;
+  q.x = x;
+  q.guide = guide;
+  q.grad_x = gx;
+  q.grad_guide = gg;
+  q.workspace = static_cast<float*>(ws);
+  q.shape = shape_of(p, h, w, r);
+  q.eps = static_cast<float>(eps);
+  q.dtype = static_cast<DType>(dtype);
+  return local_stat_transform_backward(q, nullptr);
 }
 int emu_lmv_forward(const void* x, void* mean, void* var, void* ws, int64_t p, int64_t h, int64_t w, int64_t r,
                     int64_t dtype) {
-  return local_mean_var_forward(x, mean, var, static_cast<float*>(ws), shape_of(p, h, w, r),
-                                static_cast<DType>(dtype), nullptr);
+  LocalMeanVarParams q{};
+  q.x = x;
+  q.mean = mean;
+  q.var = var;
+  q.workspace = static_cast<float*>(ws);
+  q.shape = shape_of(p, h, w, r);
+  q.dtype = static_cast<DType>(dtype);
+  return local_mean_var_forward(q, nullptr);
 }
 int emu_lmv_backward(const void* gm, const void* gv, const void* x, void* gx, void* ws, int64_t p, int64_t h,
                      int64_t w, int64_t r, int64_t dtype) {
-  return local_mean_var_backward(gm, gv, x, gx, static_cast<float*>(ws), shape_of(p, h, w, r),
-                                 static_cast<DType>(dtype), nullptr);
+  LocalMeanVarParams q{};
+  q.grad_mean = gm;
+  q.grad_var = gv;
+  q.x = x;
+  q.grad_x = gx;
+  q.workspace = static_cast<float*>(ws);
+  q.shape = shape_of(p, h, w, r);
+  q.dtype = static_cast<DType>(dtype);
+  return local_mean_var_backward(q, nullptr);
 }
 
 }  // extern "C"

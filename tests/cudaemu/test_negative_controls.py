@@ -1,8 +1,9 @@
-"""Negative controls: seeded bugs in a copy of cuda/circular_conv/circular_conv.cu that the emulation stage
-must catch. Each mutant is built with tools/cudaemu/build.py --src <copy> in the build mode that is meant to
+"""Negative controls: seeded bugs in a copy of cuda/ that the emulation stage must catch, run through
+circular_conv (four in cuda/circular_conv/circular_conv.cu; the two warp-shuffle ones in the shared
+warp_sum of cuda/core/device_math.cuh, which circular_conv's weight/bias reduction uses). Each mutant is built with tools/cudaemu/build.py --src <copy> in the build mode that is meant to
 catch it, then a small slice of test_circular_conv_emu.py must FAIL on it (and the failure must come from
 the expected kind of evidence). This test fails if the emulator stops catching one of them, or if the
-text a mutant edits is no longer in the kernel source (then update the mutant, do not drop it).
+text a mutant edits is no longer in its source file (then update the mutant, do not drop it).
 
 Run by `make cuda-emu` with CUDAEMU_NEGATIVE_CONTROLS=1 (each mutant costs a compile).
 """
@@ -23,7 +24,9 @@ ASAN_PRELOAD = " ".join(
     subprocess.run(["gcc", f"-print-file-name={lib}"], capture_output=True, text=True).stdout.strip()
     for lib in ("libasan.so", "libubsan.so"))
 
-# name: (old text, new text, build mode that must catch it, evidence expected in the output, what it models)
+# name: (old text, new text, build mode that must catch it, evidence expected in the output, what it models[,
+#        file under cuda/ (default circular_conv/circular_conv.cu)])
+DEFAULT_FILE = "circular_conv/circular_conv.cu"
 MUTANTS = {
     "no_sync_after_staging": (
         "        taps_shared[line * chunk_max + t] = to_float(weight[c * g.taps + tap]);\n      }\n      __syncthreads();",
@@ -31,13 +34,13 @@ MUTANTS = {
         "race", r"cudaemu: (RACE|UNINITIALIZED)",
         "forward reads the staged taps before every thread wrote them"),
     "shuffle_tree_short": (
-        "offset > 0; offset /= 2) v += __shfl_down_sync(", "offset > 1; offset /= 2) v += __shfl_down_sync(",
+        "offset > 0; offset /= 2) v += __shfl_xor_sync(", "offset > 1; offset /= 2) v += __shfl_xor_sync(",
         "plain", r"Mismatched elements|AssertionError",
-        "the warp reduction drops its last shuffle step"),
+        "the warp reduction (warp_sum) drops its last butterfly step", "core/device_math.cuh"),
     "shuffle_mask_half": (
-        "v += __shfl_down_sync(0xffffffffu, v, offset)", "v += __shfl_down_sync(0x0000ffffu, v, offset)",
+        "v += __shfl_xor_sync(kFullWarpMask, v, offset)", "v += __shfl_xor_sync(0x0000ffffu, v, offset)",
         "plain", r"cudaemu: (INVALID WARP OP|DEADLOCK|WARP OP MISMATCH)",
-        "the shuffle mask leaves out lanes 16-31 that call it"),
+        "warp_sum's shuffle mask leaves out lanes 16-31 that call it", "core/device_math.cuh"),
     "store_one_row_past_tile": (
         "if (it.row + r < o.rows_here) out[r * g.inner]", "if (it.row + r <= o.rows_here) out[r * g.inner]",
         "asan", r"AddressSanitizer|Mismatched elements|AssertionError",
@@ -66,12 +69,13 @@ pytestmark = pytest.mark.skipif(not os.environ.get("CUDAEMU_NEGATIVE_CONTROLS"),
 
 @pytest.mark.parametrize("name", list(MUTANTS))
 def test_seeded_bug_is_caught(name, tmp_path):
-    old, new, mode, evidence, _ = MUTANTS[name]
+    old, new, mode, evidence, _, *where = MUTANTS[name]
+    rel = where[0] if where else DEFAULT_FILE
     tree = tmp_path / "src"
     shutil.copytree(os.path.join(ROOT, "cuda"), tree / "cuda")
-    path = tree / "cuda" / "circular_conv" / "circular_conv.cu"
+    path = tree / "cuda" / rel
     text = path.read_text()
-    assert text.count(old) >= 1, f"mutant {name}: its text is no longer in circular_conv.cu; update it"
+    assert text.count(old) >= 1, f"mutant {name}: its text is no longer in cuda/{rel}; update it"
     path.write_text(text.replace(old, new))
     out = tmp_path / "build"
     b = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "cudaemu", "build.py"), mode, "circular_conv",

@@ -8,7 +8,11 @@ hooks are cudaemu's own race / initialisation checker in runtime.cpp, no libtsan
 UBSan on kernels, runtime and harness; run python with LD_PRELOAD of libasan and libubsan).
 FAMILY: default every folder of cuda/ with a <family>.cu and a harness tests/cudaemu/<family>_capi.cpp.
 --src: the tree holding cuda/ (default: this checkout; the negative controls point it at a mutated copy).
-Output: DIR/lib<family>_emu.so (DIR default build/cudaemu/MODE). Incremental: a step reruns when its
+Output: DIR/lib<family>_emu.so (DIR default build/cudaemu/MODE): kernels + runtime + the C harness.
+For the families of BINDINGS also DIR/lib<family>_binding_emu.so: the family's schema file and CUDA binding
+(csrc/<family>/<family>.cpp, <family>_cuda.cpp, unmodified) compiled against the CPU torch of the python
+running this script, with tools/cudaemu/binding/ shadowing csrc/core/cuda_binding.h and redirecting the
+registrations to torch.ops.facekernels_emu (CPU key): the binding's orchestration runs on CPU tensors. Incremental: a step reruns when its
 inputs (the compiler's dependency list) or its command line changed.
 
 The CUDA toolkit is only used for its headers (cuda_runtime_api.h, and NVIDIA's own host code of __half /
@@ -26,6 +30,25 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+# Families whose CUDA binding is also built on CPU torch (tools/cudaemu/binding/). A family is covered by
+# the stage when it has a C harness (tests/cudaemu/<family>_capi.cpp) or is listed here.
+BINDINGS = ("alignment_energy", "edge_conv")
+
+
+def torch_paths():
+    import torch  # the CPU torch the binding is compiled and run against
+
+    root = os.path.dirname(torch.__file__)
+    return os.path.join(root, "include"), os.path.join(root, "lib")
+
+
+def target_version():
+    for line in open(os.path.join(ROOT, "CMakeLists.txt")):
+        if "FACEKERNELS_TORCH_TARGET_VERSION" in line and line.strip().startswith("set("):
+            return line.split('"')[1]
+    sys.exit("cudaemu: FACEKERNELS_TORCH_TARGET_VERSION not found in CMakeLists.txt")
 
 
 def cuda_include():
@@ -89,11 +112,12 @@ def main():
     a = ap.parse_args()
     src = os.path.abspath(a.src)
     out = os.path.abspath(a.out or os.path.join(ROOT, "build", "cudaemu", a.mode))
-    have = lambda f: os.path.exists(os.path.join(ROOT, "tests", "cudaemu", f + "_capi.cpp"))  # noqa: E731
+    has_capi = lambda f: os.path.exists(os.path.join(ROOT, "tests", "cudaemu", f + "_capi.cpp"))  # noqa: E731
+    have = lambda f: has_capi(f) or f in BINDINGS  # noqa: E731
     fams = a.families or [f for f in families(src) if have(f)]
     for f in fams:
         if not have(f):
-            sys.exit(f"cudaemu: cuda/{f} has no harness tests/cudaemu/{f}_capi.cpp")
+            sys.exit(f"cudaemu: cuda/{f} has no harness tests/cudaemu/{f}_capi.cpp (nor a binding build)")
     missing = [f for f in families(src) if not have(f)]
     if missing and not a.families:
         print(f"cudaemu: WARNING: no harness yet for {' '.join(missing)} (tests/cudaemu/test_coverage.py lists them)")
@@ -128,17 +152,39 @@ def main():
                           os.path.join(out, f + "_capi.o"))
         jobs.append(([cxx, *common, *opt, *kopt, "-iquote", os.path.join(src, "cuda", f), "-include", "cudaemu/emu.hpp",
                       "-MMD", "-MF", obj + ".d", "-c", gen, "-o", obj], obj))
-        jobs.append(([cxx, *common, *opt, "-MMD", "-MF", capi + ".d", "-c",
-                      os.path.join(ROOT, "tests", "cudaemu", f + "_capi.cpp"), "-o", capi], capi))
+        if os.path.exists(os.path.join(ROOT, "tests", "cudaemu", f + "_capi.cpp")):
+            jobs.append(([cxx, *common, *opt, "-MMD", "-MF", capi + ".d", "-c",
+                          os.path.join(ROOT, "tests", "cudaemu", f + "_capi.cpp"), "-o", capi], capi))
+    bind = [f for f in fams if f in BINDINGS]
+    if bind:
+        tinc, tlib = torch_paths()
+        bflags = ["-std=c++20", "-fPIC", "-g", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-parameter",
+                  "-DTORCH_TARGET_VERSION=" + target_version(), "-I" + os.path.join(HERE, "binding"),
+                  "-I" + os.path.join(src, "csrc"), "-I" + src, "-I" + tinc, "-I" + inc,
+                  "-include", os.path.join(HERE, "binding", "emu_binding.h")]
+        for f in bind:
+            for part in (f, f + "_cuda"):
+                o = os.path.join(out, f"{part}_binding.o")
+                jobs.append(([cxx, *bflags, *opt, "-MMD", "-MF", o + ".d", "-c",
+                              os.path.join(src, "csrc", f, part + ".cpp"), "-o", o], o))
     with concurrent.futures.ThreadPoolExecutor(a.j) as pool:
         errors = [e for e in pool.map(lambda j: run(*j), jobs) if e]
     if errors:
         sys.exit("\n".join(errors))
+    libs = []
     for f in fams:
-        lib = os.path.join(out, f"lib{f}_emu.so")
-        objs = [os.path.join(out, f + ".o"), rt, os.path.join(out, f + "_capi.o")]
+        if has_capi(f):
+            libs.append((os.path.join(out, f"lib{f}_emu.so"),
+                         [os.path.join(out, f + ".o"), rt, os.path.join(out, f + "_capi.o")], []))
+        if f in BINDINGS:
+            libs.append((os.path.join(out, f"lib{f}_binding_emu.so"),
+                         [os.path.join(out, f + ".o"), rt, os.path.join(out, f"{f}_binding.o"),
+                          os.path.join(out, f"{f}_cuda_binding.o")],
+                         ["-L" + tlib, "-Wl,-rpath," + tlib, "-ltorch_cpu", "-lc10"]))
+    for lib, objs, extra in libs:
         if not os.path.exists(lib) or any(os.path.getmtime(o) > os.path.getmtime(lib) for o in objs):
-            err = run([cxx, "-shared", "-o", lib, *objs, *link, "-Wl,--no-undefined", "-Wl,-Bsymbolic", "-lpthread", "-ldl"])
+            err = run([cxx, "-shared", "-o", lib, *objs, *extra, *link, "-Wl,--no-undefined", "-Wl,-Bsymbolic",
+                       "-lpthread", "-ldl"])
             if err:
                 sys.exit(err)
     print(f"cudaemu: built {' '.join(fams)} ({a.mode}) in {out} in {time.time() - t0:.1f} s")

@@ -1006,8 +1006,14 @@ cudaError_t cudaFree(void* p) {
   return cudaSuccess;
 }
 
+// Binding builds (tools/cudaemu/binding/): a CUDA binding run on CPU tensors hands the runtime torch's CPU
+// allocations as "device" memory, which cudaMalloc never saw; there any pointer may stand on the device
+// side (the host side is still checked: it must not be inside a cudaMalloc'd block).
+static std::atomic<int> g_unregistered_device_memory{0};
+
 static cudaError_t check_side(const void* p, size_t n, bool device) {
   if (n == 0) return cudaSuccess;
+  if (device && g_unregistered_device_memory.load()) return cudaSuccess;
   if (cudaemu::in_device_alloc(p, n) != device) return cudaErrorInvalidValue;
   return cudaSuccess;
 }
@@ -1034,7 +1040,7 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, enum cudaMemcpyKind
 }
 cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t) {
   if (g_sticky.load() != cudaSuccess) return static_cast<cudaError_t>(g_sticky.load());
-  if (n && !cudaemu::in_device_alloc(p, n)) {
+  if (n && !g_unregistered_device_memory.load() && !cudaemu::in_device_alloc(p, n)) {
     fprintf(stderr, "cudaemu: cudaMemsetAsync of %zu bytes at %p: not inside one device allocation\n", n, p);
     return t_last_error = cudaErrorInvalidValue;
   }
@@ -1074,6 +1080,7 @@ void cudaemu_set_workers(int n) {
   cudaemu::load_config();
   cudaemu::g_cfg.workers = cudaemu::g_cfg.racecheck ? 1 : std::max(1, n);
 }
+void cudaemu_allow_unregistered_device_memory(int on) { g_unregistered_device_memory = on; }
 int cudaemu_racecheck(void) {
   cudaemu::load_config();
   return cudaemu::g_cfg.racecheck;

@@ -21,7 +21,7 @@ stamp "lint: 32-bit index arithmetic over cuda/"
 python3 tools/cudaemu/lint_index32.py
 
 stamp "build: plain, race, asan"
-for mode in plain race asan; do python3 tools/cudaemu/build.py "$mode"; done
+for mode in plain race asan; do "$PY" tools/cudaemu/build.py "$mode"; done  # $PY: its torch for the bindings
 
 stamp "self-test: emulator semantics and diagnostics on deliberately wrong kernels"
 bash tools/cudaemu/selftest.sh > "$LOGS/selftest.log" 2>&1 || { cat "$LOGS/selftest.log"; exit 1; }
