@@ -418,7 +418,7 @@ def test_matches_cpu_kernel(dim):
     x, weight, bias, _ = make_inputs((3, 5, 19, 23, 11, dim), torch.float32)
     grad = torch.randn_like(x)
     y = circular_conv(x, weight, bias, dim)
-    torch.testing.assert_close_cuda(
+    torch.testing.assert_close(
         y.cpu(), circular_conv(x.cpu(), weight.cpu(), bias.cpu(), dim), atol=1e-5, rtol=1e-5
     )
     got = torch.ops.facekernels._circular_conv_backward(grad, x, weight, dim, True, True, True)
@@ -426,7 +426,7 @@ def test_matches_cpu_kernel(dim):
         grad.cpu(), x.cpu(), weight.cpu(), dim, True, True, True
     )
     for g, e in zip(got, expected):
-        torch.testing.assert_close_cuda(g.cpu(), e, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(g.cpu(), e, atol=1e-4, rtol=1e-5)
 
 
 @cuda_only
@@ -442,7 +442,7 @@ def test_backward_op_flags(dim):
             assert got.device == x.device and got.dtype == x.dtype
             if asked:  # the same sums in the same order, whatever else is asked for
                 assert got.shape == whole.shape
-                torch.testing.assert_close_cuda(got, whole, atol=0, rtol=0)
+                torch.testing.assert_close(got, whole, atol=0, rtol=0)
             else:
                 assert got.shape == (0,)
 
@@ -533,7 +533,7 @@ def test_runs_on_the_current_stream():
         ]
     torch.cuda.current_stream().wait_stream(side)
     for g, e in zip(got, expected):
-        torch.testing.assert_close_cuda(g, e, atol=0, rtol=0)
+        torch.testing.assert_close(g, e, atol=0, rtol=0)
 
 
 @cuda_only
@@ -557,7 +557,7 @@ def test_cuda_graph_capture():
     graph.replay()
     torch.cuda.synchronize()
     for g, e in zip(captured, expected):
-        torch.testing.assert_close_cuda(g, e, atol=0, rtol=0)
+        torch.testing.assert_close(g, e, atol=0, rtol=0)
 
 
 @cuda_only
