@@ -4,7 +4,7 @@ smaller index first), coincident points (D == 0 excluded), strided inputs, float
 determinism, the SIMD levels, the torch.library contract, torch.compile, non-differentiability and every
 bad input of issue 8. The CUDA-only tests (marked `cuda`, skipped without a GPU) follow the CPU ones:
 CUDA's own tiles, streams, and the CUDA binding's refusals. Both devices compute in float32/float64 only,
-so the family keeps its own (tighter) tolerance table rather than tests/devices.py's."""
+so the family has its own (tighter) rows in tests/devices.py's tolerance table (family "alignment_energy")."""
 
 import warnings
 
@@ -12,7 +12,7 @@ import facekernels
 import pytest
 import torch
 from helpers import run_at_each_cpu_capability
-from devices import DEVICES
+from devices import DEVICES, tolerance
 from facekernels.ops.alignment_energy import alignment_energy
 
 MODES = ["inverse_distance", "knn"]
@@ -63,9 +63,6 @@ def reference(points, directions, mode="inverse_distance", k=10, metric="cosine"
     return E.mean(), E
 
 
-TOL = {torch.float32: {"rtol": 1e-5, "atol": 1e-6}, torch.float64: {"rtol": 1e-10, "atol": 1e-12}}
-
-
 def check(points, directions, mode="inverse_distance", k=10, metric="cosine", tol=None, device="cpu"):
     """The op on `device` against the reference (on the CPU inputs)."""
     points, directions = points.cpu(), directions.cpu()
@@ -75,7 +72,7 @@ def check(points, directions, mode="inverse_distance", k=10, metric="cosine", to
     dtype = points.dtype
     assert energy.dtype == per_point.dtype == dtype
     assert energy.shape == () and per_point.shape == (points.shape[0],)
-    tol = tol or TOL[dtype]
+    tol = tol or tolerance(device, dtype, "alignment_energy")
     torch.testing.assert_close(per_point.cpu().double(), ref_per_point, **tol)
     torch.testing.assert_close(energy.cpu().double(), ref_energy, **tol)
     return energy, per_point

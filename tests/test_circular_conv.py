@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
-from devices import DEVICES, DTYPES
+from devices import DEVICES, DTYPES, tolerance
 from facekernels.ops import circular_conv
 
 cuda_only = pytest.mark.cuda  # conftest skips these without a CUDA device
@@ -35,26 +35,16 @@ def reference(x, weight, bias, dim):
     return y
 
 
-# Tolerances of an output against the float64 reference, by (device, dtype); tighter than
-# devices.TOLERANCES where these tests always held tighter ones (never looser than before the merge).
-# CUDA: inputs are rounded to the dtype before the float64 reference sees them, so the error left is the
-# float32 accumulation and the final rounding to the dtype: rtol about one unit in the last place of the
-# dtype, atol for results that cancel to near zero, scaled by the size of the sum's terms.
-TOL = {
-    ("cpu", torch.float32): {"atol": 1e-5, "rtol": 1e-5},
-    ("cpu", torch.float64): {"atol": 1e-12, "rtol": 1e-12},
-    ("cuda", torch.float32): {"atol": 2e-6, "rtol": 1e-5},
-    ("cuda", torch.float16): {"atol": 1e-3, "rtol": 2e-3},
-    ("cuda", torch.bfloat16): {"atol": 8e-3, "rtol": 1.6e-2},
-}
+# Tolerances of an output against the float64 reference: tests/devices.py's table, family
+# "circular_conv" (its rows say why they differ from the defaults).
 
 
 def assert_close_cuda(actual, expected, dtype, scale=1.0):
     """The CUDA rule: the table's atol times `scale`, its rtol as it is."""
     assert actual.dtype == dtype, (actual.dtype, dtype)
     assert actual.device.type == "cuda"
-    tol = TOL["cuda", dtype]
-    torch.testing.assert_close(actual.cpu().double(), expected, atol=tol["atol"] * scale, rtol=tol["rtol"])
+    tol = tolerance("cuda", dtype, "circular_conv", atol_scale=scale)
+    torch.testing.assert_close(actual.cpu().double(), expected, **tol)
 
 
 def _name(dtype):
@@ -119,10 +109,9 @@ def check_output(actual, expected, dtype, taps, reduced_terms=None):
     rule. CPU: the table's tolerance, both widened by max(1, terms / 64) for the reductions. CUDA: atol
     widened by sqrt(taps) for the convolutions and sqrt(terms) for the reductions."""
     if actual.device.type == "cpu":
-        tol = TOL["cpu", dtype]
         scale = max(1.0, reduced_terms / 64) if reduced_terms is not None else 1.0
         assert actual.dtype == dtype
-        torch.testing.assert_close(actual.double(), expected, atol=tol["atol"] * scale, rtol=tol["rtol"] * scale)
+        torch.testing.assert_close(actual.double(), expected, **tolerance("cpu", dtype, "circular_conv", scale))
     else:
         scale = math.sqrt(reduced_terms) if reduced_terms is not None else math.sqrt(taps)
         assert_close_cuda(actual, expected, dtype, scale=scale)
@@ -429,7 +418,7 @@ def test_matches_cpu_kernel(dim):
     x, weight, bias, _ = make_inputs((3, 5, 19, 23, 11, dim), torch.float32)
     grad = torch.randn_like(x)
     y = circular_conv(x, weight, bias, dim)
-    torch.testing.assert_close_cuda(
+    torch.testing.assert_close(
         y.cpu(), circular_conv(x.cpu(), weight.cpu(), bias.cpu(), dim), atol=1e-5, rtol=1e-5
     )
     got = torch.ops.facekernels._circular_conv_backward(grad, x, weight, dim, True, True, True)
@@ -437,7 +426,7 @@ def test_matches_cpu_kernel(dim):
         grad.cpu(), x.cpu(), weight.cpu(), dim, True, True, True
     )
     for g, e in zip(got, expected):
-        torch.testing.assert_close_cuda(g.cpu(), e, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(g.cpu(), e, atol=1e-4, rtol=1e-5)
 
 
 @cuda_only
@@ -453,7 +442,7 @@ def test_backward_op_flags(dim):
             assert got.device == x.device and got.dtype == x.dtype
             if asked:  # the same sums in the same order, whatever else is asked for
                 assert got.shape == whole.shape
-                torch.testing.assert_close_cuda(got, whole, atol=0, rtol=0)
+                torch.testing.assert_close(got, whole, atol=0, rtol=0)
             else:
                 assert got.shape == (0,)
 
@@ -544,7 +533,7 @@ def test_runs_on_the_current_stream():
         ]
     torch.cuda.current_stream().wait_stream(side)
     for g, e in zip(got, expected):
-        torch.testing.assert_close_cuda(g, e, atol=0, rtol=0)
+        torch.testing.assert_close(g, e, atol=0, rtol=0)
 
 
 @cuda_only
@@ -568,7 +557,7 @@ def test_cuda_graph_capture():
     graph.replay()
     torch.cuda.synchronize()
     for g, e in zip(captured, expected):
-        torch.testing.assert_close_cuda(g, e, atol=0, rtol=0)
+        torch.testing.assert_close(g, e, atol=0, rtol=0)
 
 
 @cuda_only

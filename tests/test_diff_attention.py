@@ -15,7 +15,7 @@ import facekernels
 import pytest
 import torch
 from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
-from devices import DEVICE_DTYPES, DEVICES
+from devices import DEVICE_DTYPES, DEVICES, tolerance
 from facekernels.ops import diff_attention
 
 ops = torch.ops.facekernels
@@ -53,19 +53,8 @@ def make(b, h, t, s, d, dv, dtype=torch.float32, lam_shape=None, requires_grad=T
     return xs, lam
 
 
-# Outputs and gradients against the float64 reference, per (device, dtype): the values this family's tests
-# have always used. float32 is 10x devices.TOLERANCES on both devices (each output is a difference of two
-# softmax-weighted sums over S keys, and the gradients go through both maps and the row sums d_i), CPU
-# float64 a tenth of it (the reference's own arithmetic in the same dtype), the CUDA half dtypes wider in
-# atol (the inputs and outputs are rounded to them, the float32 arithmetic in between is exact by
-# comparison).
-TOL = {
-    ("cpu", torch.float32): {"atol": 1e-4, "rtol": 1e-4},
-    ("cpu", torch.float64): {"atol": 1e-11, "rtol": 1e-10},
-    ("cuda", torch.float32): {"atol": 1e-4, "rtol": 1e-4},
-    ("cuda", torch.float16): {"atol": 5e-3, "rtol": 5e-3},
-    ("cuda", torch.bfloat16): {"atol": 4e-2, "rtol": 4e-2},
-}
+# Outputs and gradients against the float64 reference, per (device, dtype): tests/devices.py's table,
+# family "diff_attention" (the values this family's tests have always used; its rows say why).
 
 
 def check_against_reference(xs, lam, causal=False, scale=None):
@@ -73,7 +62,7 @@ def check_against_reference(xs, lam, causal=False, scale=None):
     On CUDA each gradient is compared relative to its largest entry (at least 1): the half dtypes round
     every input and every gradient."""
     device, dtype = xs[0].device.type, xs[0].dtype
-    tol = TOL[(device, dtype)]
+    tol = tolerance(device, dtype, "diff_attention")
     out = diff_attention(*xs, lam, causal=causal, scale=scale)
     expected, leaves = reference_on_cpu(*xs, lam, causal=causal, scale=scale)
     assert out.shape == expected.shape and out.dtype == dtype and out.device == xs[0].device
@@ -170,12 +159,12 @@ def test_key_blocked_path(monkeypatch, causal, dtype):
     xs, lam = make(2, 2, 50, 50, 8, 12, dtype)
     out = diff_attention(*xs, lam, causal=causal)
     expected = reference(*xs, lam, causal)
-    torch.testing.assert_close(out.double(), expected, **TOL[("cpu", dtype)])
+    torch.testing.assert_close(out.double(), expected, **tolerance("cpu", dtype, "diff_attention"))
     grad = torch.randn_like(out)
     got = torch.autograd.grad(out, [*xs, lam], grad)
     want = torch.autograd.grad(expected, [*xs, lam], grad.double())
     for g, w in zip(got, want):
-        torch.testing.assert_close(g.double(), w.double(), **TOL[("cpu", dtype)])
+        torch.testing.assert_close(g.double(), w.double(), **tolerance("cpu", dtype, "diff_attention"))
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -316,7 +305,7 @@ def test_inference_mode():
     xs, lam = make(2, 3, 40, 40, 16, 8, requires_grad=False)
     with torch.inference_mode():
         out = diff_attention(*xs, lam, causal=True)
-    torch.testing.assert_close(out.double(), reference(*xs, lam, True), **TOL[("cpu", torch.float32)])
+    torch.testing.assert_close(out.double(), reference(*xs, lam, True), **tolerance("cpu", torch.float32, "diff_attention"))
 
 
 def test_large_logits_are_stable():

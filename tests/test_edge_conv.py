@@ -20,7 +20,7 @@ The fake (meta) kernels refuse what the native kernels refuse (test_*_fake_check
 import pytest
 import torch
 from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
-from devices import DEVICE_DTYPES, DEVICES
+from devices import DEVICE_DTYPES, DEVICES, tolerance
 from facekernels.ops.edge_conv import cosine_topk, edge_conv_max
 
 CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -48,19 +48,9 @@ def reference_topk(x, k, y=None):
     return sim.gather(-1, order), order
 
 
-# The values are float64 recomputations rounded to the dtype on every device, so this is tighter than
-# devices.TOLERANCES (which bounds a float32 accumulation).
-TOPK_ATOL = {
-    ("cpu", torch.float32): 1e-6,
-    ("cpu", torch.float64): 1e-13,
-    ("cuda", torch.float32): 1e-6,
-    ("cuda", torch.float16): 1e-3,
-    ("cuda", torch.bfloat16): 8e-3,
-}
-
-
 def check_topk(x, k, y=None, atol=None, device="cpu"):
-    """Indices exactly those of the float64 reference on the same (rounded) inputs; values to the dtype.
+    """Indices exactly those of the float64 reference on the same (rounded) inputs; values to the dtype
+    (atol only: tests/devices.py's "cosine_topk" rows, tighter than the defaults).
     x and y are CPU tensors, moved to `device` for the op."""
     values, indices = cosine_topk(x.to(device), k, None if y is None else y.to(device))
     ref_values, ref_indices = reference_topk(x, k, y)
@@ -68,7 +58,7 @@ def check_topk(x, k, y=None, atol=None, device="cpu"):
     assert values.dtype == x.dtype and indices.dtype == torch.int64
     assert values.shape == ref_values.shape
     torch.testing.assert_close(indices.cpu(), ref_indices, rtol=0, atol=0)
-    tol = atol if atol is not None else TOPK_ATOL[(torch.device(device).type, x.dtype)]
+    tol = atol if atol is not None else tolerance(device, x.dtype, "cosine_topk")["atol"]
     torch.testing.assert_close(values.cpu().double(), ref_values, rtol=0, atol=tol)
 
 
@@ -321,8 +311,10 @@ def make_inputs(b, c, n, m, k, dtype=torch.float64, bias=True, idx=None):
     return x, idx, w_self, w_edge, bias_t
 
 
-def check_edge(x, idx, w_self, w_edge, bias, tol=None):
-    tol = tol or ((1e-4, 1e-4) if x.dtype == torch.float32 else (1e-10, 1e-10))
+def check_edge(x, idx, w_self, w_edge, bias):
+    """The op on x's device and dtype against the float64 reference: tests/devices.py's "edge_conv" rows,
+    gradients 10x."""
+    tol = tolerance(x.device, x.dtype, "edge_conv")
     leaves = [t for t in (x, w_self, w_edge, bias) if t is not None and t.requires_grad]
     out = edge_conv_max(x, idx, w_self, w_edge, bias)
     ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
@@ -330,26 +322,25 @@ def check_edge(x, idx, w_self, w_edge, bias, tol=None):
     args = [mapping.get(id(t), t) if t is not None else None for t in (x, w_self, w_edge, bias)]
     ref = reference(args[0], idx, args[1], args[2], args[3])
     assert out.dtype == x.dtype and out.shape == ref.shape and out.is_contiguous()
-    torch.testing.assert_close(out.double(), ref, rtol=tol[0], atol=tol[1])
+    torch.testing.assert_close(out.double(), ref, **tol)
     g = torch.randn_like(ref)
     grads = torch.autograd.grad(out, leaves, g.to(out.dtype))
     ref_grads = torch.autograd.grad(ref, ref_leaves, g)
     for a, r in zip(grads, ref_grads):
         assert a.dtype == x.dtype
-        torch.testing.assert_close(a.double(), r, rtol=tol[0] * 10, atol=tol[1] * 10)
+        torch.testing.assert_close(a.double(), r, **tolerance(x.device, x.dtype, "edge_conv", 10))
 
 
 def check_edge_cuda(x, idx, w_self, w_edge, bias, dtype):
     """The op on CUDA in `dtype` (float32 accumulation) against the float64 reference on the same rounded
     inputs; in half precision near-ties in the max may pick another neighbour, so gradients compare in
-    norm there."""
+    norm there (tolerances: tests/devices.py's "edge_conv" rows, float32 gradients 10x)."""
     dev = [t.detach().to("cuda", dtype).requires_grad_() if t is not None else None for t in (x, w_self, w_edge, bias)]
     out = edge_conv_max(dev[0], idx.to("cuda"), dev[1], dev[2], dev[3])
     assert out.dtype == dtype and out.device.type == "cuda"
     ref_in = [t.detach().to(dtype).double().requires_grad_() if t is not None else None for t in (x, w_self, w_edge, bias)]
     ref = reference(ref_in[0], idx, ref_in[1], ref_in[2], ref_in[3])
-    tol = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}[dtype]
-    torch.testing.assert_close(out.cpu().double(), ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(out.cpu().double(), ref, **tolerance("cuda", dtype, "edge_conv"))
     g = torch.randn_like(ref)
     leaves = [t for t in dev if t is not None]
     ref_leaves = [t for t in ref_in if t is not None]
@@ -357,7 +348,7 @@ def check_edge_cuda(x, idx, w_self, w_edge, bias, dtype):
     ref_grads = torch.autograd.grad(ref, ref_leaves, g)
     for a, r in zip(grads, ref_grads):
         if dtype == torch.float32:
-            torch.testing.assert_close(a.cpu().double(), r, rtol=1e-3, atol=1e-3)
+            torch.testing.assert_close(a.cpu().double(), r, **tolerance("cuda", dtype, "edge_conv", 10))
         else:
             assert (a.cpu().double() - r).norm() <= 0.1 * r.norm() + 1e-2
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
-from devices import DTYPES
+from devices import DTYPES, tolerance
 from facekernels import ops
 from facekernels.nn import LocalSFFT, dafe_alignment_loss
 from facekernels.ops import local_mean_var, local_stat_transform
@@ -52,21 +52,9 @@ def reference(x, guide, kernel_size, eps):
 
 
 # ---- tolerances ------------------------------------------------------------------------------------------
-# Tighter or wider than devices.TOLERANCES where this family's sums call for it, never looser than the
-# per-device tables these tests had before they were merged:
-# - CPU float32: the window sums are running and prefix sums (a cost independent of the window), so their
-#   rounding is relative to the values around a window rather than inside it; a few pixels whose window
-#   is nearly flat amplify it (out divides by the local deviation). Gradients get 10x.
-# - CUDA: inputs are rounded to the dtype before the float64 reference sees them, so what is left is the
-#   float32 arithmetic and the final rounding to the dtype: rtol about one unit in the last place of the
-#   dtype, atol (times the largest reference value) for results that cancel to near zero.
-TOL = {
-    ("cpu", torch.float32): {"atol": 1e-4, "rtol": 1e-4},
-    ("cpu", torch.float64): {"atol": 1e-11, "rtol": 1e-11},
-    ("cuda", torch.float32): {"atol": 1e-5, "rtol": 1e-4},
-    ("cuda", torch.float16): {"atol": 1e-3, "rtol": 2e-3},
-    ("cuda", torch.bfloat16): {"atol": 8e-3, "rtol": 1.6e-2},
-}
+# tests/devices.py's table, family "local_stats" (its rows say where and why they differ from the defaults).
+# How they apply: on CPU gradients get 10x (atol and rtol); on CUDA atol is times the largest reference
+# value (for results that cancel to near zero), rtol as it is.
 
 
 def assert_close(actual, expected, dtype, gradient=False):
@@ -74,15 +62,14 @@ def assert_close(actual, expected, dtype, gradient=False):
     assert actual.dtype == dtype, (actual.dtype, dtype)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     device = actual.device.type
-    tol = TOL[device, dtype]
     if device == "cpu":
         factor = 10 if gradient else 1
         torch.testing.assert_close(actual.detach().double(), expected.detach(),
-                                   atol=tol["atol"] * factor, rtol=tol["rtol"] * factor)
+                                   **tolerance(device, dtype, "local_stats", factor))
     else:
         scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
         torch.testing.assert_close(actual.detach().cpu().double(), expected.detach(),
-                                   atol=tol["atol"] * scale, rtol=tol["rtol"])
+                                   **tolerance(device, dtype, "local_stats", atol_scale=scale))
 
 
 def randn(shape, dtype, device, scale=1.0, offset=0.0):

@@ -6,11 +6,14 @@ on CUDA (marked `cuda`, skipped without a GPU).
 
 The CUDA binding computes in float32 for every storage dtype (float64 is refused), so gradcheck, which
 needs float64, cannot run there: its gradients are compared with the float64 reference's autograd
-instead, relative to the largest reference value (tolerances CUDA_TOL)."""
+instead, relative to the largest reference value. Tolerances: tests/devices.py's table, family
+"st_graph_conv" (CPU: atol/rtol; CUDA: a bound on the largest error relative to the largest reference value,
+its atol)."""
 
 import facekernels
 import pytest
 import torch
+from devices import tolerance
 from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
 from facekernels.ops import st_graph_conv
 
@@ -26,8 +29,6 @@ def reference(x, weight, adjacency, bias=None):
         return torch.einsum("nkctv,kvw->nctw", z, adjacency)
     return torch.einsum("nkctv,nkvw->nctw", z, adjacency)
 
-
-TOL = {torch.float32: {"atol": 2e-4, "rtol": 2e-4}, torch.float64: {"atol": 1e-10, "rtol": 1e-10}}
 
 CASES = [  # (N, Cin, Cout, T, V, K, per_sample adjacency, bias)
     (2, 3, 5, 4, 6, 3, False, True),     # Cin < Cout: aggregate first
@@ -60,7 +61,7 @@ def check_against_reference(x, weight, adjacency, bias, dtype):
     leaves = [t.detach().double().requires_grad_() for t in (x, weight, adjacency)]
     b64 = bias.detach().double().requires_grad_() if bias is not None else None
     ref = reference(*leaves, b64)
-    torch.testing.assert_close(out.double(), ref, **TOL[dtype])
+    torch.testing.assert_close(out.double(), ref, **tolerance("cpu", dtype, "st_graph_conv"))
     grad = torch.randn_like(ref)
     inputs = [x, weight, adjacency] + ([bias] if bias is not None else [])
     ref_inputs = leaves + ([b64] if b64 is not None else [])
@@ -69,7 +70,7 @@ def check_against_reference(x, weight, adjacency, bias, dtype):
     for name, g, w in zip(["x", "weight", "adjacency", "bias"], got, want):
         assert g.dtype == dtype
         scale = max(1.0, w.abs().max().item()) if w.numel() else 1.0
-        torch.testing.assert_close(g.double() / scale, w / scale, **TOL[dtype], msg=f"grad {name}")
+        torch.testing.assert_close(g.double() / scale, w / scale, **tolerance("cpu", dtype, "st_graph_conv"), msg=f"grad {name}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -93,7 +94,7 @@ def test_partial_gradients(case, wanted):
     ref = reference(x, weight, adjacency, bias)
     want = torch.autograd.grad(ref, chosen, grad)
     for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, **TOL[torch.float64])
+        torch.testing.assert_close(g, w, **tolerance("cpu", torch.float64, "st_graph_conv"))
 
 
 def test_workload_shape_float32():
@@ -207,7 +208,7 @@ def test_inference_mode_and_threads():
             torch.set_num_threads(n_threads)
             with torch.inference_mode():
                 out = st_graph_conv(x, weight, adjacency, bias)
-            torch.testing.assert_close(out.double(), reference(x, weight, adjacency, bias), **TOL[torch.float32])
+            torch.testing.assert_close(out.double(), reference(x, weight, adjacency, bias), **tolerance("cpu", torch.float32, "st_graph_conv"))
     finally:
         torch.set_num_threads(threads)
 
@@ -218,7 +219,7 @@ def test_autocast_cpu_mixed_dtypes():
         out = st_graph_conv(x.bfloat16(), weight, adjacency.bfloat16(), bias)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.double(), reference(x.bfloat16(), weight, adjacency.bfloat16(), bias),
-                               **TOL[torch.float32])
+                               **tolerance("cpu", torch.float32, "st_graph_conv"))
 
 
 def test_cpu_capabilities_agree(tmp_path):
@@ -333,9 +334,12 @@ def test_fake_checks():
 
 DEVICE = "cuda"
 
-# Relative to the largest reference value (float16/bfloat16 inputs and outputs are rounded once each;
-# everything in between is float32).
-CUDA_TOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+
+def cuda_tol(dtype, scale=1.0):
+    """The largest error allowed relative to the largest reference value: tests/devices.py's
+    ("st_graph_conv", "cuda", dtype) atol (float16/bfloat16 inputs and outputs are rounded once each;
+    everything in between is float32), times `scale`."""
+    return tolerance("cuda", dtype, "st_graph_conv", scale)["atol"]
 
 CUDA_CASES = [  # (N, Cin, Cout, T, V, K, per_sample adjacency, bias)
     (2, 3, 5, 4, 6, 3, False, True),     # Cin < Cout: aggregate first
@@ -375,14 +379,14 @@ def test_cuda_matches_reference(case, dtype):
     leaves = [t.detach().double().cpu().requires_grad_() for t in (x, weight, adjacency)]
     b64 = bias.detach().double().cpu().requires_grad_() if bias is not None else None
     ref = reference(*leaves, b64)
-    assert_close_scaled(out, ref, CUDA_TOL[dtype], "out")
+    assert_close_scaled(out, ref, cuda_tol(dtype), "out")
     grad = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     inputs = [x, weight, adjacency] + ([bias] if bias is not None else [])
     got = torch.autograd.grad(out, inputs, grad.to(DEVICE, dtype))
     want = torch.autograd.grad(ref, leaves + ([b64] if b64 is not None else []), grad.to(dtype).double())
     for name, g, w in zip(["x", "weight", "adjacency", "bias"], got, want):
         assert g.dtype == dtype and g.shape == w.shape
-        assert_close_scaled(g, w, CUDA_TOL[dtype] * 2, f"grad {name}")
+        assert_close_scaled(g, w, cuda_tol(dtype, 2), f"grad {name}")
 
 
 @pytest.mark.cuda
@@ -415,7 +419,7 @@ def test_cuda_strided_inputs():
     out = st_graph_conv(x, weight, adjacency, bias)
     leaves = [a.detach().double().cpu().requires_grad_() for a in (x, weight, adjacency, bias)]
     ref = reference(*leaves)
-    assert_close_scaled(out, ref, CUDA_TOL[torch.float32], "out")
+    assert_close_scaled(out, ref, cuda_tol(torch.float32), "out")
     grad = torch.randn(n, t, v, cout, dtype=torch.float64).permute(0, 3, 1, 2)
     got = torch.autograd.grad(out, [x, weight, adjacency, bias], grad.float().to(DEVICE))
     want = torch.autograd.grad(ref, leaves, grad)
