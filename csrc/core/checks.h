@@ -86,10 +86,18 @@ inline void check_same_dtype(const char* op, const char* arg, const torch::stabl
 }
 
 // Floating dtypes each backend computes in: float32/float64 on CPU; float16/bfloat16/float32 on CUDA.
+// FK_CUDA_EMULATION is defined only by the CUDA emulation stage's binding builds (force-included
+// tools/cudaemu/binding/emu_binding.h), which run a CUDA binding on CPU tensors: there every tensor is
+// checked as a CUDA one, so the binding's float16/bfloat16 paths run. No build of the package defines it.
 inline void check_floating_dtype(const char* op, const char* arg, const torch::stable::Tensor& t) {
   using torch::headeronly::ScalarType;
   const ScalarType s = t.scalar_type();
-  if (t.is_cpu()) {
+#if defined(FK_CUDA_EMULATION)
+  const bool cpu = false;
+#else
+  const bool cpu = t.is_cpu();
+#endif
+  if (cpu) {
     FK_CHECK(s == ScalarType::Float || s == ScalarType::Double, op, arg,
              " must be float32 or float64 on CPU, got ", dtype_name(s));
   } else {

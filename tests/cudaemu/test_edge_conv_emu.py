@@ -5,11 +5,11 @@ offered by cosine_topk_tile, cosine_topk_finish), edge_conv_max (index check wit
 synchronisation, transpose_weights, duplicate_neighbours, build_weights per (batch chunk, neighbour chunk),
 max_group) and its backward (bias_gradient, index check, route_gradient, build_weights, accumulate,
 accumulate_weight_grads, convert, finish_weight_grads). Compared with torch.ops.facekernels' CPU ops in
-float64 on the same (rounded) inputs.
-
-float32 only: the binding is reached with CPU tensors, and the shared argument checks (csrc/core/checks.h)
-take float16/bfloat16 only on CUDA tensors, so the launchers' half paths are not run here (see
-docs/design.md)."""
+float64 on the same (rounded) inputs, in float32, float16 and bfloat16 with the CUDA tests' tolerances
+(tests/test_edge_conv.py: TOPK_ATOL, check_edge_cuda). The binding build defines FK_CUDA_EMULATION
+(tools/cudaemu/binding/emu_binding.h), under which csrc/core/checks.h checks the CPU tensors as CUDA ones,
+so the half paths are reached; their GEMMs run in torch's CPU mm in float16/bfloat16 (float32
+accumulation, like cuBLAS's)."""
 
 import pytest
 import torch
@@ -18,40 +18,46 @@ import emu
 
 ops = emu.binding("edge_conv")
 F32 = torch.float32
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# tests/test_edge_conv.py's TOPK_ATOL for cuda: values are float64 recomputations rounded to the dtype.
+TOPK_ATOL = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+# tests/test_edge_conv.py's check_edge_cuda: the forward's rtol = atol per dtype.
+EDGE_TOL = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}
 
 
-def randn(*shape, seed):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(F32)
+def randn(*shape, seed, dtype=F32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
 
 
 def check_topk(x, k, y=None):
     values, indices = ops.cosine_topk(x, k, y)
     ref_values, ref_indices = torch.ops.facekernels.cosine_topk(x.double(), k, None if y is None else y.double())
-    assert values.dtype == F32 and indices.dtype == torch.int64 and values.shape == ref_values.shape
+    assert values.dtype == x.dtype and indices.dtype == torch.int64 and values.shape == ref_values.shape
     torch.testing.assert_close(indices, ref_indices, rtol=0, atol=0)
-    # tests/test_edge_conv.py's TOPK_ATOL for (cuda, float32): values are float64 recomputations.
-    torch.testing.assert_close(values.double(), ref_values, rtol=0, atol=1e-6)
+    torch.testing.assert_close(values.double(), ref_values, rtol=0, atol=TOPK_ATOL[x.dtype])
 
 
 TOPK = [(2, 16, 37, 50, 5), (1, 3, 1, 1, 1), (3, 8, 20, 20, 20), (2, 7, 9, 33, 1), (2, 5, 40, 3, 2),
         (1, 12, 70, 300, 7)]  # (B, C, N, M, k)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", TOPK, ids=str)
-def test_topk_matches_cpu_op(shape):
+def test_topk_matches_cpu_op(shape, dtype):
     b, c, n, m, k = shape
-    x, y = randn(b, c, n, seed=n), randn(b, c, m, seed=m + 1)
+    x, y = randn(b, c, n, seed=n, dtype=dtype), randn(b, c, m, seed=m + 1, dtype=dtype)
     check_topk(x, k, y)
     check_topk(x, min(k, n))
 
 
-def test_topk_ties_zero_vectors_and_strides():
-    """Small integers: exact, so equal columns tie exactly and the smaller index must win; zero vectors
-    (inverse norm clamped); a non-contiguous x goes through the binding's contiguous copy."""
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_topk_ties_zero_vectors_and_strides(dtype):
+    """Small integers: exact in every dtype, so equal columns tie exactly and the smaller index must win;
+    zero vectors (inverse norm clamped); a non-contiguous x goes through the binding's contiguous copy."""
     g = torch.Generator().manual_seed(4)
-    base = torch.randint(-3, 4, (2, 16, 30), generator=g).to(F32)
+    base = torch.randint(-3, 4, (2, 16, 30), generator=g).to(dtype)
     y = base[:, :, torch.randint(0, 30, (400,), generator=g)]
-    x = torch.randint(-3, 4, (2, 16, 25), generator=g).to(F32)
+    x = torch.randint(-3, 4, (2, 16, 25), generator=g).to(dtype)
     x[:, :, 3] = y[:, :, 17]
     x[:, :, 4] = 0
     y[:, :, 9] = 0
@@ -64,11 +70,12 @@ def test_topk_many_rows():
     check_topk(randn(1, 4, 2100, seed=5), 3, randn(1, 4, 40, seed=6))
 
 
-def inputs(b, c, n, m, k, seed):
-    x = randn(b, c, n, seed=seed)
+def inputs(b, c, n, m, k, seed, dtype=F32):
+    x = randn(b, c, n, seed=seed, dtype=dtype)
     idx = torch.randint(0, n, (b, n, k), generator=torch.Generator().manual_seed(seed + 1))
-    w_self, w_edge = randn(m, n, seed=seed + 2) / n**0.5, randn(m, n, seed=seed + 3) / n**0.5
-    bias = randn(m, seed=seed + 4) * 0.1 - 0.05
+    w_self = (randn(m, n, seed=seed + 2, dtype=torch.float64) / n**0.5).to(dtype)
+    w_edge = (randn(m, n, seed=seed + 3, dtype=torch.float64) / n**0.5).to(dtype)
+    bias = (randn(m, seed=seed + 4, dtype=torch.float64) * 0.1 - 0.05).to(dtype)
     return x, idx, w_self, w_edge, bias
 
 
@@ -76,20 +83,23 @@ EDGE = [(2, 3, 5, 4, 2), (1, 1, 1, 1, 1), (3, 4, 6, 6, 6), (2, 5, 7, 3, 1), (2, 
         (1, 100, 8, 8, 2), (4, 16, 64, 64, 4), (3, 7, 13, 10, 9), (1, 3, 20, 3, 20)]  # (B, C, N, M, k)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("with_bias", [True, False])
 @pytest.mark.parametrize("shape", EDGE, ids=str)
-def test_edge_conv_max_matches_cpu_op(shape, with_bias):
-    x, idx, w_self, w_edge, bias = inputs(*shape, seed=sum(shape))
+def test_edge_conv_max_matches_cpu_op(shape, with_bias, dtype):
+    x, idx, w_self, w_edge, bias = inputs(*shape, seed=sum(shape), dtype=dtype)
     bias = bias if with_bias else None
     out, winner = ops.edge_conv_max(x, idx, w_self, w_edge, bias)
     ref, ref_winner = torch.ops.facekernels.edge_conv_max(x.double(), idx, w_self.double(), w_edge.double(),
                                                           None if bias is None else bias.double())
-    assert out.dtype == F32 and winner.dtype == torch.int32 and winner.shape == ref_winner.shape
-    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)  # check_edge_cuda's float32 tolerance
-    # Winners agree except on float32 near-ties; the backward below is fed the emulated winner on both sides.
+    assert out.dtype == dtype and winner.dtype == torch.int32 and winner.shape == ref_winner.shape
+    tol = EDGE_TOL[dtype]
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
+    # Winners agree except on near-ties at the dtype's precision (pre-activations are stored in it; at
+    # least 98% agree in bfloat16 on these inputs); the backward below is fed the emulated winner on both sides.
     assert (winner == ref_winner).double().mean() > 0.95
 
-    g = randn(*out.shape, seed=7)
+    g = randn(*out.shape, seed=7, dtype=dtype)
     for need_x, need_w in ((True, True), (True, False), (False, True)):
         got = ops._edge_conv_max_backward(g, x, idx, w_self, w_edge, winner, bias is not None, need_x, need_w)
         want = torch.ops.facekernels._edge_conv_max_backward(g.double(), x.double(), idx, w_self.double(),
@@ -97,8 +107,11 @@ def test_edge_conv_max_matches_cpu_op(shape, with_bias):
                                                              need_w)
         for a, r in zip(got, want):
             if r.numel():
-                assert not torch.isnan(a).any()
-                torch.testing.assert_close(a.double(), r, rtol=1e-3, atol=1e-3)
+                assert a.dtype == dtype and not torch.isnan(a).any()
+                if dtype == F32:
+                    torch.testing.assert_close(a.double(), r, rtol=1e-3, atol=1e-3)
+                else:  # check_edge_cuda's half-precision gradient bound (in norm)
+                    assert (a.double() - r).norm() <= 0.1 * r.norm() + 1e-2
 
 
 def test_index_out_of_range_is_refused():
@@ -106,3 +119,10 @@ def test_index_out_of_range_is_refused():
     idx[1, 2, 1] = 5
     with pytest.raises(RuntimeError, match="idx"):
         ops.edge_conv_max(x, idx, w_self, w_edge, bias)
+
+
+def test_float64_is_refused_as_on_cuda():
+    """The binding build checks dtypes as the CUDA build does (FK_CUDA_EMULATION): float64 is refused."""
+    x = randn(1, 3, 4, seed=2, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match=r"cosine_topk: x must be float16, bfloat16 or float32 on CUDA, got float64"):
+        ops.cosine_topk(x, 2)

@@ -6,7 +6,12 @@
 //   STABLE_TORCH_LIBRARY_IMPL(facekernels, CUDA, m)  -> facekernels_emu, CPU
 // so torch.ops.facekernels_emu.<op>(cpu tensors...) runs the CUDA binding on CPU tensors, its kernels in the
 // emulator. torch's DeviceGuard is replaced by a no-op (a CPU tensor has no device to select).
+// FK_CUDA_EMULATION makes csrc/core/checks.h's check_floating_dtype check every tensor as a CUDA one
+// (float16/bfloat16/float32; float64 refused), so the bindings' half paths run on CPU tensors; the CPU
+// torch then runs their GEMMs (mm.out / bmm.out) in float16/bfloat16 with float32 accumulation.
 #pragma once
+
+#define FK_CUDA_EMULATION 1
 
 #include <torch/csrc/stable/accelerator.h>
 #include <torch/csrc/stable/library.h>
