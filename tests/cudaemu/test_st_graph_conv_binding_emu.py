@@ -15,19 +15,12 @@ import pytest
 import torch
 
 import emu
+import test_st_graph_conv  # tests/ is on sys.path: its CUDA cases and tolerance
 
 ops = emu.binding("st_graph_conv")
 F32 = torch.float32
-CUDA_TOL = 2e-5  # tests/test_st_graph_conv.py's CUDA_TOL[torch.float32]
-CASES = [  # (N, Cin, Cout, T, V, K, per_sample adjacency, bias): tests/test_st_graph_conv.py's CUDA_CASES
-    (2, 3, 5, 4, 6, 3, False, True),     # Cin < Cout: aggregate first
-    (2, 6, 3, 4, 5, 2, False, True),     # Cin > Cout: channels first
-    (3, 4, 4, 1, 7, 1, False, False),    # K = 1, T = 1, no bias
-    (2, 3, 2, 5, 1, 2, True, True),      # V = 1, per-sample adjacency
-    (5, 7, 5, 3, 9, 3, True, True),      # per sample, channels first
-    (4, 64, 128, 29, 68, 3, False, True),  # the LRW workload's sizes
-    (4, 64, 128, 29, 20, 3, True, True),   # lip graph, per sample
-]
+CUDA_TOL = test_st_graph_conv.CUDA_TOL[F32]
+CASES = list(test_st_graph_conv.CUDA_CASES)  # (N, Cin, Cout, T, V, K, per_sample adjacency, bias)
 if emu.build_mode() != "plain":  # race checker and ASan: the workload sizes at batch 1
     CASES = CASES[:5] + [(1, 64, 128, 29, 68, 3, False, True), (1, 64, 128, 29, 20, 3, True, True)]
 MASKS = [m for m in itertools.product([True, False], repeat=4) if any(m)]  # (x, weight, adjacency, bias)
