@@ -166,7 +166,8 @@ def main():
         if os.path.exists(os.path.join(ROOT, "tests", "cudaemu", f + "_capi.cpp")):
             jobs.append(([cxx, *common, *opt, "-MMD", "-MF", capi + ".d", "-c",
                           os.path.join(ROOT, "tests", "cudaemu", f + "_capi.cpp"), "-o", capi], capi))
-    bind = [f for f in fams if f in BINDINGS]
+    # A --src tree without csrc/ (the negative controls' mutated copies of cuda/) builds the C harnesses only.
+    bind = [f for f in fams if f in BINDINGS and os.path.isdir(os.path.join(src, "csrc", f))]
     if bind:
         tinc, tlib = torch_paths()
         bflags = ["-std=c++20", "-fPIC", "-g", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-parameter",
@@ -186,7 +187,7 @@ def main():
         if has_capi(f):
             libs.append((os.path.join(out, f"lib{f}_emu.so"),
                          [os.path.join(out, f + ".o"), rt, os.path.join(out, f + "_capi.o")], []))
-        if f in BINDINGS:
+        if f in bind:
             libs.append((os.path.join(out, f"lib{f}_binding_emu.so"),
                          [os.path.join(out, f + ".o"), rt] +
                          [os.path.join(out, f"{os.path.basename(p)}_binding.o") for p in binding_parts(src, [f])],
