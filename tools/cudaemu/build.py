@@ -9,9 +9,9 @@ UBSan on kernels, runtime and harness; run python with LD_PRELOAD of libasan and
 FAMILY: default every folder of cuda/ with a <family>.cu and a harness tests/cudaemu/<family>_capi.cpp.
 --src: the tree holding cuda/ (default: this checkout; the negative controls point it at a mutated copy).
 Output: DIR/lib<family>_emu.so (DIR default build/cudaemu/MODE): kernels + runtime + the C harness.
-For the families of BINDINGS also DIR/lib<family>_binding_emu.so: the family's schema file and CUDA binding
-(csrc/<family>/<family>.cpp, <family>_cuda.cpp, unmodified) compiled against the CPU torch of the python
-running this script, with tools/cudaemu/binding/ shadowing csrc/core/cuda_binding.h and redirecting the
+For the families of BINDINGS also DIR/lib<family>_binding_emu.so: the family's schema file, CUDA binding and
+shared drivers (csrc/<family>/*.cpp but _cpu.cpp and _kernels.cpp, unmodified: binding_parts) compiled
+against the CPU torch of the python running this script, with tools/cudaemu/binding/ shadowing csrc/core/cuda_binding.h and redirecting the
 registrations to torch.ops.facekernels_emu (CPU key): the binding's orchestration runs on CPU tensors. Incremental: a step reruns when its
 inputs (the compiler's dependency list) or its command line changed.
 
@@ -34,7 +34,18 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 # Families whose CUDA binding is also built on CPU torch (tools/cudaemu/binding/). A family is covered by
 # the stage when it has a C harness (tests/cudaemu/<family>_capi.cpp) or is listed here.
-BINDINGS = ("alignment_energy", "edge_conv")
+BINDINGS = ("alignment_energy", "circular_conv", "diff_attention", "edge_conv", "local_stats", "st_graph_conv")
+
+
+def binding_parts(src, fams):
+    """The torch-side sources (csrc/-relative, no .cpp) of the families' emulated CUDA bindings: every
+    csrc/<family>/*.cpp but the CPU binding (_cpu.cpp) and the SIMD kernels (_kernels.cpp), i.e. the schema
+    file, shared drivers and the CUDA binding, plus csrc/core/parallel.cpp (a shared driver's parallel_for)."""
+    parts = ["core/parallel"]
+    for f in fams:
+        parts += sorted(f"{f}/{n[:-4]}" for n in os.listdir(os.path.join(src, "csrc", f))
+                        if n.endswith(".cpp") and not n.endswith(("_cpu.cpp", "_kernels.cpp")))
+    return parts
 
 
 def torch_paths():
@@ -155,18 +166,18 @@ def main():
         if os.path.exists(os.path.join(ROOT, "tests", "cudaemu", f + "_capi.cpp")):
             jobs.append(([cxx, *common, *opt, "-MMD", "-MF", capi + ".d", "-c",
                           os.path.join(ROOT, "tests", "cudaemu", f + "_capi.cpp"), "-o", capi], capi))
-    bind = [f for f in fams if f in BINDINGS]
+    # A --src tree without csrc/ (the negative controls' mutated copies of cuda/) builds the C harnesses only.
+    bind = [f for f in fams if f in BINDINGS and os.path.isdir(os.path.join(src, "csrc", f))]
     if bind:
         tinc, tlib = torch_paths()
         bflags = ["-std=c++20", "-fPIC", "-g", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-parameter",
                   "-DTORCH_TARGET_VERSION=" + target_version(), "-I" + os.path.join(HERE, "binding"),
                   "-I" + os.path.join(src, "csrc"), "-I" + src, "-I" + tinc, "-I" + inc,
                   "-include", os.path.join(HERE, "binding", "emu_binding.h")]
-        for f in bind:
-            for part in (f, f + "_cuda"):
-                o = os.path.join(out, f"{part}_binding.o")
-                jobs.append(([cxx, *bflags, *opt, "-MMD", "-MF", o + ".d", "-c",
-                              os.path.join(src, "csrc", f, part + ".cpp"), "-o", o], o))
+        for part in binding_parts(src, bind):
+            o = os.path.join(out, f"{os.path.basename(part)}_binding.o")
+            jobs.append(([cxx, *bflags, *opt, "-MMD", "-MF", o + ".d", "-c",
+                          os.path.join(src, "csrc", part + ".cpp"), "-o", o], o))
     with concurrent.futures.ThreadPoolExecutor(a.j) as pool:
         errors = [e for e in pool.map(lambda j: run(*j), jobs) if e]
     if errors:
@@ -176,10 +187,10 @@ def main():
         if has_capi(f):
             libs.append((os.path.join(out, f"lib{f}_emu.so"),
                          [os.path.join(out, f + ".o"), rt, os.path.join(out, f + "_capi.o")], []))
-        if f in BINDINGS:
+        if f in bind:
             libs.append((os.path.join(out, f"lib{f}_binding_emu.so"),
-                         [os.path.join(out, f + ".o"), rt, os.path.join(out, f"{f}_binding.o"),
-                          os.path.join(out, f"{f}_cuda_binding.o")],
+                         [os.path.join(out, f + ".o"), rt] +
+                         [os.path.join(out, f"{os.path.basename(p)}_binding.o") for p in binding_parts(src, [f])],
                          ["-L" + tlib, "-Wl,-rpath," + tlib, "-ltorch_cpu", "-lc10"]))
     for lib, objs, extra in libs:
         if not os.path.exists(lib) or any(os.path.getmtime(o) > os.path.getmtime(lib) for o in objs):

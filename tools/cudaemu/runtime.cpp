@@ -186,6 +186,9 @@ struct LaunchState {
   std::atomic<int> failure{cudaSuccess};
 };
 
+// Unused bytes before and after a block's dynamic shared memory (run_block, check_access).
+constexpr std::size_t kSharedGuard = 1024;
+
 struct Block {
   unsigned linear = 0;
   unsigned nthreads = 0;
@@ -206,14 +209,14 @@ struct Worker {
   Block* block = nullptr;
   Fiber* current = nullptr;
   std::vector<char> shared_storage;  // replaced per block size, exact size (ASan sees its end)
-  char* shared_exact = nullptr;
+  char* shared_exact = nullptr;  // kSharedGuard bytes into its allocation (see run_block)
   std::size_t shared_exact_size = 0;
   std::mt19937 rng;
   ~Worker() {
     for (Fiber& f : fibers) {
       if (f.stack) munmap(f.stack - 4096, f.stack_size + 4096);
     }
-    free(shared_exact);
+    if (shared_exact) free(shared_exact - kSharedGuard);
   }
 };
 thread_local Worker* t_worker = nullptr;
@@ -478,7 +481,8 @@ void rc_access(const void* p, std::size_t n, bool write, const void* pc, bool at
     return;
   }
   // Not device memory: just past (or before) the dynamic shared buffer is taken as a shared overflow.
-  if (b.shared && ((a >= sh + b.shared_bytes && a < sh + b.shared_bytes + 1024) || (a < sh && a + 1024 > sh))) {
+  if (b.shared && ((a >= sh + b.shared_bytes && a < sh + b.shared_bytes + kSharedGuard) ||
+                   (a < sh && a + kSharedGuard > sh))) {
     const uint64_t key = reinterpret_cast<uint64_t>(pc) ^ 0x9e3779b9u;
     if (g_reported_pcs.insert(key).second) {
       report("OUT OF BOUNDS", "%s of %zu bytes at offset %lld of %zu bytes of dynamic shared memory (%s)",
@@ -610,15 +614,20 @@ void run_block(Worker& w, LaunchState& l, unsigned block_linear) {
   t_ctx.grid_dim = cfg.grid;
   // Dynamic shared memory: exactly the bytes asked for (ASan flags the first byte past them), filled with
   // 0xff (NaN as float) since shared memory starts undefined.
+  // The buffer sits between two unused guards of kSharedGuard bytes: the race checker takes an access to
+  // non-device memory within that distance of the buffer for a shared overflow, so no other allocation
+  // (a binding build's torch tensors are such memory) may lie there.
   if (cfg.shared_bytes > 0) {
     if (w.shared_exact_size != cfg.shared_bytes) {
-      free(w.shared_exact);
-      w.shared_exact = static_cast<char*>(aligned_alloc(16, (cfg.shared_bytes + 15) & ~std::size_t{15}));
+      if (w.shared_exact) free(w.shared_exact - kSharedGuard);
+      const std::size_t rounded = (cfg.shared_bytes + 15) & ~std::size_t{15};
+      char* base = static_cast<char*>(aligned_alloc(16, rounded + 2 * kSharedGuard));
+      w.shared_exact = base + kSharedGuard;
       w.shared_exact_size = cfg.shared_bytes;
 #ifdef CUDAEMU_ASAN
-      // aligned_alloc rounds the size up to 16: poison the tail so the exact end is checked.
-      ASAN_POISON_MEMORY_REGION(w.shared_exact + cfg.shared_bytes,
-                                ((cfg.shared_bytes + 15) & ~std::size_t{15}) - cfg.shared_bytes);
+      // Poison the guards and the tail up to the 16-byte rounding, so the exact ends are checked.
+      ASAN_POISON_MEMORY_REGION(base, kSharedGuard);
+      ASAN_POISON_MEMORY_REGION(w.shared_exact + cfg.shared_bytes, rounded - cfg.shared_bytes + kSharedGuard);
 #endif
     }
     std::memset(w.shared_exact, 0xff, cfg.shared_bytes);
