@@ -11,14 +11,13 @@ import pytest
 import torch
 
 import emu
+from devices import tolerance  # alignment_energy's rows, as tests/test_alignment_energy.py uses
 
 ops = emu.binding("alignment_energy")
 # (C, D). Not many points in few dimensions: 300 random points in 3-D have pairs at cosine distance ~5e-5,
 # where 1 / D in float32 is off by 4e-4 relative on the CPU op itself (input conditioning, not the kernels).
 SHAPES = [(2, 1), (3, 4), (37, 5), (130, 16), (300, 8)]
 BIG = (2100, 4)  # several knn column tiles (kKnnTileCols = 2048)
-# tests/test_alignment_energy.py's own table (tighter than devices.py's; the CUDA tests use it too).
-TOL = {torch.float32: {"rtol": 1e-5, "atol": 1e-6}, torch.float64: {"rtol": 1e-10, "atol": 1e-12}}
 
 
 def inputs(n, d, dtype, seed):
@@ -32,8 +31,8 @@ def check(p, d, mode, k, metric):
     re, rper = torch.ops.facekernels.alignment_energy(p.double(), d.double(), mode, k, metric)
     assert e.dtype == p.dtype and per.shape == (p.shape[0],)
     assert not torch.isnan(per).any()
-    torch.testing.assert_close(per.double(), rper, **TOL[p.dtype])
-    torch.testing.assert_close(e.double(), re, **TOL[p.dtype])
+    torch.testing.assert_close(per.double(), rper, **tolerance("cpu", p.dtype, "alignment_energy"))
+    torch.testing.assert_close(e.double(), re, **tolerance("cpu", p.dtype, "alignment_energy"))
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])

@@ -17,7 +17,7 @@ import test_st_graph_conv  # tests/ is on sys.path: its CUDA cases and tolerance
 
 ops = emu.binding("st_graph_conv")
 F32 = torch.float32
-CUDA_TOL = test_st_graph_conv.CUDA_TOL[F32]
+CUDA_TOL = test_st_graph_conv.cuda_tol(F32)  # tests/devices.py's ("st_graph_conv", "cuda", float32) row
 CASES = list(test_st_graph_conv.CUDA_CASES)  # (N, Cin, Cout, T, V, K, per_sample adjacency, bias)
 if emu.build_mode() != "plain":  # race checker and ASan: the workload sizes at batch 1
     CASES = CASES[:5] + [(1, 64, 128, 29, 68, 3, False, True), (1, 64, 128, 29, 20, 3, True, True)]
