@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 from statistics import NormalDist
 
 import numpy as np
@@ -16,6 +17,8 @@ from facekernels import metrics
 from facekernels.cli import main as facekernels_main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The random cases below include genuine scores below the impostor scores on purpose (EER > 0.5).
+SWAP_WARNING = "ignore:.*sit mostly below:UserWarning"
 
 # ---- brute-force references: the definitions, written out -----------------------------------------------
 
@@ -33,9 +36,19 @@ def ref_candidates(*arrays):
     return values + [float(np.nextafter(values[-1], np.inf))]
 
 
+def ref_thresholds(*arrays):
+    """Every threshold that can decide differently: -inf, the distinct scores of every class, +inf."""
+    return [-math.inf] + sorted({float(s) for a in arrays for s in a}) + [math.inf]
+
+
 def ref_threshold_at_fmr(impostor, fmr):
-    for t in ref_candidates(impostor):  # ascending: the first one meeting the target is the smallest
+    """The lowest threshold with FMR <= fmr. FMR(t) only changes at impostor scores, where it drops just
+    above the score, so the candidates are the floats just above each impostor score, ascending."""
+    for u in sorted({float(s) for s in impostor}):
+        t = float(np.nextafter(u, np.inf))
         if ref_fmr(impostor, t) <= fmr:
+            # the lowest: the float below t is u itself, which does not meet the target (FMR is monotone)
+            assert t == min(impostor) or ref_fmr(impostor, u) > fmr
             return t
     raise AssertionError("unreachable: FMR is 0 above the largest score")
 
@@ -50,7 +63,9 @@ def ref_eer(genuine, impostor):
 
 
 def ref_tar_at_far(genuine, impostor, far):
-    return 1 - ref_fnmr(genuine, ref_threshold_at_fmr(impostor, far))
+    """The best TAR = 1 - FNMR(t) over every threshold t with FMR(t) <= far (brute force over
+    ref_thresholds, independent of ref_threshold_at_fmr)."""
+    return max(1 - ref_fnmr(genuine, t) for t in ref_thresholds(genuine, impostor) if ref_fmr(impostor, t) <= far)
 
 
 def ref_iapmr(attack, t):
@@ -67,11 +82,15 @@ def ref_apcer_bpcer(attack, species, bonafide, t):
 
 
 def ref_bpcer_at_apcer(attack, species, bonafide, target):
-    for t in ref_candidates(attack, bonafide):
-        apcer_max, _, bpcer = ref_apcer_bpcer(attack, species, bonafide, t)
-        if apcer_max <= target:
-            return bpcer, t
-    raise AssertionError("unreachable: every APCER is 0 above the largest score")
+    """(the lowest BPCER over every threshold with APCER <= target (brute force over ref_thresholds), the
+    lowest threshold meeting the target: the largest of the species' own lowest thresholds)."""
+    best = min(bpcer for t in ref_thresholds(attack, bonafide)
+               for apcer_max, _, bpcer in [ref_apcer_bpcer(attack, species, bonafide, t)] if apcer_max <= target)
+    t = max(ref_threshold_at_fmr([s for s, x in zip(attack, species) if x == label], target)
+            for label in set(species))
+    assert ref_apcer_bpcer(attack, species, bonafide, t)[0] <= target
+    assert ref_apcer_bpcer(attack, species, bonafide, float(np.nextafter(t, -np.inf)))[0] > target
+    return best, t
 
 
 def ref_det_curve(genuine, impostor):
@@ -110,6 +129,7 @@ def target_rates(n):
 # ---- verification metrics ---------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings(SWAP_WARNING)
 @pytest.mark.parametrize("n_genuine,n_impostor,decimals", CASES)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_verification_metrics_equal_brute_force(n_genuine, n_impostor, decimals, seed):
@@ -118,14 +138,17 @@ def test_verification_metrics_equal_brute_force(n_genuine, n_impostor, decimals,
         assert metrics.fmr_fnmr(genuine, impostor, t) == (ref_fmr(impostor, t), ref_fnmr(genuine, t))
     assert metrics.eer(genuine, impostor) == ref_eer(genuine, impostor)
     for rate in target_rates(min(n_impostor, 60)):
-        assert metrics.threshold_at_fmr(impostor, rate) == ref_threshold_at_fmr(impostor, rate), rate
+        t = metrics.threshold_at_fmr(impostor, rate)
+        assert t == ref_threshold_at_fmr(impostor, rate), rate
         assert metrics.tar_at_far(genuine, impostor, rate) == ref_tar_at_far(genuine, impostor, rate), rate
+        assert metrics.tar_at_far(genuine, impostor, rate) == 1 - ref_fnmr(genuine, t), rate
     fmr, fnmr, thresholds = metrics.det_curve(genuine, impostor)
     ref = ref_det_curve(genuine, impostor)
     assert fmr.dtype == fnmr.dtype == thresholds.dtype == np.float64
     assert fmr.tolist() == ref[0] and fnmr.tolist() == ref[1] and thresholds.tolist() == ref[2]
 
 
+@pytest.mark.filterwarnings(SWAP_WARNING)
 def test_eer_many_random_tied_cases():
     rng = np.random.default_rng(7)
     for _ in range(300):
@@ -134,6 +157,7 @@ def test_eer_many_random_tied_cases():
         assert metrics.eer(genuine, impostor) == ref_eer(genuine, impostor)
 
 
+@pytest.mark.filterwarnings(SWAP_WARNING)
 def test_single_scores():
     for g, i in [(0.5, 0.2), (0.2, 0.5), (0.3, 0.3)]:
         assert metrics.eer([g], [i]) == ref_eer([g], [i])
@@ -161,12 +185,16 @@ def test_larger_case_equals_brute_force():
     fnmr = np.array([np.count_nonzero(genuine < t) / genuine.size for t in candidates])
     best = int(np.argmin(np.abs(fmr - fnmr)))  # argmin returns the first: the smallest threshold
     assert metrics.eer(genuine, impostor) == ((fmr[best] + fnmr[best]) / 2, candidates[best])
-    impostor_candidates = np.array(ref_candidates(impostor))
-    impostor_fmr = np.array([np.count_nonzero(impostor >= t) / impostor.size for t in impostor_candidates])
+    # The thresholds just above each impostor score, and every threshold that can decide differently.
+    above_impostor = np.nextafter(np.unique(impostor), np.inf)
+    above_fmr = np.array([np.count_nonzero(impostor >= t) / impostor.size for t in above_impostor])
+    every = np.concatenate([[-np.inf], candidates[:-1], [np.inf]])
+    every_fmr = np.array([np.count_nonzero(impostor >= t) / impostor.size for t in every])
+    every_tar = np.array([1 - np.count_nonzero(genuine < t) / genuine.size for t in every])
     for rate in (1e-5, 1e-4, 1e-3, 0.01, 0.1):
-        t = impostor_candidates[np.flatnonzero(impostor_fmr <= rate)[0]]
+        t = above_impostor[np.flatnonzero(above_fmr <= rate)[0]]
         assert metrics.threshold_at_fmr(impostor, rate) == t
-        assert metrics.tar_at_far(genuine, impostor, rate) == 1 - np.count_nonzero(genuine < t) / genuine.size
+        assert metrics.tar_at_far(genuine, impostor, rate) == every_tar[every_fmr <= rate].max()
     curve = metrics.det_curve(genuine, impostor)
     assert curve[0].tolist() == fmr.tolist() and curve[1].tolist() == fnmr.tolist()
     assert curve[2].tolist() == candidates.tolist()
@@ -249,6 +277,7 @@ def test_vulnerability_report_equals_brute_force(seed, decimals, fmr):
     assert report == {
         "fmr_target": fmr,
         "threshold": t,
+        "higher_is_better": True,
         "dev": {"genuine": 100, "impostor": 200, "fmr": ref_fmr(d["dev_impostor"], t),
                 "fnmr": ref_fnmr(d["dev_genuine"], t)},
         "eval": {"genuine": 100, "impostor": 200, "attack": 50,
@@ -527,3 +556,218 @@ def test_cli_json_to_stdout(tmp_path, capsys):
                          "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert len(result["times_s"]) == 2 and result["median_s"] > 0 and result["report"]["eval"]["attack"] == 100
+
+
+# ---- the best TAR at a target FMR: the lowest threshold meeting it --------------------------------------------
+
+
+def test_tar_at_far_accepts_genuine_scores_between_impostor_scores():
+    # FMR <= 0.2 of 6 impostor scores allows one: the 4. Any threshold in (2, 4] gives FMR 1/6, and the
+    # lowest, the float just above 2, also accepts the genuine 3 (a threshold at an impostor score, 4,
+    # rejected it: TAR 0).
+    genuine, impostor = [3.0], [4.0, 1.0, 1.0, 1.0, 2.0, 0.0]
+    t = metrics.threshold_at_fmr(impostor, 0.2)
+    assert t == float(np.nextafter(2.0, np.inf))
+    assert metrics.fmr_fnmr(genuine, impostor, t) == (1 / 6, 0.0)
+    assert metrics.fmr_fnmr(genuine, impostor, float(np.nextafter(t, -np.inf)))[0] > 0.2
+    assert metrics.tar_at_far(genuine, impostor, 0.2) == 1.0
+    # the same for PAD: the bona fide 3 is kept, the attack 4 is the one APCER allows
+    assert metrics.bpcer_at_apcer(impostor, None, genuine, 0.2) == (0.0, t)
+
+
+@pytest.mark.filterwarnings(SWAP_WARNING)
+def test_best_tar_and_bpcer_equal_brute_force_on_random_and_tied_scores():
+    """Brute force over every threshold (the distinct scores of both classes and +-inf), on scores drawn
+    from a few values (ties within and across the classes) and on continuous ones."""
+    rng = np.random.default_rng(17)
+    for case in range(400):
+        tied = case % 2 == 0
+        n_genuine, n_impostor = int(rng.integers(1, 25)), int(rng.integers(1, 40))
+        if tied:
+            values = rng.normal(0, 1, int(rng.integers(1, 6)))
+            genuine, impostor = rng.choice(values, n_genuine), rng.choice(values, n_impostor)
+        else:
+            genuine, impostor = rng.normal(0.5, 0.4, n_genuine), rng.normal(0.0, 0.4, n_impostor)
+        for rate in [0.01, 0.2, 0.5, 0.99] + [k / n_impostor for k in range(1, n_impostor)]:
+            t = metrics.threshold_at_fmr(impostor, rate)
+            assert t == ref_threshold_at_fmr(impostor, rate), (case, rate)
+            assert metrics.tar_at_far(genuine, impostor, rate) == ref_tar_at_far(genuine, impostor, rate)
+        species = [f"s{k}" for k in rng.integers(0, 3, n_impostor)]
+        for rate in (0.05, 0.1, 0.3, 0.6):
+            assert metrics.bpcer_at_apcer(impostor, species, genuine, rate) == \
+                ref_bpcer_at_apcer(impostor, species, genuine, rate), (case, rate)
+
+
+def test_tar_at_far_equals_sklearn_roc_curve():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(5)
+    for decimals in (1, 2, 4, None):
+        genuine, impostor = rng.normal(0.6, 0.2, 3000), rng.normal(0.0, 0.2, 30_000)
+        if decimals is not None:
+            genuine, impostor = np.round(genuine, decimals), np.round(impostor, decimals)
+        labels = np.concatenate([np.ones(genuine.size), np.zeros(impostor.size)])
+        fpr, tpr, _ = sklearn_metrics.roc_curve(labels, np.concatenate([genuine, impostor]),
+                                                drop_intermediate=False)
+        for far in (1e-4, 1e-3, 0.01, 0.1):
+            # sklearn's tpr is #accepted / n and ours 1 - #rejected / n: equal up to the last bit
+            assert metrics.tar_at_far(genuine, impostor, far) == pytest.approx(tpr[fpr <= far].max(), abs=1e-15)
+
+
+# ---- distance-like scores: higher_is_better=False ----------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings(SWAP_WARNING)
+def test_distance_scores_equal_negated_similarities():
+    for n_genuine, n_impostor, decimals in CASES:
+        genuine, impostor = case_data(n_genuine, n_impostor, decimals, 3)
+        dg, di = -genuine, -impostor  # distances: lower = more alike
+        kw = {"higher_is_better": False}
+        value, t = metrics.eer(genuine, impostor)
+        assert metrics.eer(dg, di, **kw) == (value, -t)
+        for rate in (0.01, 0.1, 0.3):
+            t = metrics.threshold_at_fmr(impostor, rate)
+            assert metrics.threshold_at_fmr(di, rate, **kw) == -t
+            assert metrics.tar_at_far(dg, di, rate, **kw) == metrics.tar_at_far(genuine, impostor, rate)
+            # the definition, written for distances: accepted when score <= t
+            assert metrics.fmr_fnmr(dg, di, -t, **kw) == (sum(s <= -t for s in di) / di.size,
+                                                          sum(s > -t for s in dg) / dg.size)
+            assert metrics.iapmr(di, -t, **kw) == sum(s <= -t for s in di) / di.size
+        fmr, fnmr, thresholds = metrics.det_curve(genuine, impostor)
+        d_fmr, d_fnmr, d_thresholds = metrics.det_curve(dg, di, **kw)
+        assert d_fmr.tolist() == fmr.tolist() and d_fnmr.tolist() == fnmr.tolist()
+        assert d_thresholds.tolist() == (-thresholds).tolist()
+    attack, species, bonafide = pad_data(0, 120, 80, 2, 3)
+    assert metrics.bpcer_at_apcer(-attack, species, -bonafide, 0.1, higher_is_better=False) == \
+        tuple(s * v for s, v in zip((1, -1), metrics.bpcer_at_apcer(attack, species, bonafide, 0.1)))
+    apcer_max, per_species, bpcer = metrics.apcer_bpcer(attack, species, bonafide, 0.05)
+    assert metrics.apcer_bpcer(-attack, species, -bonafide, -0.05, higher_is_better=False) == \
+        (apcer_max, per_species, bpcer)
+
+
+def test_distance_scores_in_the_report_and_plot(tmp_path):
+    d = report_data(9)
+    report = metrics.vulnerability_report(**d, fmr=0.05)
+    negated = {k: (v if k == "attack_species" else -v) for k, v in d.items()}
+    distance = metrics.vulnerability_report(**negated, fmr=0.05, higher_is_better=False,
+                                            plot=tmp_path / "d.png")
+    assert distance["threshold"] == -report["threshold"] and distance["higher_is_better"] is False
+    assert distance["eval"]["eer_threshold"] == -report["eval"]["eer_threshold"]
+    assert {k: v for k, v in distance["eval"].items() if k != "eer_threshold"} == \
+        {k: v for k, v in report["eval"].items() if k != "eer_threshold"}
+    assert distance["dev"] == report["dev"]
+    assert "accept score <= t" in metrics.format_report(distance)
+    assert (tmp_path / "d.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: metrics.eer([0.1], [0.2], higher_is_better="distance"),
+    lambda: metrics.tar_at_far([0.1], [0.2], 0.1, higher_is_better=None),
+    lambda: metrics.bpcer_at_apcer([0.1], None, [0.2], higher_is_better=0),
+    lambda: metrics.vulnerability_report([0.1], [0.1], [0.1], [0.1], None, higher_is_better=1),
+])
+def test_higher_is_better_must_be_a_bool(call):
+    with pytest.raises(TypeError, match=r"higher_is_better must be a bool .* got"):
+        call()
+
+
+def test_not_finite_message_keeps_the_given_sign():
+    with pytest.raises(ValueError, match="eer: genuine must hold finite scores, got inf"):
+        metrics.eer([0.1, math.inf], [0.1], higher_is_better=False)
+
+
+# ---- swapped arguments --------------------------------------------------------------------------------------------
+
+
+def test_eer_warns_when_genuine_sit_below_impostor():
+    genuine, impostor = case_data(300, 3000, 3, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        right = metrics.eer(genuine, impostor)
+        metrics.eer([0.3], [0.3])  # fully tied: EER 0.5, no warning
+    with pytest.warns(UserWarning, match=r"eer: EER .* > 0.5: the genuine scores sit mostly below the "
+                                         r"impostor scores. Are genuine and impostor swapped"):
+        swapped = metrics.eer(impostor, genuine)
+    assert swapped[0] > 0.5 > right[0]
+    with pytest.warns(UserWarning, match="higher_is_better=False"):
+        metrics.eer(-genuine, -impostor)  # distances read as similarities
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert metrics.eer(-genuine, -impostor, higher_is_better=False)[0] == right[0]
+    d = report_data(10)
+    with pytest.warns(UserWarning, match="eval_genuine and eval_impostor swapped"):
+        metrics.vulnerability_report(d["dev_genuine"], d["dev_impostor"], d["eval_impostor"], d["eval_genuine"],
+                                     None)
+
+
+# ---- DET plots of degenerate curves ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("genuine,negative", [([0.5, 0.5], [0.5, 0.5, 0.5]), ([0.7], [0.2]), ([0.2], [0.7])])
+def test_plot_det_draws_degenerate_curves(tmp_path, genuine, negative):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no matplotlib warning either
+        path = metrics.plot_det({"tied": (genuine, negative)}, tmp_path / "tied.png", threshold=0.5)
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_cli_plot_of_fully_tied_scores(tmp_path, capsys):
+    path = write_csv(tmp_path / "tied.csv", [(0.5, "genuine"), (0.5, "impostor"), (0.5, "attack")])
+    png = tmp_path / "tied.png"
+    assert metrics_main(["vuln", "--dev", str(path), "--eval", str(path), "--plot", str(png)]) == 0
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+    assert capsys.readouterr().err == ""
+
+
+# ---- the command line: encodings, distances, warnings -----------------------------------------------------------
+
+
+def test_cli_accepts_a_byte_order_mark(tmp_path):
+    _, dev, evaluation = cli_files(tmp_path)
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + dev.read_bytes())
+    out_plain, out_bom = tmp_path / "plain.json", tmp_path / "bom.json"
+    assert metrics_main(["vuln", "--dev", str(dev), "--eval", str(evaluation), "--json", str(out_plain)]) == 0
+    assert metrics_main(["vuln", "--dev", str(bom), "--eval", str(evaluation), "--json", str(out_bom)]) == 0
+    assert json.loads(out_bom.read_text()) == json.loads(out_plain.read_text())
+
+
+@pytest.mark.parametrize("content,line,found", [
+    (b"score,label\n0.1,genuine\n0.2,imp\xffostor\n", 3, "byte 0xff"),
+    (b"score,label\xe9\n0.1,genuine\n", 1, "byte 0xe9"),
+    (b"score,label\n0.1,genuine\n0.2,impostor\xc3", 3, "truncated"),
+])
+def test_cli_reports_non_utf8_files_with_their_line(tmp_path, capsys, content, line, found):
+    _, _, evaluation = cli_files(tmp_path)
+    (tmp_path / "latin.csv").write_bytes(content)
+    assert metrics_main(["vuln", "--dev", str(tmp_path / "latin.csv"), "--eval", str(evaluation)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m facekernels metrics vuln: {tmp_path / 'latin.csv'}, line {line}: not UTF-8 "
+                          "text (") and found in err and err.count("\n") == 1
+
+
+def test_cli_reports_csv_errors_with_their_line(tmp_path, capsys):
+    _, _, evaluation = cli_files(tmp_path)
+    (tmp_path / "nul.csv").write_bytes(b"score,label\n0.1,genuine\n0.2,\x00impostor\n")
+    assert metrics_main(["vuln", "--dev", str(tmp_path / "nul.csv"), "--eval", str(evaluation)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m facekernels metrics vuln: ") and ", line " in err and err.count("\n") == 1
+
+
+def test_cli_distance_scores_and_swap_warning(tmp_path, capsys):
+    d = report_data(11)
+    rows = [(-s, "genuine") for s in d["eval_genuine"]] + [(-s, "impostor") for s in d["eval_impostor"]]
+    path = write_csv(tmp_path / "distances.csv", rows)
+    out = tmp_path / "r.json"
+    # read as similarities: a one-line warning, then the report
+    assert metrics_main(["vuln", "--dev", str(path), "--eval", str(path), "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("python -m facekernels metrics vuln: warning: vulnerability_report: EER ")
+    assert "--no-higher-is-better" in err and err.count("\n") == 1
+    assert metrics_main(["vuln", "--dev", str(path), "--eval", str(path), "--json", str(out),
+                         "--no-higher-is-better"]) == 0
+    assert capsys.readouterr().err == ""
+    report = json.loads(out.read_text())
+    expected = metrics.vulnerability_report(d["eval_genuine"], d["eval_impostor"], d["eval_genuine"],
+                                            d["eval_impostor"], None)
+    assert report["threshold"] == -expected["threshold"] and report["higher_is_better"] is False
+    assert report["eval"]["tar_at_far"] == expected["eval"]["tar_at_far"]

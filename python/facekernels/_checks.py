@@ -161,12 +161,14 @@ def _score_array(values: Any, function: str, argument: str) -> np.ndarray:
 
 
 def as_scores(values: Any, function: str, argument: str, *, allow_empty: bool = False,
-              check_finite: bool = True) -> np.ndarray:
+              check_finite: bool = True, negate: bool = False) -> np.ndarray:
     """``values`` as a 1-D float64 array (a view where no conversion is needed), checked.
 
     Raises TypeError for non-numeric data (bool, complex, strings, objects) and ValueError for a shape
     other than 1-D, an empty array (unless ``allow_empty``) and, with ``check_finite``, NaN or infinite
-    scores. Callers that sort first pass ``check_finite=False`` and use :func:`check_sorted_finite`.
+    scores. Callers that sort first pass ``check_finite=False`` and use :func:`as_sorted_scores`.
+    With ``negate`` the result is a new array of the negated scores (distance-like scores turned into
+    similarities, see :func:`as_orientation`); negation is exact.
     """
     array = _score_array(values, function, argument)
     if array.dtype.kind not in "iuf":
@@ -178,7 +180,7 @@ def as_scores(values: Any, function: str, argument: str, *, allow_empty: bool = 
     array = array.astype(np.float64, copy=False)
     if check_finite and not np.isfinite(array).all():
         _raise_not_finite(array, function, argument)
-    return array
+    return np.negative(array) if negate else array
 
 
 def _raise_not_finite(array: np.ndarray, function: str, argument: str) -> None:
@@ -190,18 +192,34 @@ def _raise_not_finite(array: np.ndarray, function: str, argument: str) -> None:
     raise ValueError(f"{function}: {argument} must hold finite scores, got {array[index]} at index {index}")
 
 
-def as_sorted_scores(values: Any, function: str, argument: str, *, allow_empty: bool = False) -> np.ndarray:
-    """``values`` checked as by :func:`as_scores` and sorted ascending (a new array).
+def as_sorted_scores(values: Any, function: str, argument: str, *, allow_empty: bool = False,
+                     negate: bool = False) -> np.ndarray:
+    """``values`` checked as by :func:`as_scores` and sorted ascending (a new array); with ``negate``, the
+    negated scores sorted ascending.
 
     The finiteness check costs O(1) after the sort: NaN sorts last and infinities sit at the ends."""
-    array = np.sort(as_scores(values, function, argument, allow_empty=allow_empty, check_finite=False))
+    array = as_scores(values, function, argument, allow_empty=allow_empty, check_finite=False)
+    array = np.negative(array) if negate else array.copy()
+    array.sort()
     if array.size and not (math.isfinite(array[0]) and math.isfinite(array[-1])):
         nan = int(np.isnan(array).sum())
         if nan:
             raise ValueError(f"{function}: {argument} must hold finite scores, got {nan} NaN")
         bad = array[0] if not math.isfinite(array[0]) else array[-1]
-        raise ValueError(f"{function}: {argument} must hold finite scores, got {bad}")
+        raise ValueError(f"{function}: {argument} must hold finite scores, got {-bad if negate else bad}")
     return array
+
+
+def as_orientation(value: Any, function: str) -> bool:
+    """The ``higher_is_better`` flag of the metrics: True (the default) for similarity-like scores, where
+    higher means more alike (or more bona fide) and a comparison is accepted when score >= threshold;
+    False for distance-like scores, accepted when score <= threshold. Returns whether to negate the scores
+    (the metrics negate distance-like scores and thresholds, exactly, and work on similarities)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{function}: higher_is_better must be a bool (True: similarity-like scores, higher = "
+                        f"more alike; False: distance-like scores, lower = more alike), got "
+                        f"{type(value).__name__} {value!r}")
+    return not bool(value)
 
 
 def as_threshold(value: Any, function: str, argument: str = "threshold") -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     vuln.add_argument("--fmr", type=float, default=1e-3, help="target FMR fixing the threshold (default 1e-3)")
     vuln.add_argument("--plot", type=Path, default=None, help="write a DET plot (PNG) of the evaluation set")
     vuln.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH ('-': stdout)")
+    vuln.add_argument("--higher-is-better", action=argparse.BooleanOptionalAction, default=True,
+                      help="scores are similarities, higher = more alike, accepted when score >= threshold "
+                      "(the default); --no-higher-is-better for distance-like scores, lower = more alike, "
+                      "accepted when score <= threshold (higher_is_better=False in Python)")
     vuln.set_defaults(run=_vuln)
     bench = sub.add_parser(
         "bench", help="time vulnerability_report on synthetic scores",
@@ -51,7 +56,8 @@ def _vuln(args: argparse.Namespace) -> int:
 
     def work() -> None:
         # verbose prints the report as a table, unless the JSON goes to stdout instead
-        report = vulnerability_from_files(args.dev, args.eval, args.fmr, args.plot, verbose=args.json != "-")
+        report = vulnerability_from_files(args.dev, args.eval, args.fmr, args.plot, verbose=args.json != "-",
+                                          higher_is_better=args.higher_is_better)
         if args.json is not None:
             write_json(report, args.json)
 
@@ -78,10 +84,19 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _run(command: str, work: Callable[[], None]) -> int:
-    """``work()`` and 0, or 2 after printing a bad input (unreadable file, bad --fmr) as one line."""
-    try:
-        work()
-    except (ValueError, TypeError, OSError) as error:  # ScoreFileError is a ValueError
-        print(f"{PROG} {command}: {error}", file=sys.stderr)
-        return 2
+    """``work()`` and 0, or 2 after printing a bad input (unreadable file, bad --fmr) as one line. Warnings
+    (e.g. an EER above 0.5: genuine and impostor labels swapped, or distance-like scores) are printed as
+    one line each, ``... <command>: warning: <message>``."""
+
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        print(f"{PROG} {command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        try:
+            work()
+        except (ValueError, TypeError, OSError) as error:  # ScoreFileError is a ValueError
+            print(f"{PROG} {command}: {error}", file=sys.stderr)
+            return 2
     return 0

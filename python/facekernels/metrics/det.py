@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._checks import ScoresLike, as_sorted_scores, as_threshold
+from .._checks import ScoresLike, as_orientation, as_sorted_scores, as_threshold
 from .verification import _det_curve_sorted, _SortedScores
 
 __all__ = ["plot_det", "probit"]
@@ -91,13 +91,16 @@ def _tick_label(p: float) -> str:
 def plot_det(curves: Mapping[str, tuple[ScoresLike, ScoresLike]], path: str | os.PathLike,
              *, threshold: float | None = None, title: str | None = None,
              x_label: str = "false match rate (FMR, or IAPMR for attacks)",
-             y_label: str = "false non-match rate (FNMR)", dpi: int = 150) -> Path:
+             y_label: str = "false non-match rate (FNMR)", dpi: int = 150, higher_is_better: bool = True
+             ) -> Path:
     """Draw DET curves on probit axes and save them as a PNG.
 
     Each curve joins the operating points of :func:`det_curve`: x = #{negative >= t} / n_negative (FMR, or IAPMR when
     the negatives are attack scores), y = #{genuine < t} / n_genuine, both mapped through the inverse
     normal CDF (:func:`probit`). Rates of 0 or 1, which probit sends to infinity, are drawn at the axis
-    edge; the axes span from the decade below the smallest nonzero rate (at least 1e-6) to 99%.
+    edge; the axes span from the decade below the smallest nonzero rate (at least 1e-6, at most 10%) to
+    99%. Degenerate curves are drawn too: when every rate is 0 or 1 (e.g. all scores tied: FMR 1 and
+    FNMR 0, or FMR 0 and FNMR 1) the curve joins the corners of the 10%-99% axes.
 
     Args:
         curves: ``{label: (genuine, negative)}``, e.g. ``{"licit": (genuine, impostor), "attack":
@@ -106,6 +109,7 @@ def plot_det(curves: Mapping[str, tuple[ScoresLike, ScoresLike]], path: str | os
         threshold: when given, each curve's operating point at this threshold is marked.
         title, x_label, y_label: the figure's texts.
         dpi: resolution of the PNG.
+        higher_is_better: False for distance-like scores (accepted when score <= t).
 
     Returns:
         The path written, as a ``pathlib.Path``.
@@ -116,21 +120,27 @@ def plot_det(curves: Mapping[str, tuple[ScoresLike, ScoresLike]], path: str | os
     if not isinstance(curves, Mapping) or not curves:
         raise TypeError(f"plot_det: curves must be a non-empty mapping of label -> (genuine, negative), got "
                         f"{type(curves).__name__}")
+    negate = as_orientation(higher_is_better, "plot_det")
     t = None if threshold is None else as_threshold(threshold, "plot_det")
     prepared = []
     for label, pair in curves.items():
         if not (isinstance(pair, tuple) and len(pair) == 2):
             raise TypeError(f"plot_det: curves[{label!r}] must be a (genuine, negative) pair of score arrays, "
                             f"got {type(pair).__name__}")
-        genuine = _SortedScores(as_sorted_scores(pair[0], "plot_det", f"curves[{label!r}][0] (genuine)"))
-        negative = _SortedScores(as_sorted_scores(pair[1], "plot_det", f"curves[{label!r}][1] (negative)"))
+        genuine = _SortedScores(as_sorted_scores(pair[0], "plot_det", f"curves[{label!r}][0] (genuine)",
+                                                 negate=negate))
+        negative = _SortedScores(as_sorted_scores(pair[1], "plot_det", f"curves[{label!r}][1] (negative)",
+                                                  negate=negate))
         x, y, _ = _det_curve_sorted(genuine, negative)
-        point = None if t is None else (negative.rate_at_least(t), genuine.rate_below(t))
+        oriented = None if t is None else (-t if negate else t)
+        point = None if t is None else (negative.rate_at_least(oriented), genuine.rate_below(oriented))
         prepared.append((str(label), x, y, point))
 
     smallest = min((float(v[v > 0].min()) for _, x, y, _ in prepared for v in (x, y) if (v > 0).any()),
                    default=1e-3)
-    low = max(1e-6, 10.0 ** math.floor(math.log10(smallest)))
+    # The decade below the smallest nonzero rate, within [1e-6, 0.1]: when every nonzero rate is 1 (all
+    # scores tied, or one score per class) that decade is 1 itself, past the top of the axes (99%).
+    low = min(max(1e-6, 10.0 ** math.floor(math.log10(smallest))), 0.1)
     high = 0.99
     edge_low, edge_high = float(probit(low)), float(probit(high))
 

@@ -1,7 +1,8 @@
 """Presentation attack detection metrics (ISO/IEC 30107-3): APCER per species, BPCER, BPCER at an APCER.
 
 PAD scores say how bona fide a presentation looks: higher is more bona fide, and a presentation is
-classified bona fide when score >= threshold.
+classified bona fide when score >= threshold (with ``higher_is_better=False``, for scores where lower is
+more bona fide, when score <= threshold: the ">= t" below read "<= t", "< t" read "> t").
 
     APCER_s(t) = #{attack presentations of species s with score >= t} / #{attack presentations of s}
     APCER(t)   = max over species s of APCER_s(t)             (the worst species, as ISO 30107-3 reports)
@@ -15,8 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import LabelsLike, ScoresLike, as_rate, as_scores, as_sorted_scores, as_species, as_threshold
-from .verification import _above, _first_candidate
+from .._checks import (
+    LabelsLike,
+    ScoresLike,
+    as_orientation,
+    as_rate,
+    as_scores,
+    as_sorted_scores,
+    as_species,
+    as_threshold,
+)
+from .verification import _SortedScores, _threshold_at_fmr_sorted
 
 __all__ = ["apcer_bpcer", "bpcer_at_apcer"]
 
@@ -29,7 +39,7 @@ def _species_at_least(attack: np.ndarray, codes: np.ndarray, species_count: int,
 
 
 def apcer_bpcer(attack_scores: ScoresLike, attack_species: LabelsLike | None, bonafide_scores: ScoresLike,
-                threshold: float) -> tuple[float, dict[Any, float], float]:
+                threshold: float, *, higher_is_better: bool = True) -> tuple[float, dict[Any, float], float]:
     """APCER (worst species and per species) and BPCER at one threshold.
 
     Args:
@@ -38,6 +48,8 @@ def apcer_bpcer(attack_scores: ScoresLike, attack_species: LabelsLike | None, bo
             labels), or None for a single species labelled ``"all"``.
         bonafide_scores: ``[n_bonafide]`` PAD scores of bona fide presentations, finite, at least one.
         threshold: a real number; score >= threshold is classified bona fide.
+        higher_is_better: False for scores where lower is more bona fide (score <= threshold is then
+            classified bona fide).
 
     Returns:
         ``(apcer_max, apcer_per_species, bpcer)``: apcer_per_species maps each species label (sorted) to
@@ -46,10 +58,12 @@ def apcer_bpcer(attack_scores: ScoresLike, attack_species: LabelsLike | None, bo
         mapping is empty.
     """
     function = "apcer_bpcer"
-    attack = as_scores(attack_scores, function, "attack_scores", allow_empty=True)
+    negate = as_orientation(higher_is_better, function)
+    attack = as_scores(attack_scores, function, "attack_scores", allow_empty=True, negate=negate)
     labels, codes = as_species(attack_species, attack.size, function)
-    bonafide = as_scores(bonafide_scores, function, "bonafide_scores")
+    bonafide = as_scores(bonafide_scores, function, "bonafide_scores", negate=negate)
     t = as_threshold(threshold, function)
+    t = -t if negate else t
     accepted, totals = _species_at_least(attack, codes, len(labels), t)
     per_species = {label: int(a) / int(n) for label, a, n in zip(labels, accepted, totals)}
     apcer_max = max(per_species.values()) if per_species else math.nan
@@ -57,40 +71,37 @@ def apcer_bpcer(attack_scores: ScoresLike, attack_species: LabelsLike | None, bo
 
 
 def bpcer_at_apcer(attack_scores: ScoresLike, attack_species: LabelsLike | None,
-                   bonafide_scores: ScoresLike, apcer: float = 0.05) -> tuple[float, float]:
+                   bonafide_scores: ScoresLike, apcer: float = 0.05, *, higher_is_better: bool = True
+                   ) -> tuple[float, float]:
     """BPCER at the operating point where the worst species' APCER reaches a target (ISO/IEC 30107-3).
 
-    ``apcer=0.05`` gives BPCER20, ``apcer=0.1`` BPCER10. The candidate thresholds are every distinct
-    attack and bona fide score and the next float above the largest of all; the threshold is the smallest
-    candidate t with APCER_s(t) <= apcer for every species s (i.e. max_s APCER_s(t) <= apcer), which gives
-    the lowest BPCER any threshold meeting the target can give, and the result is BPCER(t).
+    ``apcer=0.05`` gives BPCER20, ``apcer=0.1`` BPCER10. The threshold is the lowest one with
+    APCER_s(t) <= apcer for every species s (i.e. max_s APCER_s(t) <= apcer): per species, the lowest such
+    threshold is :func:`threshold_at_fmr` of its attack scores at ``apcer`` (the float just above one of
+    them), and t is the largest of these. BPCER only grows with t, so BPCER(t) is the lowest BPCER any
+    threshold meeting the target gives.
 
     Args:
         attack_scores: ``[n_attack]`` PAD scores of attack presentations, finite, at least one.
         attack_species: ``[n_attack]`` species labels (str or int), or None for a single species.
         bonafide_scores: ``[n_bonafide]`` PAD scores of bona fide presentations, finite, at least one.
         apcer: the APCER target, in the open interval (0, 1).
+        higher_is_better: False for scores where lower is more bona fide (t is then the highest threshold
+            meeting the target, just below an attack score).
 
     Returns:
         ``(bpcer, threshold)``, float64.
     """
     function = "bpcer_at_apcer"
-    attack = as_scores(attack_scores, function, "attack_scores", check_finite=False)
+    negate = as_orientation(higher_is_better, function)
+    attack = as_scores(attack_scores, function, "attack_scores", negate=negate)
     labels, codes = as_species(attack_species, attack.size, function)
-    bonafide = as_sorted_scores(bonafide_scores, function, "bonafide_scores")
+    bonafide = as_sorted_scores(bonafide_scores, function, "bonafide_scores", negate=negate)
     target = as_rate(apcer, function, "apcer")
     # Group by species (a stable sort of the small-integer codes), then sort each group's scores.
     order = np.argsort(codes, kind="stable")
     bounds = np.cumsum(np.bincount(codes, minlength=len(labels)))[:-1]
-    species_sorted = [np.sort(group) for group in np.split(attack[order], bounds)]
-    pooled = np.sort(attack)
-    if not (math.isfinite(pooled[0]) and math.isfinite(pooled[-1])):
-        as_scores(attack, function, "attack_scores")  # raises with the details
-
-    def meets_target(t: float) -> bool:
-        return all((group.size - int(np.searchsorted(group, t, side="left"))) / group.size <= target
-                   for group in species_sorted)
-
-    top = _above(max(float(pooled[-1]), float(bonafide[-1])))
-    threshold = _first_candidate([pooled, bonafide], top, meets_target)
-    return int(np.searchsorted(bonafide, threshold, side="left")) / bonafide.size, threshold
+    threshold = max(_threshold_at_fmr_sorted(_SortedScores(np.sort(group)), target)
+                    for group in np.split(attack[order], bounds))
+    bpcer = int(np.searchsorted(bonafide, threshold, side="left")) / bonafide.size
+    return bpcer, -threshold if negate else threshold

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import LabelsLike, ScoresLike, as_rate, as_scores, as_sorted_scores, as_species
-from .verification import _eer_sorted, _SortedScores, _threshold_at_fmr_sorted
+from .._checks import LabelsLike, ScoresLike, as_orientation, as_rate, as_scores, as_sorted_scores, as_species
+from .verification import _eer_sorted, _SortedScores, _threshold_at_fmr_sorted, _warn_if_swapped
 
 __all__ = ["format_report", "vulnerability_report"]
 
@@ -18,11 +18,11 @@ __all__ = ["format_report", "vulnerability_report"]
 def vulnerability_report(dev_genuine: ScoresLike, dev_impostor: ScoresLike, eval_genuine: ScoresLike,
                          eval_impostor: ScoresLike, eval_attack: ScoresLike | None, fmr: float = 1e-3,
                          attack_species: LabelsLike | None = None, *, plot: str | os.PathLike | None = None,
-                         verbose: bool = False) -> dict[str, Any]:
+                         verbose: bool = False, higher_is_better: bool = True) -> dict[str, Any]:
     """Vulnerability of a verification system to presentation attacks, by the NIR-VIS study's protocol.
 
     1. On the development set, the licit scores only: t = threshold_at_fmr(dev_impostor, fmr), the
-       smallest candidate threshold with FMR_dev(t) <= fmr.
+       lowest threshold with FMR_dev(t) <= fmr (the float just above a development impostor score).
     2. On the evaluation set, at that same t: FMR = #{eval_impostor >= t} / n, FNMR = #{eval_genuine < t}
        / n, IAPMR = #{eval_attack >= t} / n overall and per attack species.
     3. Threshold-free evaluation figures: the EER of (eval_genuine, eval_impostor) (see :func:`eer`) and
@@ -30,7 +30,8 @@ def vulnerability_report(dev_genuine: ScoresLike, dev_impostor: ScoresLike, eval
        own threshold for the same target (an a-posteriori figure, unlike FNMR at the development t).
 
     Each array is sorted once and the sorted copies serve every metric (binary searches), so the cost is
-    that of the sorts: O(n log n).
+    that of the sorts: O(n log n). An evaluation EER above 0.5 (genuine scores mostly below the impostor
+    scores) gives a UserWarning, as :func:`eer` does.
 
     Args:
         dev_genuine, dev_impostor: development mated / non-mated scores, finite, non-empty.
@@ -42,22 +43,29 @@ def vulnerability_report(dev_genuine: ScoresLike, dev_impostor: ScoresLike, eval
         plot: when given, a PNG path for the DET plot of the licit (genuine vs impostor) and attack
             (genuine vs attack) evaluation scores, with the operating points at t marked.
         verbose: print :func:`format_report` of the result.
+        higher_is_better: False for distance-like scores (lower = more alike; a comparison or attack is
+            then accepted when score <= threshold, and the threshold is the highest meeting the target).
 
     Returns:
-        ``{"fmr_target", "threshold", "dev": {"genuine", "impostor", "fmr", "fnmr"}, "eval": {"genuine",
+        ``{"fmr_target", "threshold", "higher_is_better", "dev": {"genuine", "impostor", "fmr", "fnmr"}, "eval": {"genuine",
         "impostor", "attack", "fmr", "fnmr", "iapmr", "iapmr_per_species", "attack_per_species", "eer",
         "eer_threshold", "tar_at_far"}, "plot"}``: counts as int, rates and thresholds as float,
         per-species maps keyed by label (sorted), "plot" the PNG path as str or None.
     """
     function = "vulnerability_report"
     target = as_rate(fmr, function, "fmr")
-    dev_genuine_array = as_scores(dev_genuine, function, "dev_genuine")
-    dev_impostor_sorted = _SortedScores(as_sorted_scores(dev_impostor, function, "dev_impostor"))
-    eval_genuine_sorted = _SortedScores(as_sorted_scores(eval_genuine, function, "eval_genuine"))
-    eval_impostor_sorted = _SortedScores(as_sorted_scores(eval_impostor, function, "eval_impostor"))
-    attack = as_scores([] if eval_attack is None else eval_attack, function, "eval_attack", allow_empty=True)
+    negate = as_orientation(higher_is_better, function)
+    dev_genuine_array = as_scores(dev_genuine, function, "dev_genuine", negate=negate)
+    dev_impostor_sorted = _SortedScores(as_sorted_scores(dev_impostor, function, "dev_impostor", negate=negate))
+    eval_genuine_sorted = _SortedScores(as_sorted_scores(eval_genuine, function, "eval_genuine", negate=negate))
+    eval_impostor_sorted = _SortedScores(as_sorted_scores(eval_impostor, function, "eval_impostor",
+                                                          negate=negate))
+    attack = as_scores([] if eval_attack is None else eval_attack, function, "eval_attack", allow_empty=True,
+                       negate=negate)
     species = None if attack_species is None else as_species(attack_species, attack.size, function)
 
+    # Everything below works on similarities (distance-like scores negated); thresholds are reported in
+    # the caller's orientation.
     threshold = _threshold_at_fmr_sorted(dev_impostor_sorted, target)
     accepted_attacks = attack >= threshold
     iapmr_per_species: dict[Any, float] = {}
@@ -70,10 +78,12 @@ def vulnerability_report(dev_genuine: ScoresLike, dev_impostor: ScoresLike, eval
             iapmr_per_species[label] = int(a) / int(n)
             attack_per_species[label] = int(n)
     eer_value, eer_threshold = _eer_sorted(eval_genuine_sorted, eval_impostor_sorted)
+    _warn_if_swapped(eer_value, function, "eval_genuine", "eval_impostor")
     eval_threshold = _threshold_at_fmr_sorted(eval_impostor_sorted, target)
     report: dict[str, Any] = {
         "fmr_target": target,
-        "threshold": threshold,
+        "threshold": -threshold if negate else threshold,
+        "higher_is_better": not negate,
         "dev": {
             "genuine": int(dev_genuine_array.size),
             "impostor": dev_impostor_sorted.size,
@@ -90,7 +100,7 @@ def vulnerability_report(dev_genuine: ScoresLike, dev_impostor: ScoresLike, eval
             "iapmr_per_species": iapmr_per_species,
             "attack_per_species": attack_per_species,
             "eer": eer_value,
-            "eer_threshold": eer_threshold,
+            "eer_threshold": -eer_threshold if negate else eer_threshold,
             "tar_at_far": 1.0 - eval_genuine_sorted.rate_below(eval_threshold),
         },
         "plot": None,
@@ -98,11 +108,14 @@ def vulnerability_report(dev_genuine: ScoresLike, dev_impostor: ScoresLike, eval
     if plot is not None:
         from .det import plot_det
 
-        curves = {"licit: genuine vs zero-effort impostor": (eval_genuine_sorted.values,
-                                                             eval_impostor_sorted.values)}
+        def given(scores: np.ndarray) -> np.ndarray:  # the caller's orientation again
+            return np.negative(scores) if negate else scores
+
+        curves = {"licit: genuine vs zero-effort impostor": (given(eval_genuine_sorted.values),
+                                                             given(eval_impostor_sorted.values))}
         if attack.size:
-            curves["attack: genuine vs presentation attack"] = (eval_genuine_sorted.values, attack)
-        report["plot"] = str(plot_det(curves, plot, threshold=threshold,
+            curves["attack: genuine vs presentation attack"] = (given(eval_genuine_sorted.values), given(attack))
+        report["plot"] = str(plot_det(curves, plot, threshold=report["threshold"], higher_is_better=not negate,
                                       title=f"DET, evaluation set (threshold at FMR {target:g} on dev)"))
     if verbose:
         print(format_report(report))
@@ -116,8 +129,9 @@ def _percent(rate: float) -> str:
 def format_report(report: dict[str, Any]) -> str:
     """The result of :func:`vulnerability_report` as a plain-text table (rates in percent)."""
     dev, evaluation = report["dev"], report["eval"]
+    accept = "" if report.get("higher_is_better", True) else ", accept score <= t"
     rows = [
-        ("threshold (dev, FMR <= " + f"{report['fmr_target']:g})", f"{report['threshold']:.10g}"),
+        ("threshold (dev, FMR <= " + f"{report['fmr_target']:g}{accept})", f"{report['threshold']:.10g}"),
         (f"dev   FMR  ({dev['impostor']:,} impostor)", _percent(dev["fmr"])),
         (f"dev   FNMR ({dev['genuine']:,} genuine)", _percent(dev["fnmr"])),
         (f"eval  FMR  ({evaluation['impostor']:,} impostor)", _percent(evaluation["fmr"])),
