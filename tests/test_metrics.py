@@ -747,10 +747,11 @@ def test_cli_reports_non_utf8_files_with_their_line(tmp_path, capsys, content, l
 
 def test_cli_reports_csv_errors_with_their_line(tmp_path, capsys):
     _, _, evaluation = cli_files(tmp_path)
-    (tmp_path / "nul.csv").write_bytes(b"score,label\n0.1,genuine\n0.2,\x00impostor\n")
-    assert metrics_main(["vuln", "--dev", str(tmp_path / "nul.csv"), "--eval", str(evaluation)]) == 2
+    (tmp_path / "long.csv").write_bytes(b"score,label\n0.1,genuine\n0.2,\"" + b"x" * 200_000 + b"\"\n")
+    assert metrics_main(["vuln", "--dev", str(tmp_path / "long.csv"), "--eval", str(evaluation)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m facekernels metrics vuln: ") and ", line " in err and err.count("\n") == 1
+    assert err.startswith(f"python -m facekernels metrics vuln: {tmp_path / 'long.csv'}, line 3: field larger "
+                          "than field limit") and err.count("\n") == 1
 
 
 def test_cli_distance_scores_and_swap_warning(tmp_path, capsys):

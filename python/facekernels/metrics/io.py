@@ -81,7 +81,7 @@ def _read_scores(handle: TextIO, path: Path) -> ScoreFile:
     reader = csv.reader(handle)
     try:
         return _read_rows(reader, path)
-    except csv.Error as error:  # a NUL byte, a field over csv's size limit
+    except csv.Error as error:  # e.g. a field over csv's size limit
         raise ScoreFileError(f"{path}, line {reader.line_num}: {error}") from None
 
 
