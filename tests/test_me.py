@@ -2,8 +2,14 @@
 it (per-track Python loops, find_peaks spelled out), MEGC's matching rule, the recognition scores; SciPy's
 find_peaks as a second opinion where it is installed."""
 
+import contextlib
 import csv
 import json
+import math
+import subprocess
+import sys
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -766,9 +772,6 @@ def test_evaluate_command_writes_json_to_a_file(tmp_path, capsys):
 
 def test_python_dash_m_me_alias(tmp_path):
     """`python -m facekernels.me` is `python -m facekernels me`."""
-    import subprocess
-    import sys
-
     gt = write_csv(tmp_path / "gt.csv", [["v1", 10, 20]], ["video", "onset", "offset"])
     for command in (["facekernels.me"], ["facekernels", "me"]):
         result = subprocess.run([sys.executable, "-m", *command, "evaluate", "--pred", gt, "--gt", gt, "--json", "-"],
@@ -776,3 +779,171 @@ def test_python_dash_m_me_alias(tmp_path):
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["overall"]["tp"] == 1
 
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Huge k_p: refused before anything is allocated
+
+
+@contextlib.contextmanager
+def address_space_limit(extra_bytes):
+    """Allow this process only ``extra_bytes`` more address space meanwhile (Linux), so that a large
+    allocation fails with MemoryError instead of exhausting the machine."""
+    resource = pytest.importorskip("resource")
+    try:
+        with open("/proc/self/statm") as handle:
+            used = int(handle.read().split()[0]) * resource.getpagesize()
+    except OSError:
+        pytest.skip("needs /proc/self/statm")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = used + extra_bytes
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.mark.parametrize("k_p", [10**9, 10**18, 10**30])
+@pytest.mark.parametrize("strategy", [0, 1])
+def test_huge_k_p_is_refused_before_any_allocation(k_p, strategy):
+    track = np.r_[np.zeros(40), np.linspace(0, 1, 10), np.zeros(50)]
+    calls = [
+        (lambda: me.spot_intervals(track, k_p, strategy=strategy), "scores has 100 frames"),
+        (lambda: me.spot_intervals([np.ones(5000), track], k_p, strategy=strategy), "video 0 has 5000 frames"),
+        (lambda: me.spot_intervals(np.zeros((3, 100)), k_p, strategy=strategy, lengths=[100, 50, 100]),
+         "video 0 has 100 frames"),
+    ]
+    for call, name in calls:
+        tracemalloc.start()
+        started = time.perf_counter()
+        try:
+            with address_space_limit(1 << 30), pytest.raises(ValueError) as raised:
+                call()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        message = str(raised.value)
+        assert message.startswith(f"spot_intervals: {name}, fewer than 2*k_p = {2 * k_p}"), message
+        assert "2**24" in message and "smaller k_p" in message
+        assert peak < 1 << 20 and time.perf_counter() - started < 5.0
+
+
+def test_short_track_padding_is_counted_over_the_batch():
+    # each track alone adds 2**23 - 100 samples, under the limit; three of them exceed 2**24 together
+    k_p = 1 << 22
+    with pytest.raises(ValueError, match=r"video 1 has 100 frames, fewer than 2\*k_p = 8388608.*"
+                                         r"need 25165524 samples more"):
+        me.spot_intervals([np.ones(10**7), np.ones(100), np.ones(100), np.ones(100)], k_p)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# interval_iou and spotting_scores on bad or degenerate input
+
+
+def test_interval_iou_of_empty_and_reversed_intervals():
+    # offset = onset - 1: an empty interval (no frame); its IoU is 0.0, never -0.0 or a ZeroDivisionError
+    for a, b in [((5, 4), (5, 4)), ((5, 4), (0, 10)), ((0, 10), (5, 4)), ((5, 4), (7, 6)), ((3, 2), (3, 3))]:
+        iou = me.interval_iou(a, b)
+        assert iou == 0.0 and math.copysign(1.0, iou) == 1.0, (a, b)
+    assert me.interval_iou((10, 19, 14), (15, 19)) == 0.5  # an apex is allowed and ignored
+    for a, b, name in [((5, 3), (5, 3), "a"), ((0, 10), (5, 3), "b"), ((10, 0), (0, 10), "a")]:
+        with pytest.raises(ValueError, match=rf"interval_iou: {name} is reversed: offset \d+ < onset \d+ - 1"):
+            me.interval_iou(a, b)
+    with pytest.raises(ValueError, match="interval_iou: a must have 2 or 3 entries"):
+        me.interval_iou((1,), (1, 2))
+    with pytest.raises(TypeError, match="interval_iou: b must be an .onset, offset"):
+        me.interval_iou((1, 2), 3)
+    with pytest.raises(ValueError, match="interval_iou: a onset must be an integer frame index, got 1.5"):
+        me.interval_iou((1.5, 2), (1, 2))
+    with pytest.raises(ValueError, match=r"interval_iou: b offset must be a frame index in \[-2\*\*50, 2\*\*50\]"):
+        me.interval_iou((1, 2), (1, 10**30))
+
+
+def test_frame_indices_are_bounded():
+    # past 2**50, lengths and unions would leave the exact range of float64 (and overflow int64 at 2**62)
+    assert me.match_intervals([(0, 2**50)], [(-(2**50), 2**50)]) == [0]
+    with pytest.raises(ValueError, match=r"match_intervals: gt_intervals\[0\] onset must be a frame index"):
+        me.match_intervals([(0, 5)], [(-(2**62), 2**62)])
+    with pytest.raises(ValueError, match=r"pred_intervals\[0\] offset must be a frame index"):
+        me.spotting_counts(np.array([[0, 2**60]]), [])
+
+
+def test_spotting_scores_refuses_negative_or_non_integer_counts():
+    assert me.spotting_scores(np.int64(2), 1, 0) == me.spotting_scores(2, 1, 0)
+    for counts, name in [((-1, 2, 3), "tp"), ((1, -2, 3), "fp"), ((1, 2, -1), "fn")]:
+        with pytest.raises(ValueError, match=f"spotting_scores: {name} must be >= 0, got -"):
+            me.spotting_scores(*counts)
+    with pytest.raises(TypeError, match="spotting_scores: fp must be an integer, got float 1.5"):
+        me.spotting_scores(1, 1.5, 0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The command: bad files and arguments give one line and exit status 2
+
+
+def evaluate_error(capsys, argv):
+    assert me_main(["evaluate", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m facekernels me evaluate: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"video,onset,offset\nv1,1e30,1e31\n", r"p.csv:2: onset must be a frame index in [-2**50, 2**50], got '1e30'"),
+    (b"video,onset,offset\nv1,1,100000000000000000000000000000\n", "p.csv:2: offset must be a frame index in"),
+    (b"video,onset,offset\nv1,1,inf\n", "p.csv:2: offset must be an integer frame index, got 'inf'"),
+    (b"video,onset,offset\nv1,1,nan\n", "p.csv:2: offset must be an integer frame index, got 'nan'"),
+    (b"video,onset,offset\nv1,1,5\n\nv1,1,5,extra,more\n",
+     "p.csv:4: 5 fields, more than the 3 columns of the header (video, onset, offset)"),
+    (b"video,onset,offset\nv1,1,5\nv\xff1,1,5\n", "p.csv:3: not UTF-8 text (byte 0xff); save the file as UTF-8"),
+    (b"\xff\xfev\x00i\x00d\x00", "p.csv:1: not UTF-8 text (byte 0xff)"),  # UTF-16
+    (b"video,onset,offset\nv1,1,5\xe2\x82", "p.csv:2: not UTF-8 text (a truncated multi-byte sequence"),
+    (b"video,onset,offset\nv1,1,5\nv1,1,\"" + b"5" * 200_000 + b"\"\n", "p.csv:3: field larger than field limit"),
+    (b"video,onset,offset\n\n\nv1,7,5\n", "p.csv:4: offset 5 < onset 7"),  # blank lines counted
+])
+def test_evaluate_command_reports_bad_files_with_file_and_line(tmp_path, capsys, content, message):
+    gt = write_csv(tmp_path / "gt.csv", [["v1", 10, 20]], ["video", "onset", "offset"])
+    (tmp_path / "p.csv").write_bytes(content)
+    assert message in evaluate_error(capsys, ["--pred", str(tmp_path / "p.csv"), "--gt", gt])
+
+
+def test_evaluate_command_reads_files_with_a_byte_order_mark(tmp_path, capsys):
+    header = ["video", "onset", "offset", "emotion"]
+    gt = write_csv(tmp_path / "gt.csv", [["v1", 10, 20, "a"], ["v2", 30, 40, "b"]], header)
+    pred = write_csv(tmp_path / "pred.csv", [["v2", 31, 40, "b"], ["v1", 0, 3, "a"]], header)
+    assert me_main(["evaluate", "--pred", pred, "--gt", gt, "--json", "-"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    for path in (gt, pred):
+        with open(path, "rb") as handle:
+            data = handle.read()
+        with open(path + ".bom", "wb") as handle:
+            handle.write(b"\xef\xbb\xbf" + data)
+    assert me_main(["evaluate", "--pred", pred + ".bom", "--gt", gt + ".bom", "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out) == plain and plain["classes"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("classes,message", [
+    (["--classes", "a,b,a"], "--classes names 'a' more than once, got 'a,b,a'"),
+    (["--classes", "a", "--classes", "b"], "--classes given 2 times ('a' 'b'); give the classes once"),
+    (["--classes", " , "], "--classes names no class, got ' , '"),
+])
+def test_evaluate_command_refuses_bad_classes(tmp_path, capsys, classes, message):
+    gt = write_csv(tmp_path / "gt.csv", [["v1", 10, 20, "a"]], ["video", "onset", "offset", "emotion"])
+    assert message in evaluate_error(capsys, ["--pred", gt, "--gt", gt, *classes])
+    assert me_main(["evaluate", "--pred", gt, "--gt", gt, "--classes", "a, b", "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == ["a", "b"]
+
+
+def test_evaluate_command_bad_file_through_python_dash_m(tmp_path):
+    """The entry point itself: exit status 2 and one line on stderr, no traceback."""
+    gt = write_csv(tmp_path / "gt.csv", [["v1", 10, 20]], ["video", "onset", "offset"])
+    (tmp_path / "p.csv").write_bytes(b"video,onset,offset\nv1,1e30,1e30\n")
+    result = subprocess.run([sys.executable, "-m", "facekernels", "me", "evaluate", "--pred",
+                             str(tmp_path / "p.csv"), "--gt", gt], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "p.csv:2: onset must be a frame index" in result.stderr

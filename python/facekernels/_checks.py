@@ -88,15 +88,23 @@ def check_int(value: Any, func: str, arg: str, minimum: int | None = None) -> in
     return value
 
 
+# Frame indices lie in [-FRAME_LIMIT, FRAME_LIMIT], so interval lengths and the unions of two intervals stay
+# below 2**53: exact in int64 and in float64, and an IoU computed from them is the correctly rounded one.
+FRAME_LIMIT = 2**50
+FRAME_RANGE = "[-2**50, 2**50]"
+
+
 def frame_index(value: Any, func: str, arg: str) -> int:
-    """A frame index: an integer, or an integral float (CSV readers give 12.0); returned as a Python int."""
+    """A frame index: an integer, or an integral float (CSV readers give 12.0), of magnitude at most
+    FRAME_LIMIT; returned as a Python int."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{func}: {arg} must be an integer frame index, got {type(value).__name__} {value!r}")
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if not math.isfinite(value) or not float(value).is_integer():
+    if not isinstance(value, numbers.Integral) and (not math.isfinite(value) or not float(value).is_integer()):
         raise ValueError(f"{func}: {arg} must be an integer frame index, got {value!r}")
-    return int(value)
+    index = int(value)
+    if abs(index) > FRAME_LIMIT:
+        raise ValueError(f"{func}: {arg} must be a frame index in {FRAME_RANGE}, got {value!r}")
+    return index
 
 
 def intervals_array(intervals: Any, func: str, arg: str) -> np.ndarray:

@@ -20,8 +20,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--pred", required=True, help="predicted intervals (CSV)")
     ev.add_argument("--gt", required=True, help="ground-truth intervals (CSV)")
     ev.add_argument("--iou", type=float, default=0.5, help="IoU threshold of a true positive (default 0.5)")
-    ev.add_argument("--classes", help="comma-separated emotion classes for recognition "
-                    "(default: the distinct ground-truth emotions, sorted)")
+    ev.add_argument("--classes", action="append", help="comma-separated emotion classes for recognition, "
+                    "each once (default: the distinct ground-truth emotions, sorted)")
     ev.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH ('-': stdout, "
                     "instead of the table)")
     ev.set_defaults(run=_evaluate, parser=ev)
@@ -43,14 +43,32 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.iou <= 1.0:
         args.parser.error(f"--iou must lie in [0, 1], got {args.iou}")
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     try:
+        classes = _classes(args.classes)
         report = evaluate(args.pred, args.gt, args.iou, classes)
     except InputError as error:
         print(f"{PROG} evaluate: {error}", file=sys.stderr)
         return 2
     emit(report, format_evaluation, args.json)
     return 0
+
+
+def _classes(given: list[str] | None) -> list[str] | None:
+    """The --classes list: one option, naming at least one class, each once."""
+    from .evaluation import InputError
+
+    if given is None:
+        return None
+    if len(given) > 1:
+        raise InputError(f"--classes given {len(given)} times ({' '.join(repr(g) for g in given)}); give the "
+                         "classes once, comma-separated")
+    classes = [c.strip() for c in given[0].split(",") if c.strip()]
+    if not classes:
+        raise InputError(f"--classes names no class, got {given[0]!r}")
+    repeated = next((c for i, c in enumerate(classes) if c in classes[:i]), None)
+    if repeated is not None:
+        raise InputError(f"--classes names {repeated!r} more than once, got {given[0]!r}")
+    return classes
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -16,6 +16,9 @@ _T1_DIVISOR = 1.5  # strategy 1: t1 = mean(s) / 1.5
 _REACH = 5  # strategy 1: the extension scans reach 5 * k_p frames from the peak
 _SUPPRESS_IOU = 0.2  # strategy 1: suppression's hull-IoU limit
 _GATHER_ELEMENTS = 1 << 20  # rows x width of one apex-search block
+# Tracks shorter than 2*k_p are decoded on 2*k_p smoothed samples (numpy's "same" convolution), about 60
+# bytes of working memory each: at most this many samples beyond the tracks' own, in all (about 1 GB).
+_MAX_SHORT_PADDING = 1 << 24
 
 
 def stitch_windows(window_scores: Any, k: int) -> np.ndarray:
@@ -100,7 +103,9 @@ def spot_intervals(
     live on 2 k_p samples centred on the box, not on the track. Strategy 0 returns those indices as they
     are. Strategy 1 reads s[i] for i up to n - 1 >= L there; where the published code would read past the
     end of s (an IndexError there) or take the argmax of an empty slice, this raises ValueError; where it
-    does not, the result is the published one (slices truncated at L as NumPy truncates them).
+    does not, the result is the published one (slices truncated at L as NumPy truncates them). A k_p so
+    large that the short tracks' 2 k_p grids would add more than 2**24 samples in all raises ValueError
+    before anything is allocated (k_p = 10**9 would need about 15 GB).
 
     Args:
         scores: one track (1-D array-like of real numbers, torch tensors included); or a batch: a list or
@@ -122,7 +127,7 @@ def spot_intervals(
         ValueError: k_p < 1; strategy not 0 or 1; p not finite; a track with no frames; NaN or infinite
             scores; a 2-D array without lengths, or an array of another rank where a track is expected;
             lengths of the wrong shape or out of range; strategy 1 reading past the end of a track shorter
-            than 2 k_p (see above).
+            than 2 k_p, or tracks shorter than 2 k_p adding more than 2**24 samples (see above).
     """
     func = "spot_intervals"
     k_p = check_int(k_p, func, "k_p", minimum=1)
@@ -203,6 +208,7 @@ def _decode(
     if (length == 0).any():
         raise ValueError(f"{func}: {name(int(np.argmax(length == 0)))} has no frames")
     box = 2 * k_p
+    _check_short_tracks(length, box, name, func)
     n = np.maximum(length, box)  # numpy's "same" mode returns max(M, N) samples
     start_of = np.zeros(n_videos, dtype=np.int64)
     np.cumsum(n[:-1], out=start_of[1:])
@@ -261,6 +267,26 @@ def _decode(
     rows = list(zip(onset[order].tolist(), offset[order].tolist(), apex[order].tolist(), strict=True))
     bounds = np.searchsorted(video, np.arange(n_videos + 1)).tolist()
     return [rows[bounds[v] : bounds[v + 1]] for v in range(n_videos)]
+
+
+def _check_short_tracks(length: np.ndarray, box: int, name: Any, func: str) -> None:
+    """Refuse, before allocating anything, a k_p whose smoothing grid for the tracks shorter than 2*k_p
+    would add more than _MAX_SHORT_PADDING samples (k_p = 10**9 asked for about 15 GB; 10**18 cannot be
+    allocated at all). Python integers: 2*k_p may exceed int64."""
+    padding = 0
+    first = None
+    for v, size in enumerate(length.tolist()):
+        if size < box:
+            padding += box - size
+            first = v if first is None else first
+    if padding > _MAX_SHORT_PADDING:
+        raise ValueError(
+            f"{func}: {name(first)} has {int(length[first])} frames, fewer than 2*k_p = {box}, so numpy's "
+            f"'same' convolution would smooth it on {box} samples; the tracks shorter than 2*k_p would need "
+            f"{padding} samples more than they hold, beyond this decoder's limit of 2**24 = "
+            f"{_MAX_SHORT_PADDING} (strategy 1 fails on such a track anyway whenever it has a peak); use a "
+            "smaller k_p (half the expected expression length in frames) or longer tracks"
+        )
 
 
 def _find_peaks(

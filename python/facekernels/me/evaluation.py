@@ -4,12 +4,15 @@ overall, and recognition / STRS when both files carry emotions (docs/me.md state
 from __future__ import annotations
 
 import csv
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._checks import FRAME_LIMIT, FRAME_RANGE
+from .._csvfile import not_utf8, open_csv
 from .metrics import _match, recognition_f1, spotting_scores, strs
 
 ALL = "all"  # the dataset name when no file has a `dataset` column
@@ -34,49 +37,71 @@ class Table:
 
 def _frame(text: str, path: str, line: int, column: str) -> int:
     try:
-        value = float(text)
+        value = int(text)  # exact for any number of digits
     except ValueError:
-        raise InputError(f"{path}:{line}: {column} must be an integer frame index, got {text!r}") from None
-    if not value.is_integer():
-        raise InputError(f"{path}:{line}: {column} must be an integer frame index, got {text!r}")
-    return int(value)
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not number.is_integer():  # also NaN and infinities
+            raise InputError(f"{path}:{line}: {column} must be an integer frame index, got {text!r}") from None
+        value = int(number)
+    if abs(value) > FRAME_LIMIT:
+        raise InputError(f"{path}:{line}: {column} must be a frame index in {FRAME_RANGE}, got {text!r}")
+    return value
 
 
 def read_intervals(path: str) -> Table:
     """Read a CSV with columns video, onset, offset (apex, emotion, dataset optional; others ignored).
 
     A row whose onset and offset are both empty declares a video without intervals. Rows keep their order
-    within a video (MEGC takes predictions in the given order).
+    within a video (MEGC takes predictions in the given order). The file is UTF-8, with or without a byte
+    order mark. Raises InputError naming the file and line of any problem.
     """
     try:
-        handle = open(path, newline="", encoding="utf-8")  # noqa: SIM115 (closed below)
+        handle = open_csv(path)
     except OSError as error:
-        raise InputError(f"cannot read {path}: {error.strerror}") from None
+        raise InputError(f"cannot read {path}: {error.strerror or error}") from None
     with handle:
         reader = csv.DictReader(handle)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in ("video", "onset", "offset") if c not in columns]
-        if missing:
-            header = ", ".join(columns) or "none"
-            raise InputError(f"{path}: missing column(s) {', '.join(missing)} (header: {header})")
-        has_dataset, has_emotion = "dataset" in columns, "emotion" in columns
-        videos: dict[tuple[str, str], Video] = {}
-        for line, raw in enumerate(reader, start=2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-            if not row["video"]:
-                raise InputError(f"{path}:{line}: empty video name")
-            key = (row.get("dataset") or ALL, row["video"])
-            video = videos.setdefault(key, Video())
-            onset, offset = row["onset"], row["offset"]
-            if not onset and not offset:
-                continue
-            if not onset or not offset:
-                raise InputError(f"{path}:{line}: onset and offset must both be given or both be empty")
-            start, end = _frame(onset, path, line, "onset"), _frame(offset, path, line, "offset")
-            if end < start:
-                raise InputError(f"{path}:{line}: offset {end} < onset {start}")
-            video.intervals.append((start, end))
-            video.emotions.append(row.get("emotion", ""))
+        try:
+            return _read_rows(reader, path)
+        except UnicodeDecodeError:
+            line, found = not_utf8(path)
+            raise InputError(f"{path}:{line}: not UTF-8 text ({found}); save the file as UTF-8") from None
+        except csv.Error as error:  # e.g. a field over csv's size limit
+            # (DictReader.line_num is updated only after a row was read; its reader's is current)
+            raise InputError(f"{path}:{reader.reader.line_num}: {error}") from None
+
+
+def _read_rows(reader: csv.DictReader, path: str) -> Table:
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+    missing = [c for c in ("video", "onset", "offset") if c not in columns]
+    if missing:
+        header = ", ".join(columns) or "none"
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)} (header: {header})")
+    has_dataset, has_emotion = "dataset" in columns, "emotion" in columns
+    videos: dict[tuple[str, str], Video] = {}
+    for raw in reader:
+        line = reader.line_num  # the line the row ends on (blank lines are skipped by the reader)
+        if None in raw:  # DictReader files the fields past the header under the key None
+            raise InputError(f"{path}:{line}: {len(columns) + len(raw[None])} fields, more than the "
+                             f"{len(columns)} columns of the header ({', '.join(columns)})")
+        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+        if not row["video"]:
+            raise InputError(f"{path}:{line}: empty video name")
+        key = (row.get("dataset") or ALL, row["video"])
+        video = videos.setdefault(key, Video())
+        onset, offset = row["onset"], row["offset"]
+        if not onset and not offset:
+            continue
+        if not onset or not offset:
+            raise InputError(f"{path}:{line}: onset and offset must both be given or both be empty")
+        start, end = _frame(onset, path, line, "onset"), _frame(offset, path, line, "offset")
+        if end < start:
+            raise InputError(f"{path}:{line}: offset {end} < onset {start}")
+        video.intervals.append((start, end))
+        video.emotions.append(row.get("emotion", ""))
     return Table(has_dataset, has_emotion, videos)
 
 

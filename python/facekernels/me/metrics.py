@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._checks import check_real, intervals_array
+from .._checks import check_int, check_real, frame_index, intervals_array
 
 
 class SpottingResult(NamedTuple):
@@ -44,9 +44,37 @@ def interval_iou(a: tuple[int, int], b: tuple[int, int]) -> float:
 
         inter = max(0, min(offsets) - max(onsets) + 1),  IoU = inter / (len(a) + len(b) - inter),
         len(x) = offset - onset + 1.
+
+    An interval with offset = onset - 1 holds no frame (len 0): its IoU with anything is 0.0, also with
+    another empty interval (an empty union, defined as 0.0). Each interval may carry a third entry, the
+    apex, which is ignored.
+
+    Raises:
+        TypeError: an interval that is not a pair (or triple) of integer frame indices.
+        ValueError: a reversed interval, offset < onset - 1 (a negative length); a pair of the wrong size;
+            a frame index beyond 2**50.
     """
-    inter = max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1)
-    return inter / ((a[1] - a[0] + 1) + (b[1] - b[0] + 1) - inter)
+    func = "interval_iou"
+    (onset_a, offset_a), (onset_b, offset_b) = (_interval(x, func, name) for x, name in ((a, "a"), (b, "b")))
+    inter = max(0, min(offset_a, offset_b) - max(onset_a, onset_b) + 1)
+    union = (offset_a - onset_a + 1) + (offset_b - onset_b + 1) - inter
+    return inter / union if union else 0.0
+
+
+def _interval(value: Any, func: str, arg: str) -> tuple[int, int]:
+    """(onset, offset) of an (onset, offset[, apex]) interval that may be empty (offset = onset - 1)."""
+    try:
+        size = len(value)
+    except TypeError:
+        raise TypeError(f"{func}: {arg} must be an (onset, offset[, apex]) tuple, got {type(value).__name__} "
+                        f"{value!r}") from None
+    if size not in (2, 3):
+        raise ValueError(f"{func}: {arg} must have 2 or 3 entries (onset, offset[, apex]), got {size}")
+    onset, offset = frame_index(value[0], func, f"{arg} onset"), frame_index(value[1], func, f"{arg} offset")
+    if offset < onset - 1:
+        raise ValueError(f"{func}: {arg} is reversed: offset {offset} < onset {onset} - 1 (a frame-inclusive "
+                         "interval holds offset - onset + 1 >= 0 frames)")
+    return onset, offset
 
 
 def match_intervals(pred_intervals: Any, gt_intervals: Any, iou_threshold: float = 0.5) -> list[int]:
@@ -113,7 +141,14 @@ def spotting_counts(
 def spotting_scores(tp: int, fp: int, fn: int) -> SpottingResult:
     """Precision, recall and F1 from summed counts, computed as the published evaluation computes them
     (precision and recall first, then F1 from them); 0.0 where a denominator is 0 (the published code
-    divides by zero there)."""
+    divides by zero there).
+
+    Raises:
+        TypeError: a count that is not an integer (Python or NumPy; not a bool).
+        ValueError: a negative count.
+    """
+    func = "spotting_scores"
+    tp, fp, fn = (check_int(count, func, name, minimum=0) for count, name in ((tp, "tp"), (fp, "fp"), (fn, "fn")))
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
