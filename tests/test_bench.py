@@ -88,3 +88,16 @@ def test_one_command_line(capsys, tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["no_such_command"])
 
+
+
+def test_make_install_shows_build_progress():
+    """`make bench` and `make test` build through `make install`: pip runs verbosely there, so that the build
+    shows scikit-build-core's and ninja's [n/N] progress instead of minutes of silence."""
+    import itertools
+    from pathlib import Path
+
+    lines = (Path(__file__).resolve().parents[1] / "Makefile").read_text().splitlines()
+    start = lines.index("install: venv") + 1
+    recipe = list(itertools.takewhile(lambda line: line.startswith("\t"), lines[start:]))
+    pip = [line for line in recipe if "$(PIP) install" in line]
+    assert pip and all(" -v " in line and " -q " not in line for line in pip), recipe
