@@ -25,7 +25,8 @@ venv: $(VENV)/.deps
 
 # Always rebuilds (incrementally, in build/): the extension is compiled against the torch in .venv.
 install: venv
-	$(PIP) install -q --no-build-isolation --no-deps .
+	@echo "make install: building facekernels against $(VENV)'s torch (incremental; ninja prints [n/N])"
+	$(PIP) install -v --no-build-isolation --no-deps .
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

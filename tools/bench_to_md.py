@@ -20,8 +20,10 @@ def main(path: str) -> None:
         for name, t in row["timing"].items():
             flop_frac, byte_frac = _rate(row, name, ceil)
             speed = f"{row['speedup'][name]:.2f}x" if name in row["speedup"] else ""
+            noisy = " (noisy)" if t.get("noisy") else ""
             print(f"| {row['workload']} | {row['mode']} | {name} | {t['median_s'] * 1e3:.3f} | "
-                  f"{t['iqr_s'] * 1e3:.3f} | {speed} | {100 * flop_frac:.1f} | {100 * byte_frac:.1f} |")
+                  f"{t['iqr_s'] * 1e3:.3f}{noisy} | {speed} | {100 * flop_frac:.1f} | "
+                  f"{100 * byte_frac:.1f} |")
 
 
 if __name__ == "__main__":

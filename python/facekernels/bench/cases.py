@@ -36,6 +36,7 @@ class Workload:
     peers: tuple[str, ...]
     compile_peers: tuple[str, ...] | None = None
     modes: tuple[str, ...] = ("forward", "forward+backward")
+    family: str = ""  # the op family, <family> of the workloads_<family>.py declaring it (set on discovery)
 
     @property
     def candidates(self) -> tuple[str, ...]:

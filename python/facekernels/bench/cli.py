@@ -10,6 +10,8 @@ import torch
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
+    from .harness import NOISY_IQR_OVER_MEDIAN
+
     p = commands.add_parser("bench", help="time facekernels against its plain-PyTorch peers",
                             description="Time facekernels against its plain-PyTorch peers (eager and "
                             "torch.compile'd) at the workloads of facekernels/bench/workloads_<family>.py.")
@@ -19,6 +21,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--repeats", type=int, default=None, help="samples per candidate (default 25, quick 8)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd peers")
+    p.add_argument("--noisy", type=float, default=NOISY_IQR_OVER_MEDIAN, metavar="RATIO",
+                   help="flag a candidate's timing NOISY (table, JSON, chart) when the IQR of its samples "
+                   "exceeds RATIO x their median (default %(default)s)")
     p.add_argument("--out", type=Path, default=Path("bench/results"),
                    help="folder for the dated and latest-<device> JSON and PNG results (default bench/results)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-': stdout)")
@@ -42,8 +47,10 @@ def run(args: argparse.Namespace) -> int:
     workloads = select(args.ops, args.quick)
     if not workloads:
         raise SystemExit(f"facekernels bench: no workload matches --ops {args.ops}; see --list")
+    if not args.noisy > 0:
+        raise SystemExit(f"facekernels bench: --noisy must be a ratio > 0, got {args.noisy}")
     result = harness.run(workloads, args.device, args.quick, args.out, compile_peers=not args.no_compile,
-                         repeats=args.repeats)
+                         repeats=args.repeats, noisy_threshold=args.noisy)
     if args.json is not None:
         write_json(result, args.json)
     return 0

@@ -65,6 +65,19 @@ def time_interleaved(
     return {name: {**summarize(values), "calls_per_sample": inner[name]} for name, values in samples.items()}
 
 
+# A candidate whose samples' IQR exceeds this fraction of their median is flagged noisy (text table, JSON
+# "noisy", chart): its median, and every speedup computed from it, is uncertain; rerun on a quieter machine.
+NOISY_IQR_OVER_MEDIAN = 0.25
+
+
+def flag_noisy(timing: dict[str, dict], threshold: float = NOISY_IQR_OVER_MEDIAN) -> dict[str, dict]:
+    """Add ``iqr_over_median`` and ``noisy`` (IQR/median > threshold) to each candidate's timing, in place."""
+    for t in timing.values():
+        t["iqr_over_median"] = t["iqr_s"] / t["median_s"] if t["median_s"] > 0 else math.nan
+        t["noisy"] = not t["iqr_over_median"] <= threshold
+    return timing
+
+
 # ---- ceilings ----------------------------------------------------------------------------------------
 
 
@@ -109,7 +122,8 @@ def _make_step(fn: Callable, case: Case, mode: str, grad_out: torch.Tensor | Non
     return step
 
 
-def run_workload(w: Workload, device: str, repeats: int, compile_peers: bool, on_step=None) -> list[dict]:
+def run_workload(w: Workload, device: str, repeats: int, compile_peers: bool, on_step=None,
+                 noisy_threshold: float = NOISY_IQR_OVER_MEDIAN) -> list[dict]:
     case = w.build(device)
     candidates: dict[str, Callable] = dict(case.candidates)
     if compile_peers:
@@ -125,12 +139,13 @@ def run_workload(w: Workload, device: str, repeats: int, compile_peers: bool, on
     rows = []
     for mode in w.modes:
         steps = {name: _make_step(fn, case, mode, grad_out) for name, fn in candidates.items()}
-        timing = time_interleaved(steps, device, repeats)
+        timing = flag_noisy(time_interleaved(steps, device, repeats), noisy_threshold)
         flops = w.flops_forward + (w.flops_backward if mode != "forward" else 0)
         nbytes = w.bytes_forward + (w.bytes_backward if mode != "forward" else 0)
         ours = timing["facekernels"]["median_s"]
         rows.append({
-            "op": w.op, "workload": w.name, "description": w.description, "mode": mode, "device": device,
+            "op": w.op, "family": w.family, "workload": w.name, "description": w.description, "mode": mode,
+            "device": device,
             "flops": flops, "bytes": nbytes, "timing": timing, "max_abs_diff_vs_facekernels": max_error,
             "speedup": {name: t["median_s"] / ours for name, t in timing.items() if name != "facekernels"},
         })
@@ -193,25 +208,190 @@ def _rate(row: dict, name: str, ceilings: dict) -> tuple[float, float]:
     return (row["flops"] / t / 1e9 / ceilings["sgemm_gflops"], row["bytes"] / t / 1e9 / ceilings["copy_gbps"])
 
 
-def format_table(rows: list[dict], ceilings: dict) -> str:
-    head = (f"{'workload':<17} {'mode':<17} {'candidate':<15} {'median ms':>10} {'IQR ms':>8} {'speedup':>8} "
-            f"{'%GEMM':>6} {'%copy':>6} {'max|diff|':>9}")
+def format_table(rows: list[dict], ceilings: dict, noisy_threshold: float = NOISY_IQR_OVER_MEDIAN) -> str:
+    ww = max([17] + [len(row["workload"]) for row in rows])  # stgcn_lrw_face68_adaptive: 25
+    cw = max([15] + [len(name) for row in rows for name in row["timing"]])  # conv_einsum+compile: 19
+    head = (f"{'workload':<{ww}} {'mode':<17} {'candidate':<{cw}} {'median ms':>10} {'IQR ms':>8} "
+            f"{'noise':<5} {'speedup':>8} {'%GEMM':>6} {'%copy':>6} {'max|diff|':>9}")
     lines = [head, "-" * len(head)]
     for row in rows:
         for name, t in row["timing"].items():
             flop_frac, byte_frac = _rate(row, name, ceilings)
             speed = f"{row['speedup'][name]:7.2f}x" if name in row["speedup"] else ""
             lines.append(
-                f"{row['workload']:<17} {row['mode']:<17} {name:<15} {t['median_s'] * 1e3:10.3f} "
-                f"{t['iqr_s'] * 1e3:8.3f} {speed:>8} {100 * flop_frac:5.1f}% {100 * byte_frac:5.1f}% "
+                f"{row['workload']:<{ww}} {row['mode']:<17} {name:<{cw}} {t['median_s'] * 1e3:10.3f} "
+                f"{t['iqr_s'] * 1e3:8.3f} {'NOISY' if t.get('noisy') else '':<5} {speed:>8} "
+                f"{100 * flop_frac:5.1f}% {100 * byte_frac:5.1f}% "
                 f"{row['max_abs_diff_vs_facekernels'][name]:9.2e}"
             )
     lines.append(f"ceilings: copy {ceilings['copy_gbps']:.1f} GB/s, SGEMM {ceilings['sgemm_gflops']:.1f} GFLOP/s; "
                  "speedup = candidate time / facekernels time (>1: facekernels faster)")
+    noisy = sum(bool(t.get("noisy")) for row in rows for t in row["timing"].values())
+    if noisy:
+        lines.append(f"NOISY: {noisy} candidate(s) with IQR > {noisy_threshold:g} x median: their medians "
+                     "and the speedups computed from them are uncertain (rerun on a quieter machine)")
     return "\n".join(lines)
 
 
+# ---- chart -------------------------------------------------------------------------------------------
+
+# One colour per peer formulation ("conv2d" and "conv2d+compile" share it, the compiled one hatched "//");
+# formulations beyond the ten colours take them again with the next hatch, so that every peer's
+# (colour, hatch) pair is its own.
+PEER_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf")
+PEER_HATCHES = ("", "..", "xx", "--", "oo", "++")
+COMPILED = "+compile"
+CHART_DPI = 100
+_BAR_IN = 0.15          # inches per bar (about 15 px: one line of the 7-point value labels)
+_GAP_IN = 0.06          # extra inches between two workload/mode groups of bars
+_PANEL_IN = 0.75        # inches of a panel's title, x ticks and padding
+_MODE_SHORT = {"forward": "fwd", "forward+backward": "fwd+bwd"}
+
+
+def peer_styles(peers) -> dict[str, dict]:
+    """The chart's face colour and hatch of each peer; no two peers share both."""
+    bases = sorted({p.removesuffix(COMPILED) for p in peers})
+    styles = {}
+    for i, base in enumerate(bases):
+        color = PEER_COLORS[i % len(PEER_COLORS)]
+        hatch = PEER_HATCHES[(i // len(PEER_COLORS)) % len(PEER_HATCHES)]
+        styles[base] = {"facecolor": color, "hatch": hatch}
+        styles[base + COMPILED] = {"facecolor": color, "hatch": hatch + "//"}
+    order = sorted(peers, key=lambda p: (p.removesuffix(COMPILED), p.endswith(COMPILED)))
+    return {p: styles[p] for p in order}
+
+
+def _families(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows by op family, in order of appearance (old results without "family": by op)."""
+    families: dict[str, list[dict]] = {}
+    for r in rows:
+        families.setdefault(r.get("family") or r["op"], []).append(r)
+    return families
+
+
+def _panel_height(rows: list[dict]) -> float:
+    return _PANEL_IN + _BAR_IN * sum(len(r["speedup"]) for r in rows) + _GAP_IN * len(rows)
+
+
+def _columns(heights: list[float], ncols: int) -> list[list[int]]:
+    """The panels, in order, cut into ``ncols`` consecutive columns whose tallest is as short as can be."""
+    import itertools
+
+    n = len(heights)
+    best: tuple[float, list[list[int]]] = (math.inf, [])
+    for cuts in itertools.combinations(range(1, n), ncols - 1):
+        bounds = (0, *cuts, n)
+        cols = [list(range(a, b)) for a, b in itertools.pairwise(bounds)]
+        tallest = max(sum(heights[i] for i in col) for col in cols)
+        if tallest < best[0] - 1e-9:
+            best = (tallest, cols)
+    return best[1]
+
+
+def _draw_panel(ax, family: str, rows: list[dict], styles: dict[str, dict]) -> None:
+    """Horizontal bars from 1 to each peer's speedup (log axis), grouped by workload and mode; the value at
+    each bar's end, "*" marking a speedup whose peer or facekernels timing is noisy."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    y, ticks, labels, values = 0.0, [], [], []
+    bars: dict[str, tuple[list[float], list[float]]] = {}
+    for r in rows:
+        peers = [p for p in styles if p in r["speedup"]]
+        ticks.append(y + (len(peers) - 1) / 2)
+        labels.append(f"{r['workload']} {_MODE_SHORT.get(r['mode'], r['mode'])}")
+        ours_noisy = r["timing"].get("facekernels", {}).get("noisy", False)
+        for p in peers:
+            v = r["speedup"][p]
+            bars.setdefault(p, ([], []))[0].append(y)
+            bars[p][1].append(v)
+            noisy = ours_noisy or r["timing"].get(p, {}).get("noisy", False)
+            values.append((y, v, f"{v:.3g}x" + ("*" if noisy else "")))
+            y += 1
+        y += _GAP_IN / _BAR_IN
+    for p, (ys, vs) in bars.items():
+        ax.barh(ys, [v - 1 for v in vs], left=1, height=0.8, label=p, edgecolor="black", linewidth=0.4,
+                **styles[p])
+    finite = [v for _, v, _ in values if v > 0 and math.isfinite(v)] or [1.0]
+    lo, hi = min(min(finite), 1.0), max(max(finite), 1.0)
+    # room for the value labels (about 40 px of an axis some 300 px wide) beyond the bars on both sides
+    span = math.log10(hi / lo)
+    pad = max(0.12, 0.16 * span / (1 - 2 * 0.16))
+    ax.set_xscale("log")
+    ax.set_xlim(lo / 10 ** (pad if lo < 1 else 0.05), hi * 10 ** pad)
+    # plain numbers (0.5, 1, 10, 100), and 2, 3 and 5 of each decade when the axis spans less than two
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    two_decades = math.log10(ax.get_xlim()[1] / ax.get_xlim()[0]) >= 2
+    ax.xaxis.set_minor_formatter(NullFormatter() if two_decades else FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "235" else ""))
+    for yv, v, text in values:
+        if v > 0 and math.isfinite(v):
+            ax.annotate(text, (v, yv), xytext=(2 if v >= 1 else -2, 0), textcoords="offset points",
+                        ha="left" if v >= 1 else "right", va="center", fontsize=7,
+                        in_layout=False)  # inside the x limits above; laying out ~100 labels is slow
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_ylim(y - _GAP_IN / _BAR_IN - 0.5, -0.5)
+    ax.set_yticks(ticks, labels, fontsize=7.5)
+    ax.tick_params(axis="y", length=0)
+    ax.tick_params(axis="x", which="both", labelsize=7)
+    ops = sorted({r["op"] for r in rows} - {family})
+    ax.set_title(family + (f" ({', '.join(ops)})" if ops else ""), fontsize=8.5, loc="left")
+    ax.grid(axis="x", which="major", linewidth=0.3, alpha=0.5)
+
+
+def chart(rows: list[dict], title: str, max_columns: int = 3, width_in: float = 15.0):
+    """The benchmark's chart as a matplotlib Figure: one panel per op family (the workloads of one
+    workloads_<family>.py), in up to ``max_columns`` columns, every peer's bars in their own colour and
+    hatch, one legend for all. Needs matplotlib."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    families = _families(rows)
+    styles = peer_styles({p for r in rows for p in r["speedup"]})
+    heights = [_panel_height(fam_rows) for fam_rows in families.values()]
+    ncols = max(1, min(max_columns, len(families)))
+    columns = _columns(heights, ncols) if families else [[]]
+    body_in = max([sum(heights[i] for i in col) for col in columns] + [1.0])
+    width_in = min(width_in, 1.0 + 4.7 * ncols)
+    # the legend: one column per peer formulation, its compiled variant (or a blank) under it
+    bases = list(dict.fromkeys(p.removesuffix(COMPILED) for p in styles))
+    per_row = max(1, min(len(bases), int(width_in / 1.45)))
+    legend_cols = math.ceil(len(bases) / math.ceil(len(bases) / per_row)) if bases else 1
+    blank = Patch(visible=False, label=" ")
+    handles = [h for b in bases for h in (
+        Patch(label=b, edgecolor="black", linewidth=0.4, **styles[b]) if b in styles else blank,
+        Patch(label=b + COMPILED, edgecolor="black", linewidth=0.4, **styles[b + COMPILED])
+        if b + COMPILED in styles else blank)]
+    legend_rows = math.ceil(len(handles) / legend_cols) if handles else 0
+    handles += [blank] * (legend_rows * legend_cols - len(handles))
+    head_in = 0.52 + 0.2 * legend_rows
+    fig = plt.figure(figsize=(width_in, head_in + body_in), dpi=CHART_DPI, layout="constrained")
+    head, body = fig.subfigures(2, 1, height_ratios=[head_in, body_in])
+    noisy = any(t.get("noisy") for r in rows for t in r["timing"].values())
+    head.text(0.5, 1 - 0.06 / head_in, title, ha="center", va="top", fontsize=9)
+    note = "; *: a noisy timing, IQR large against the median" if noisy else ""
+    head.text(0.5, 1 - 0.28 / head_in, "bars: facekernels speedup = peer time / facekernels time (log scale; "
+              f"right of 1: facekernels faster){note}", ha="center", va="top", fontsize=8)
+    if handles:
+        head.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.5 / head_in),
+                    ncols=legend_cols, fontsize=8, frameon=False, handlelength=2.2, handleheight=1.1,
+                    columnspacing=1.2, borderaxespad=0, borderpad=0)
+    for col, sub in zip(columns, body.subfigures(1, ncols) if ncols > 1 else [body]):
+        if not col:
+            continue
+        used = sum(heights[i] for i in col)
+        ratios = [heights[i] for i in col] + ([body_in - used] if body_in - used > 1e-6 else [])
+        axes = sub.subplots(len(ratios), 1, gridspec_kw={"height_ratios": ratios}, squeeze=False)[:, 0]
+        names = list(families)
+        for ax, i in zip(axes, col):
+            _draw_panel(ax, names[i], families[names[i]], styles)
+        for ax in axes[len(col):]:
+            ax.set_axis_off()
+    return fig
+
+
 def plot(rows: list[dict], path: Path, title: str) -> bool:
+    """Save :func:`chart` as a PNG at ``path``; False when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -219,26 +399,8 @@ def plot(rows: list[dict], path: Path, title: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    labels = [f"{r['workload']}\n{r['mode']}" for r in rows]
-    peers = sorted({p for r in rows for p in r["speedup"]})
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(rows)), 4.5))
-    width = 0.8 / max(1, len(peers))
-    for i, peer in enumerate(peers):
-        xs = [j + (i - (len(peers) - 1) / 2) * width for j in range(len(rows))]
-        ys = [r["speedup"].get(peer, float("nan")) for r in rows]
-        ax.bar(xs, ys, width, label=f"vs {peer}")
-        for x, y in zip(xs, ys):
-            if not math.isnan(y):
-                ax.text(x, y, f"{y:.1f}", ha="center", va="bottom", fontsize=7)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("speedup of facekernels (x, log)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig = chart(rows, title)
+    fig.savefig(path, dpi=CHART_DPI)
     plt.close(fig)
     return True
 
@@ -265,7 +427,7 @@ class Progress:
 
 
 def run(workloads: list[Workload], device: str, quick: bool, out_dir: Path | None, compile_peers: bool = True,
-        repeats: int | None = None) -> dict:
+        repeats: int | None = None, noisy_threshold: float = NOISY_IQR_OVER_MEDIAN) -> dict:
     torch.manual_seed(0)
     repeats = repeats or (8 if quick else 25)
     progress = Progress(1 + sum(len(w.modes) for w in workloads))
@@ -274,9 +436,11 @@ def run(workloads: list[Workload], device: str, quick: bool, out_dir: Path | Non
     rows: list[dict] = []
     for w in workloads:
         rows.extend(run_workload(w, device, repeats, compile_peers,
-                                 on_step=lambda w, mode: progress.step(f"{w.name} {mode}")))
-    result = {"meta": metadata(device), "ceilings": ceilings, "repeats": repeats, "results": rows}
-    print(format_table(rows, ceilings))
+                                 on_step=lambda w, mode: progress.step(f"{w.name} {mode}"),
+                                 noisy_threshold=noisy_threshold))
+    result = {"meta": metadata(device), "ceilings": ceilings, "repeats": repeats,
+              "noisy_iqr_over_median": noisy_threshold, "results": rows}
+    print(format_table(rows, ceilings, noisy_threshold))
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -2,9 +2,10 @@
 
 Each family declares its workloads in its own module, ``workloads_<family>.py`` beside this one, which
 exports ``WORKLOADS`` (a list of :class:`Workload`) and optionally ``QUICK`` (the names ``--quick`` runs);
-this module discovers them, so adding a family adds no line here. A workload builds its inputs and the
-candidates to time on a device: facekernels and its plain-PyTorch peers (defined in the family's module);
-the harness adds the torch.compile'd peers and times forward and forward+backward.
+this module discovers them (and sets each workload's ``family``: the chart's panel), so adding a family
+adds no line here. A workload builds its inputs and the candidates to time on a device: facekernels and its
+plain-PyTorch peers (defined in the family's module); the harness adds the torch.compile'd peers and times
+forward and forward+backward.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def _discover() -> tuple[list[Workload], set[str]]:
             if w.name in seen:
                 raise ValueError(f"benchmark workload {w.name!r} is declared in both {seen[w.name]} and {name}")
             seen[w.name] = name
+            w.family = w.family or name[len(PREFIX):]
             workloads.append(w)
         quick.update(getattr(module, "QUICK", ()))
     return workloads, quick
