@@ -19,7 +19,13 @@ The fake (meta) kernels refuse what the native kernels refuse (test_*_fake_check
 
 import pytest
 import torch
-from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
+from helpers import (
+    assert_compile_refuses_like_native,
+    assert_compiled_matches_eager,
+    assert_export_refuses_like_native,
+    assert_fake_refuses_like_native,
+    run_at_each_cpu_capability,
+)
 from devices import DEVICE_DTYPES, DEVICES, tolerance
 from facekernels.ops.edge_conv import cosine_topk, edge_conv_max
 
@@ -637,6 +643,103 @@ def test_edge_backward_op_checks_idx_and_winner(k):
     backward(grad, x, idx, w_self, w_edge, winner, True, True, True)  # the forward's own winner passes
 
 
+# ---- the fake kernels refuse what the native ops refuse, with the same exception and message, so that
+# tracing, compiling and exporting fail where the eager call does (issue 17). The ranges of idx and winner
+# are values: only the native ops see them. ---------------------------------------------------------------
+
+_TX = torch.randn(2, 4, 6)
+TOPK_BAD = {
+    "x 2-D": (torch.randn(4, 6), 2, None),
+    "integer x": (torch.ones(2, 4, 6, dtype=torch.int64), 2, None),
+    "half on CPU": (_TX.half(), 2, None),
+    "k = 0": (_TX, 0, None),
+    "k > M": (_TX, 9, torch.randn(2, 4, 8)),
+    "y batch": (_TX, 2, torch.randn(3, 4, 8)),
+    "y channels": (_TX, 2, torch.randn(2, 5, 8)),
+    "y 2-D": (_TX, 2, torch.randn(4, 8)),
+    "y dtype": (_TX, 2, torch.randn(2, 4, 8, dtype=torch.float64)),
+}
+
+
+@pytest.mark.parametrize("args", TOPK_BAD.values(), ids=TOPK_BAD.keys())
+def test_topk_fake_kernel_refuses_bad_inputs(args):
+    assert_fake_refuses_like_native(cosine_topk, *args)
+
+
+def _edge_args(**over):
+    x, idx, w_self, w_edge, bias = make_inputs(2, 3, 5, 4, 2)
+    args = {"x": x.detach(), "idx": idx, "w_self": w_self.detach(), "w_edge": w_edge.detach(), "bias": bias.detach()}
+    args.update(over)
+    return tuple(args.values())
+
+
+EDGE_BAD = {
+    "idx int32": _edge_args(idx=torch.zeros(2, 5, 2, dtype=torch.int32)),
+    "idx batch": _edge_args(idx=torch.zeros(3, 5, 2, dtype=torch.int64)),
+    "idx N": _edge_args(idx=torch.zeros(2, 4, 2, dtype=torch.int64)),
+    "idx 2-D": _edge_args(idx=torch.zeros(2, 5, dtype=torch.int64)),
+    "idx k = 0": _edge_args(idx=torch.zeros(2, 5, 0, dtype=torch.int64)),
+    "w_self N": _edge_args(w_self=torch.randn(4, 6, dtype=torch.float64)),
+    "w_self 3-D": _edge_args(w_self=torch.randn(4, 5, 1, dtype=torch.float64)),
+    "w_edge shape": _edge_args(w_edge=torch.randn(3, 5, dtype=torch.float64)),
+    "bias M": _edge_args(bias=torch.randn(5, dtype=torch.float64)),
+    "x 2-D": _edge_args(x=torch.randn(3, 5, dtype=torch.float64)),
+    "integer x": _edge_args(x=torch.ones(2, 3, 5, dtype=torch.int64)),
+    "w_edge dtype": _edge_args(w_edge=torch.randn(4, 5)),
+    "bias dtype": _edge_args(bias=torch.randn(4)),
+}
+
+
+@pytest.mark.parametrize("args", EDGE_BAD.values(), ids=EDGE_BAD.keys())
+def test_edge_fake_kernel_refuses_bad_inputs(args):
+    assert_fake_refuses_like_native(edge_conv_max, *args)
+
+
+def _edge_backward_args(**over):
+    x, idx, w_self, w_edge, bias = _edge_args()
+    out, winner = torch.ops.facekernels.edge_conv_max(x, idx, w_self, w_edge, bias)
+    args = {"grad_out": torch.randn_like(out), "x": x, "idx": idx, "w_self": w_self, "w_edge": w_edge,
+            "winner": winner, "has_bias": True, "need_x": True, "need_weights": True}
+    args.update(over)
+    return tuple(args.values())
+
+
+EDGE_BACKWARD_BAD = {
+    "grad_out shape": _edge_backward_args(grad_out=torch.randn(2, 3, 3, dtype=torch.float64)),
+    "grad_out dtype": _edge_backward_args(grad_out=torch.randn(2, 3, 4)),
+    "winner int64": _edge_backward_args(winner=torch.zeros(2, 3, 4, dtype=torch.int64)),
+    "winner shape": _edge_backward_args(winner=torch.zeros(2, 3, 3, dtype=torch.int32)),
+    "idx int32": _edge_backward_args(idx=torch.zeros(2, 5, 2, dtype=torch.int32)),
+    "w_edge shape": _edge_backward_args(w_edge=torch.randn(3, 5, dtype=torch.float64)),
+}
+
+
+@pytest.mark.parametrize("args", EDGE_BACKWARD_BAD.values(), ids=EDGE_BACKWARD_BAD.keys())
+def test_edge_backward_fake_kernel_refuses_bad_inputs(args):
+    assert_fake_refuses_like_native(torch.ops.facekernels._edge_conv_max_backward.default, *args)
+
+
+@pytest.mark.parametrize("topk,edge", [("k > M", "idx N"), ("y channels", "w_edge shape"), ("y dtype", "bias dtype")])
+def test_compile_and_export_refuse_bad_inputs(topk, edge):
+    for fn, args in ((cosine_topk, TOPK_BAD[topk]), (edge_conv_max, EDGE_BAD[edge])):
+        assert_compile_refuses_like_native(fn, *args)
+        assert_export_refuses_like_native(fn, *args)
+
+
+def test_export_with_dynamic_sizes():
+    """The fake kernels' checks leave the 2^31 size limits to the native ops: unbounded Dims export."""
+
+    class Graph(torch.nn.Module):
+        def forward(self, x, w_self, w_edge):
+            return edge_conv_max(x, cosine_topk(x, 3)[1], w_self, w_edge)
+
+    b, n = torch.export.Dim("B"), torch.export.Dim("N", min=3)
+    args = (torch.randn(2, 5, 12), torch.randn(7, 12), torch.randn(7, 12))
+    program = torch.export.export(Graph(), args, dynamic_shapes=({0: b, 2: n}, {1: n}, {1: n}))
+    other = (torch.randn(4, 5, 20), torch.randn(7, 20), torch.randn(7, 20))
+    torch.testing.assert_close(program.module()(*other), Graph()(*other))
+
+
 # ---- CUDA only: the CUDA binding's own paths -------------------------------------------------------
 
 
@@ -736,7 +839,7 @@ def test_edge_conv_max_fake_checks():
     x, idx, w = meta(2, 3, 6), meta(2, 6, 2, dtype=torch.int64), meta(5, 6)
     with pytest.raises(RuntimeError, match="idx must be int64"):
         ops.edge_conv_max(x, meta(2, 6, 2), w, w)
-    with pytest.raises(RuntimeError, match="w_self and w_edge"):
+    with pytest.raises(RuntimeError, match=r"w_edge must have the same shape as w_self \[5, 6\], got \[4, 6\]"):
         ops.edge_conv_max(x, idx, w, meta(4, 6))
     with pytest.raises(RuntimeError, match="bias must be"):
         ops.edge_conv_max(x, idx, w, w, meta(4))

@@ -3,10 +3,23 @@ op, forward and backward, that never holds a T x S attention map."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from ._registration import check_same_device, check_same_dtype, refuse_double_backward, register_autocast
+from ._checks import (
+    check,
+    check_dim,
+    check_floating_dtype,
+    check_same_device,
+    check_same_dtype,
+    dtype_name,
+    shape_string,
+    sym_and,
+    sym_or,
+)
+from ._registration import refuse_double_backward, register_autocast
 
 __all__ = ["diff_attention"]
 
@@ -83,21 +96,76 @@ def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+# The fake kernels' checks: csrc/diff_attention/diff_attention.cpp's, in its order and words (ops/_checks.py).
+_MAX_HEAD_DIM = 256
+
+
+def _check_shape(op: str, arg: str, t: Tensor, expected: tuple, layout: str) -> None:
+    """``t``'s sizes equal ``expected`` where it is not None (a free size, printed ``*``)."""
+    want = ", ".join("*" if e is None else str(e) for e in expected)
+    same = sym_and(*(size == e for size, e in zip(t.shape, expected) if e is not None))
+    check(same, op, arg, " must have shape ", layout, " = [", want, "], got ", shape_string(t))
+
+
+def _check_diff_attention(
+    op: str, q1: Tensor, k1: Tensor, q2: Tensor, k2: Tensor, v: Tensor, lam: Tensor, causal: bool,
+    scale: float | None,
+) -> None:
+    check_dim(op, "q1", q1, 4, "[B, H, T, D]")
+    check_dim(op, "k1", k1, 4, "[B, H, S, D]")
+    check_dim(op, "q2", q2, 4, "[B, H, T, D]")
+    check_dim(op, "k2", k2, 4, "[B, H, S, D]")
+    check_dim(op, "v", v, 4, "[B, H, S, Dv]")
+    check_floating_dtype(op, "q1", q1)
+    for name, t in (("k1", k1), ("q2", q2), ("k2", k2), ("v", v), ("lam", lam)):
+        check_same_dtype(op, name, t, "q1", q1)
+    for name, t in (("k1", k1), ("q2", q2), ("k2", k2), ("v", v), ("lam", lam)):
+        check_same_device(op, name, t, "q1", q1)
+    b, h, t, d = q1.shape
+    s, dv = k1.shape[2], v.shape[3]
+    _check_shape(op, "k1", k1, (b, h, None, d), "[B, H, S, D]")
+    _check_shape(op, "q2", q2, (b, h, t, d), "[B, H, T, D]")
+    _check_shape(op, "k2", k2, (b, h, s, d), "[B, H, S, D]")
+    _check_shape(op, "v", v, (b, h, s, None), "[B, H, S, Dv]")
+    check(lam.dim() == 2 and sym_and(lam.shape[0] == b, lam.shape[1] == h), op,
+          "lam must have shape [B, H] = [", b, ", ", h, "] (facekernels.ops.diff_attention broadcasts it), ",
+          "got ", shape_string(lam))
+    check(sym_and(d >= 1, d <= _MAX_HEAD_DIM), op, "q1 must have a head dimension D in [1, ", _MAX_HEAD_DIM,
+          "], got D = ", d)
+    check(sym_and(dv >= 1, dv <= _MAX_HEAD_DIM), op, "v must have a head dimension Dv in [1, ", _MAX_HEAD_DIM,
+          "], got Dv = ", dv)
+    check(sym_or(s >= 1, b * h * t == 0), op, "k1 must have at least one key (S >= 1), got S = 0")
+    check(not causal or t == s, op,
+          "q1 must have as many queries as k1 has keys for causal=True (T == S), got T = ", t, " and S = ", s)
+    if scale is not None:
+        check(math.isfinite(scale), op, "scale must be a finite number, got ", float(scale))
+
+
+def _check_diff_attention_backward(
+    op: str, q1: Tensor, v: Tensor, grad_out: Tensor, lse1: Tensor, lse2: Tensor
+) -> None:
+    """After :func:`_check_diff_attention`: grad_out, lse1 and lse2."""
+    b, h, t, _ = q1.shape
+    dv = v.shape[3]
+    check_dim(op, "grad_out", grad_out, 4, "[B, H, T, Dv]")
+    _check_shape(op, "grad_out", grad_out, (b, h, t, dv), "[B, H, T, Dv]")
+    check_same_dtype(op, "grad_out", grad_out, "q1", q1)
+    check_same_device(op, "grad_out", grad_out, "q1", q1)
+    stats = _stats_dtype(q1.dtype)
+    for name, lse in (("lse1", lse1), ("lse2", lse2)):
+        check_dim(op, name, lse, 3, "[B, H, T]")
+        _check_shape(op, name, lse, (b, h, t), "[B, H, T]")
+        check(lse.dtype == stats, op, name, " must be ", dtype_name(stats),
+              " (the forward's row statistics), got ", dtype_name(lse.dtype))
+        check_same_device(op, name, lse, "q1", q1)
+
+
 @torch.library.register_fake("facekernels::_diff_attention_forward")
 def _diff_attention_forward_fake(
     q1: Tensor, k1: Tensor, q2: Tensor, k2: Tensor, v: Tensor, lam: Tensor, causal: bool = False,
     scale: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    check_same_device("diff_attention", q1=q1, k1=k1, q2=q2, k2=k2, v=v, lam=lam)
-    check_same_dtype("diff_attention", q1=q1, k1=k1, q2=q2, k2=k2, v=v, lam=lam)
-    for name, t in (("q1", q1), ("k1", k1), ("q2", q2), ("k2", k2), ("v", v)):
-        torch._check(t.dim() == 4, lambda name=name, t=t: f"diff_attention: {name} must be 4-D, got {t.dim()}-D")
-    torch._check(
-        k1.shape == k2.shape and q1.shape == q2.shape and v.shape[:3] == k1.shape[:3]
-        and q1.shape[:2] == k1.shape[:2] and q1.shape[3] == k1.shape[3],
-        lambda: f"diff_attention: q1, q2 [B, H, T, D], k1, k2 [B, H, S, D] and v [B, H, S, Dv] must agree, got "
-        f"{list(q1.shape)}, {list(k1.shape)}, {list(q2.shape)}, {list(k2.shape)}, {list(v.shape)}",
-    )
+    _check_diff_attention("diff_attention", q1, k1, q2, k2, v, lam, causal, scale)
     b, h, t, _ = q1.shape
     stats = _stats_dtype(q1.dtype)
     return (
@@ -112,9 +180,9 @@ def _diff_attention_backward_fake(
     grad_out: Tensor, q1: Tensor, k1: Tensor, q2: Tensor, k2: Tensor, v: Tensor, lam: Tensor, lse1: Tensor,
     lse2: Tensor, causal: bool, scale: float | None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    check_same_device(
-        "_diff_attention_backward", grad_out=grad_out, q1=q1, k1=k1, q2=q2, k2=k2, v=v, lam=lam, lse1=lse1, lse2=lse2
-    )
+    op = "_diff_attention_backward"
+    _check_diff_attention(op, q1, k1, q2, k2, v, lam, causal, scale)
+    _check_diff_attention_backward(op, q1, v, grad_out, lse1, lse2)
     return (
         q1.new_empty(q1.shape),
         q1.new_empty(k1.shape),
