@@ -127,28 +127,46 @@ def test_topk_self_symmetric_gram(c, n, k):
 
 @pytest.mark.parametrize("m", [40, 3000])
 def test_topk_nan_similarities_never_selected(m):
-    # A NaN column of y has NaN similarity with every x: never selected. A NaN column of x has only NaN
-    # similarities: its row is padded with NaN and index -1. M = 40 takes the whole-row selection, 3000
-    # the streaming one (several column tiles).
+    # A NaN column of y has NaN similarity with every x: never selected while the other columns fill the
+    # rows. M = 40 takes the whole-row selection, 3000 the streaming one (several column tiles).
     b = max(4, 2 * torch.get_num_threads())
     x = torch.randn(b, 6, 9)
     y = torch.randn(b, 6, m)
     y[:, 2, 7] = float("nan")
-    x[:, 0, 4] = float("nan")
     values, indices = cosine_topk(x, 5, y)
     ref_values, ref_indices = reference_topk(x, 5, torch.cat((y[:, :, :7], y[:, :, 8:]), 2))  # y without column 7
     ref_indices = ref_indices + (ref_indices >= 7).long()
-    keep = torch.arange(9) != 4
     assert not (indices == 7).any()
-    torch.testing.assert_close(indices[:, keep], ref_indices[:, keep], rtol=0, atol=0)
-    torch.testing.assert_close(values[:, keep].double(), ref_values[:, keep], rtol=0, atol=1e-6)
-    assert (indices[:, 4] == -1).all() and values[:, 4].isnan().all()
-    # Against itself, whole rows in one tile per batch element (the Gram and whole-row paths).
-    xs = torch.randn(b, 6, 9)
-    xs[:, 1, 2] = float("nan")
-    values, indices = cosine_topk(xs, 3)
-    assert not (indices[:, [0, 1, 3, 4, 5, 6, 7, 8]] == 2).any()
-    assert (indices[:, 2] == -1).all() and values[:, 2].isnan().all()
+    torch.testing.assert_close(indices, ref_indices, rtol=0, atol=0)
+    torch.testing.assert_close(values.double(), ref_values, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("m", [40, 3000])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_topk_refuses_rows_non_finite_input_leaves_unfilled(m, bad):
+    # Issue 17: a row with fewer than k finite similarities (a NaN or inf in its column of x, or in all but
+    # a few columns of y) is refused, naming the non-finite input, instead of being padded with index -1
+    # (which nn.CCC handed to edge_conv_max as an out-of-range index).
+    b = max(4, 2 * torch.get_num_threads())
+    x, y = torch.randn(b, 6, 9), torch.randn(b, 6, m)
+    x[1:, 0, 4] = bad
+    with pytest.raises(RuntimeError, match=rf"cosine_topk: x and y must be finite \(no NaN or inf\): x\[1, :, 4\] has "
+                                           rf"a finite cosine similarity to only 0 of the {m} columns of y, fewer than "
+                                           rf"k = 5$"):
+        cosine_topk(x, 5, y)
+    x = torch.randn(b, 6, 9)
+    y[:, 1, 3:] = bad  # three finite columns left for every row
+    cosine_topk(x, 3, y)
+    with pytest.raises(RuntimeError, match=rf"x\[0, :, 0\] has a finite cosine similarity to only 3 of the {m} "
+                                           rf"columns of y, fewer than k = 4"):
+        cosine_topk(x, 4, y)
+    # Against itself (the Gram and whole-row paths): the row of the NaN column cannot be filled.
+    x[2, 3, 5] = bad
+    with pytest.raises(RuntimeError, match=r"x\[2, :, 5\] has a finite cosine similarity to only 0 of the 9 columns "
+                                           r"of x \(y = x\), fewer than k = 3"):
+        cosine_topk(x, 3)
+    with pytest.raises(RuntimeError, match=r"x and y must be finite"):
+        cosine_topk(x.double(), 1)
 
 
 def test_topk_many_rows_and_columns():

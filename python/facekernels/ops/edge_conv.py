@@ -33,8 +33,10 @@ def cosine_topk(x: Tensor, k: int, y: Tensor | None = None) -> tuple[Tensor, Ten
     Ties go to the smaller ``m`` first, as ``torch.topk`` on the exact values: candidates near the k-th
     value are re-ranked by their similarity recomputed in float64 from the inputs, so duplicate columns
     of ``y`` tie exactly whatever rounding the tile GEMM gave them. A zero column has similarity 0 with
-    everything. NaN similarities are never selected (a row with fewer than ``k`` non-NaN similarities
-    gets NaN values and index -1 in the places it cannot fill).
+    everything. NaN similarities (from a NaN or inf in a column of ``x`` or ``y``) are never selected,
+    and a row left with fewer than ``k`` finite similarities is an error: the op raises a RuntimeError
+    naming the non-finite input and the row (``x and y must be finite (no NaN or inf): x[b, :, n] ...``),
+    so every returned index is in ``[0, M)``. On CUDA that check synchronises the stream once per call.
 
     The ``[B, N, M]`` similarity matrix is never held: rows of ``x`` are taken in blocks against tiles of
     ``y`` (raw dot products by the backend's GEMM, scaled by the inverse norms in the epilogue, no
