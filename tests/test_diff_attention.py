@@ -514,6 +514,57 @@ def test_compile_and_export_refuse_bad_inputs(name):
     assert_export_refuses_like_native(diff_attention, *args)
 
 
+# ---- layout (issue 17): [B, T, H, D] tensors stated as such; a provable mix-up named ------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("causal,t,s", [(False, 5, 7), (True, 6, 6)])
+def test_layout_bthd(device, causal, t, s):
+    """layout="BTHD" takes q [B, T, H, D], k [B, S, H, D], v [B, S, H, Dv] and gives [B, T, H, Dv]: the
+    default layout's result on the transposed tensors, values and gradients, checked against the reference."""
+    b, h, d, dv = 2, 3, 4, 6
+    shapes = [(b, t, h, d), (b, s, h, d), (b, t, h, d), (b, s, h, d), (b, s, h, dv)]
+    xs = [torch.randn(*shape, device=device, dtype=torch.float32, requires_grad=True) for shape in shapes]
+    lam = (torch.rand(h, device=device) * 0.8 + 0.1).requires_grad_()
+    out = diff_attention(*xs, lam, causal=causal, layout="BTHD")
+    assert out.shape == (b, t, h, dv)
+    expected, leaves = reference_on_cpu(*(x.transpose(1, 2) for x in xs), lam, causal=causal)
+    tol = tolerance(out.device.type, out.dtype, "diff_attention")
+    torch.testing.assert_close(out.transpose(1, 2).double().cpu(), expected, **tol)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [*xs, lam], grad)
+    want = torch.autograd.grad(expected, leaves, grad.transpose(1, 2).double().cpu())
+    for g, w, x in zip(got, want, [*xs, lam]):
+        assert g.shape == x.shape
+        g = g.transpose(1, 2) if g.dim() == 4 else g
+        torch.testing.assert_close(g.double().cpu(), w, **tol)
+    bhtd = diff_attention(*(x.transpose(1, 2) for x in xs), lam, causal=causal)
+    assert torch.equal(out, bhtd.transpose(1, 2))
+
+
+def test_layout_names_a_provable_mix_up():
+    q, k, v = torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 6)  # [B, T, H, D], H = 3
+    with pytest.raises(RuntimeError, match=r"diff_attention: lam must be broadcastable to \[B, H\] = \[2, 5\] .*, "
+                                           r"got \[3\]; q1 was read as \[B, H, T, D\] \(layout=\"BHTD\"\), giving "
+                                           r"H = 5: for \[B, T, H, D\] tensors pass layout=\"BTHD\""):
+        diff_attention(q, k, q, k, v, torch.rand(3))
+    assert diff_attention(q, k, q, k, v, torch.rand(3), layout="BTHD").shape == (2, 5, 3, 6)
+    qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # [B, H, T, D] stated as BTHD
+    with pytest.raises(RuntimeError, match=r"got \[2, 3\]; q1 was read as \[B, T, H, D\] \(layout=\"BTHD\"\), "
+                                           r"giving H = 5: for \[B, H, T, D\] tensors pass layout=\"BHTD\""):
+        diff_attention(qt, kt, qt, kt, vt, torch.rand(2, 3), layout="BTHD")
+    # Keys of another length: their dimension 1 cannot be the queries' H.
+    with pytest.raises(RuntimeError, match=r"k1 must have shape \[B, H, S, D\] = \[2, 5, \*, 4\], got \[2, 7, 3, 4\]"):
+        diff_attention(q, torch.randn(2, 7, 3, 4), q, torch.randn(2, 7, 3, 4), torch.randn(2, 7, 3, 6), 0.5)
+    with pytest.raises(ValueError, match=r"diff_attention: layout must be \"BHTD\" or \"BTHD\", got 'bthd'"):
+        diff_attention(q, k, q, k, v, 0.5, layout="bthd")
+
+
+def test_layout_bthd_compiles():
+    xs = [torch.randn(2, 6, 3, 4, requires_grad=True) for _ in range(4)] + [torch.randn(2, 6, 3, 8, requires_grad=True)]
+    assert_compiled_matches_eager(lambda *a: diff_attention(*a, 0.3, causal=True, layout="BTHD"), xs)
+
+
 # ---- CUDA only --------------------------------------------------------------------------------------------
 
 

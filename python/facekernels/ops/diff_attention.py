@@ -24,7 +24,11 @@ from ._registration import refuse_double_backward, register_autocast
 __all__ = ["diff_attention"]
 
 
-def _broadcast_lam(lam: Tensor | float, q1: Tensor) -> Tensor:
+_LAYOUTS = {"BHTD": "[B, H, T, D]", "BTHD": "[B, T, H, D]"}
+
+
+def _broadcast_lam(lam: Tensor | float, q1: Tensor, layout: str) -> Tensor:
+    """lam expanded to [B, H] of q1 (read as [B, H, T, D])."""
     if not isinstance(lam, torch.Tensor):
         lam = torch.tensor(float(lam), dtype=q1.dtype, device=q1.device)
     if q1.dim() != 4:
@@ -37,9 +41,16 @@ def _broadcast_lam(lam: Tensor | float, q1: Tensor) -> Tensor:
         except RuntimeError:
             ok = False
     if not ok:
+        hint = ""
+        if lam.dim() >= 1 and lam.shape[-1] == q1.shape[2] != q1.shape[1]:
+            # lam's heads match what the other layout calls H: the tensors' layout is likely not the one
+            # stated.
+            other = "BTHD" if layout == "BHTD" else "BHTD"
+            hint = (f"; q1 was read as {_LAYOUTS[layout]} (layout=\"{layout}\"), giving H = {bh[1]}: for "
+                    f"{_LAYOUTS[other]} tensors pass layout=\"{other}\"")
         raise RuntimeError(
             f"diff_attention: lam must be broadcastable to [B, H] = [{bh[0]}, {bh[1]}] (0-d, [H], [1, H], [B, 1] "
-            f"or [B, H]), got {list(lam.shape)}"
+            f"or [B, H]), got {list(lam.shape)}{hint}"
         )
     return lam.expand(bh)
 
@@ -53,6 +64,8 @@ def diff_attention(
     lam: Tensor | float,
     causal: bool = False,
     scale: float | None = None,
+    *,
+    layout: str = "BHTD",
 ) -> Tensor:
     r"""Differential attention: the difference of two softmax attention maps applied to one value tensor.
 
@@ -79,17 +92,35 @@ def diff_attention(
             ``[B, H]``; differentiable.
         causal: mask keys after each query (needs ``T == S``).
         scale: the logit scale, default ``D ** -0.5``.
+        layout: how ``q1, k1, q2, k2, v`` and the result are laid out: ``"BHTD"`` (the default; heads before
+            positions, as ``F.scaled_dot_product_attention``) or ``"BTHD"`` (positions before heads, as a
+            projection's output viewed as ``[B, T, H, D]`` and as FlashAttention takes it):
+            ``q [B, T, H, D]``, ``k [B, S, H, D]``, ``v [B, S, H, Dv]``, result ``[B, T, H, Dv]``. ``lam``
+            is per head in both.
+
+    Layout. Shapes alone cannot tell ``[B, T, H, D]`` from ``[B, H, T, D]``: ``[B, T, H, D]`` tensors passed
+    with the default layout are read as ``T`` heads of ``H`` positions, a different attention, and when
+    ``T == S`` (self-attention) nothing is inconsistent. State the layout of your tensors. What is provably
+    inconsistent is refused: keys or values whose dimension 1 differs from the queries' (``T != S`` read
+    as heads), ``lam`` whose ``H`` entries do not match dimension 1 (the message then names the layout that
+    would fit).
 
     All tensors share one dtype and device: float32/float64 on CPU, float16/bfloat16/float32 on CUDA
-    (float32 accumulation); any strides (a ``[B, T, H, D]`` tensor transposed to ``[B, H, T, D]`` is read in
-    place on CPU).
+    (float32 accumulation); any strides (``layout="BTHD"`` costs no copy on CPU: the transposed views are
+    read in place).
 
     Returns:
-        ``[B, H, T, Dv]``, contiguous; differentiable in ``q1, k1, q2, k2, v, lam`` (once).
+        ``[B, H, T, Dv]``, contiguous (``layout="BHTD"``), or ``[B, T, H, Dv]``, a transposed view of that
+        (``layout="BTHD"``; ``.flatten(2)`` gives ``[B, T, H * Dv]``); differentiable in
+        ``q1, k1, q2, k2, v, lam`` (once).
     """
-    lam = _broadcast_lam(lam, q1)
+    if layout not in _LAYOUTS:
+        raise ValueError(f'diff_attention: layout must be "BHTD" or "BTHD", got {layout!r}')
+    if layout == "BTHD":  # a 4-D tensor as [B, H, T, D]; another rank is left to the op's message
+        q1, k1, q2, k2, v = (t.transpose(1, 2) if t.dim() == 4 else t for t in (q1, k1, q2, k2, v))
+    lam = _broadcast_lam(lam, q1, layout)
     out, _, _ = torch.ops.facekernels._diff_attention_forward.default(q1, k1, q2, k2, v, lam, causal, scale)
-    return out
+    return out.transpose(1, 2) if layout == "BTHD" else out
 
 
 def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
