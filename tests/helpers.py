@@ -93,7 +93,7 @@ def _over_tensors(fn, args):
     return call, tensors
 
 
-def assert_compile_refuses_like_native(fn, *args) -> None:
+def _assert_compile_refuses_like_native(fn, *args) -> None:
     """torch.compile(fn, fullgraph=True) refuses fn(*args) while tracing (no graph reaches the backend),
     with the native exception's type and message; non-tensor arguments are constants of the graph."""
     native = native_error(fn, *args)
@@ -114,7 +114,7 @@ def assert_compile_refuses_like_native(fn, *args) -> None:
     raise AssertionError(f"torch.compile accepted what the native op refuses: {native!r}")
 
 
-def assert_export_refuses_like_native(fn, *args) -> None:
+def _assert_export_refuses_like_native(fn, *args) -> None:
     """torch.export.export of fn as a module refuses fn(*args) with the native exception's type and message;
     non-tensor arguments are constants of the module."""
     native = native_error(fn, *args)
@@ -130,3 +130,18 @@ def assert_export_refuses_like_native(fn, *args) -> None:
         assert isinstance(e, type(native)) and _raised_while_tracing(e, native), f"{e!r}\nnative: {native!r}"
         return
     raise AssertionError(f"torch.export accepted what the native op refuses: {native!r}")
+
+
+def assert_tracing_refuses_like_native(fn, *args) -> None:
+    """Both torch.compile(fn, fullgraph=True) (while tracing: no graph reaches the backend) and torch.export
+    refuse fn(*args) with the native exception's type and message; non-tensor arguments are constants."""
+    _assert_compile_refuses_like_native(fn, *args)
+    _assert_export_refuses_like_native(fn, *args)
+
+
+def arguments(defaults: dict, **over) -> tuple:
+    """The values of ``defaults`` with some replaced, in order: a bad-input case of an op's positional
+    arguments, e.g. arguments(good, grad_out=wrong_shape)."""
+    unknown = set(over) - set(defaults)
+    assert not unknown, f"no such arguments: {unknown}"
+    return tuple({**defaults, **over}.values())

@@ -12,9 +12,8 @@ import facekernels
 import pytest
 import torch
 from helpers import (
-    assert_compile_refuses_like_native,
-    assert_export_refuses_like_native,
     assert_fake_refuses_like_native,
+    assert_tracing_refuses_like_native,
     run_at_each_cpu_capability,
 )
 from devices import DEVICES, tolerance
@@ -378,8 +377,7 @@ def test_fake_kernel_refuses_bad_inputs(name, args, match):
 @pytest.mark.parametrize("name", ["row_mismatch", "one_curve", "k_too_large", "dtype_mismatch"])
 def test_compile_and_export_refuse_bad_inputs(name):
     args = next(b[1] for b in BAD if b[0] == name)
-    assert_compile_refuses_like_native(alignment_energy, *args)
-    assert_export_refuses_like_native(alignment_energy, *args)
+    assert_tracing_refuses_like_native(alignment_energy, *args)
 
 
 def test_export_with_dynamic_rows():

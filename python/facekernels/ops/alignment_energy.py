@@ -6,18 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import (
-    check,
-    check_dim,
-    check_index_limit,
-    check_same_device,
-    check_same_dtype,
-    dtype_name,
-    fail,
-    same_shape,
-    shape_string,
-    sym_and,
-)
+from ._checks import check, check_dim, check_index_limit, check_same_device, check_same_dtype, dtype_name
+from ._checks import fail, same_shape, shape_string, sym_and
 
 __all__ = ["alignment_energy"]
 

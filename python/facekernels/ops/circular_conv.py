@@ -5,17 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import (
-    check,
-    check_dim,
-    check_floating_dtype,
-    check_same_device,
-    check_same_dtype,
-    fail,
-    same_shape,
-    shape_string,
-    sym_and,
-)
+from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, fail
+from ._checks import same_shape, shape_string, sym_and
 from ._registration import register_autocast
 
 __all__ = ["circular_conv"]

@@ -8,17 +8,8 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import (
-    check,
-    check_dim,
-    check_floating_dtype,
-    check_same_device,
-    check_same_dtype,
-    dtype_name,
-    shape_string,
-    sym_and,
-    sym_or,
-)
+from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, dtype_name
+from ._checks import shape_string, sym_and, sym_or
 from ._registration import refuse_double_backward, register_autocast
 
 __all__ = ["diff_attention"]

@@ -6,17 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import (
-    check,
-    check_dim,
-    check_floating_dtype,
-    check_index_limit,
-    check_same_device,
-    check_same_dtype,
-    dtype_name,
-    shape_string,
-    sym_and,
-)
+from ._checks import check, check_dim, check_floating_dtype, check_index_limit, check_same_device
+from ._checks import check_same_dtype, dtype_name, shape_string, sym_and
 from ._registration import refuse_double_backward, register_autocast
 
 __all__ = ["cosine_topk", "edge_conv_max"]

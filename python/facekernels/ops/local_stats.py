@@ -8,16 +8,8 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import (
-    check,
-    check_dim,
-    check_floating_dtype,
-    check_same_device,
-    check_same_dtype,
-    fail,
-    same_shape,
-    shape_string,
-)
+from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, fail
+from ._checks import same_shape, shape_string
 from ._registration import refuse_double_backward, register_autocast
 
 __all__ = ["local_mean_var", "local_stat_transform"]

@@ -6,16 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import (
-    check,
-    check_dim,
-    check_floating_dtype,
-    check_same_device,
-    check_same_dtype,
-    fail,
-    shape_string,
-    sym_and,
-)
+from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, fail
+from ._checks import shape_string, sym_and
 from ._registration import refuse_double_backward, register_autocast
 
 __all__ = ["st_graph_conv"]
