@@ -11,7 +11,11 @@ import warnings
 import facekernels
 import pytest
 import torch
-from helpers import run_at_each_cpu_capability
+from helpers import (
+    assert_fake_refuses_like_native,
+    assert_tracing_refuses_like_native,
+    run_at_each_cpu_capability,
+)
 from devices import DEVICES, tolerance
 from facekernels.ops.alignment_energy import alignment_energy
 
@@ -355,6 +359,40 @@ BAD = [
 def test_bad_inputs_raise(name, args, match):
     with pytest.raises(RuntimeError, match=r"alignment_energy: " + match):
         alignment_energy(*args)
+
+
+# ---- the fake kernel refuses what the native op refuses, with the same exception and message, so that
+# tracing, compiling and exporting fail where the eager call does (issue 17). Zero rows are values: only
+# the native op sees them. ------------------------------------------------------------------------------
+
+VALUE_CHECKS = {"zero_direction", "zero_direction_knn", "zero_point_cosine"}
+SHAPE_BAD = [b for b in BAD if b[0] not in VALUE_CHECKS]
+
+
+@pytest.mark.parametrize("name,args,match", SHAPE_BAD, ids=[b[0] for b in SHAPE_BAD])
+def test_fake_kernel_refuses_bad_inputs(name, args, match):
+    assert_fake_refuses_like_native(alignment_energy, *args)
+
+
+@pytest.mark.parametrize("name", ["row_mismatch", "one_curve", "k_too_large", "dtype_mismatch"])
+def test_compile_and_export_refuse_bad_inputs(name):
+    args = next(b[1] for b in BAD if b[0] == name)
+    assert_tracing_refuses_like_native(alignment_energy, *args)
+
+
+def test_export_with_dynamic_rows():
+    """The fake kernel's checks hold a dynamic C to what the op takes (C >= k + 1 for knn) without bounding it
+    above: the 2^31-row limit is left to the native op, so an unbounded Dim exports."""
+
+    class Energy(torch.nn.Module):
+        def forward(self, points, directions):
+            return alignment_energy(points, directions, "knn", 2)
+
+    c = torch.export.Dim("C", min=3)
+    args = (torch.randn(20, 8), torch.randn(20, 8))
+    program = torch.export.export(Energy(), args, dynamic_shapes=({0: c}, {0: c}))
+    other = (torch.randn(37, 8), torch.randn(37, 8))
+    torch.testing.assert_close(program.module()(*other), alignment_energy(*other, "knn", 2))
 
 
 def test_zero_point_is_fine_for_euclidean():

@@ -14,7 +14,13 @@ import facekernels
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
+from helpers import (
+    arguments,
+    assert_compiled_matches_eager,
+    assert_fake_refuses_like_native,
+    assert_tracing_refuses_like_native,
+    run_at_each_cpu_capability,
+)
 from devices import DEVICES, DTYPES, tolerance
 from facekernels.ops import circular_conv
 
@@ -346,6 +352,41 @@ def test_backward_op_checks_grad_shape():
     x, w = torch.randn(2, 3, 5, 6), torch.randn(3, 4)
     with pytest.raises(RuntimeError, match=r"_circular_conv_backward: grad_out must have the shape of x \[2, 3, 5, 6\], got \[2, 3, 5, 5\]"):
         torch.ops.facekernels._circular_conv_backward(torch.randn(2, 3, 5, 5), x, w, 2, True, True, True)
+
+
+# ---- the fake kernels refuse what the native ops refuse, with the same exception and message, so that
+# tracing, compiling and exporting fail where the eager call does (issue 17) ----------------------------
+
+
+@pytest.mark.parametrize("name,args,match", BAD, ids=[b[0] for b in BAD])
+def test_fake_kernel_refuses_bad_inputs(name, args, match):
+    assert_fake_refuses_like_native(circular_conv, **args)
+
+
+BACKWARD_GOOD = {"grad_out": torch.randn(2, 3, 5, 6), "x": torch.randn(2, 3, 5, 6), "weight": torch.randn(3, 4),
+                 "dim": 2, "need_x": True, "need_weight": True, "need_bias": True}
+BACKWARD_BAD = {
+    "grad_out shape": arguments(BACKWARD_GOOD, grad_out=torch.randn(2, 3, 5, 5)),
+    "grad_out 3-D": arguments(BACKWARD_GOOD, grad_out=torch.randn(3, 5, 6)),
+    "grad_out dtype": arguments(BACKWARD_GOOD, grad_out=torch.randn(2, 3, 5, 6, dtype=torch.float64)),
+    "x 3-D": arguments(BACKWARD_GOOD, x=torch.randn(3, 5, 6)),
+    "weight C": arguments(BACKWARD_GOOD, weight=torch.randn(4, 4)),
+    "weight dtype": arguments(BACKWARD_GOOD, weight=torch.randn(3, 4, dtype=torch.float64)),
+    "L > size(dim)": arguments(BACKWARD_GOOD, weight=torch.randn(3, 6)),
+    "dim": arguments(BACKWARD_GOOD, dim=0),
+}
+
+
+@pytest.mark.parametrize("args", BACKWARD_BAD.values(), ids=BACKWARD_BAD.keys())
+def test_backward_fake_kernel_refuses_bad_inputs(args):
+    assert_fake_refuses_like_native(torch.ops.facekernels._circular_conv_backward.default, *args)
+
+
+@pytest.mark.parametrize("name", ["L > size(dim)", "weight C", "mixed dtypes", "dim 1", "integer x"])
+def test_compile_and_export_refuse_bad_inputs(name):
+    args = next(b[1] for b in BAD if b[0] == name)
+    args = (args["x"], args["weight"], args["bias"], args["dim"])
+    assert_tracing_refuses_like_native(circular_conv, *args)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 11, 16, 5), (2, 3, 8, 24, 24), (1, 2, 5, 6, 3)], ids=str)

@@ -14,7 +14,12 @@ there: every device's gradients are compared with the float64 reference's autogr
 import facekernels
 import pytest
 import torch
-from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
+from helpers import (
+    assert_compiled_matches_eager,
+    assert_fake_refuses_like_native,
+    assert_tracing_refuses_like_native,
+    run_at_each_cpu_capability,
+)
 from devices import DEVICE_DTYPES, DEVICES, tolerance
 from facekernels.ops import diff_attention
 
@@ -450,6 +455,114 @@ def test_backward_op_checks_its_arguments():
         ops._diff_attention_backward(out, *xs, a["lam"], lse1[..., :4], lse2, False, None)
 
 
+# ---- the fake kernels refuse what the native ops refuse, with the same exception and message, so that
+# tracing, compiling and exporting fail where the eager call does (issue 17) ----------------------------
+
+CALL_BAD = {
+    **{name: (args, {}) for name, args, _ in BAD},
+    "causal T != S": (_args(), {"causal": True}),
+    "scale inf": (_args(), {"scale": float("inf")}),
+    "scale nan": (_args(), {"scale": float("nan")}),
+}
+
+
+@pytest.mark.parametrize("args,options", CALL_BAD.values(), ids=CALL_BAD.keys())
+def test_fake_kernel_refuses_bad_inputs(args, options):
+    assert_fake_refuses_like_native(diff_attention, **args, **options)
+
+
+def _forward_op_args(**over):
+    a = _args()
+    a.update(over)
+    return tuple(a[k] for k in ("q1", "k1", "q2", "k2", "v", "lam"))
+
+
+def _backward_op_args(**over):
+    a = _args()
+    out, lse1, lse2 = ops._diff_attention_forward(*_forward_op_args())
+    a.update({"grad_out": out, "lse1": lse1, "lse2": lse2, "causal": False, "scale": None})
+    a.update(over)
+    names = ("grad_out", "q1", "k1", "q2", "k2", "v", "lam", "lse1", "lse2", "causal", "scale")
+    return tuple(a[k] for k in names)
+
+
+OP_BAD = {
+    "forward lam [H]": ("_diff_attention_forward", _forward_op_args(lam=torch.rand(3))),
+    "forward lam [H, B]": ("_diff_attention_forward", _forward_op_args(lam=torch.rand(3, 2))),
+    "backward grad_out Dv": ("_diff_attention_backward", _backward_op_args(grad_out=torch.randn(2, 3, 5, 6))),
+    "backward grad_out dtype": ("_diff_attention_backward",
+                                _backward_op_args(grad_out=torch.randn(2, 3, 5, 7, dtype=torch.float64))),
+    "backward lse2 dtype": ("_diff_attention_backward", _backward_op_args(lse2=torch.randn(2, 3, 5).double())),
+    "backward lse1 T": ("_diff_attention_backward", _backward_op_args(lse1=torch.randn(2, 3, 4))),
+    "backward lse1 2-D": ("_diff_attention_backward", _backward_op_args(lse1=torch.randn(2, 3))),
+    "backward k1 heads": ("_diff_attention_backward", _backward_op_args(k1=torch.randn(2, 4, 6, 4))),
+    "backward causal": ("_diff_attention_backward", _backward_op_args(causal=True)),
+    "backward scale": ("_diff_attention_backward", _backward_op_args(scale=float("-inf"))),
+}
+
+
+@pytest.mark.parametrize("op,args", OP_BAD.values(), ids=OP_BAD.keys())
+def test_op_fake_kernels_refuse_bad_inputs(op, args):
+    assert_fake_refuses_like_native(getattr(ops, op).default, *args)
+
+
+@pytest.mark.parametrize("name", ["k1 batch", "v S", "D too large", "mixed float dtypes", "no keys"])
+def test_compile_and_export_refuse_bad_inputs(name):
+    args = tuple(next(b[1] for b in BAD if b[0] == name).values())
+    assert_tracing_refuses_like_native(diff_attention, *args)
+
+
+# ---- layout (issue 17): [B, T, H, D] tensors stated as such; a provable mix-up named ------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("causal,t,s", [(False, 5, 7), (True, 6, 6)])
+def test_layout_bthd(device, causal, t, s):
+    """layout="BTHD" takes q [B, T, H, D], k [B, S, H, D], v [B, S, H, Dv] and gives [B, T, H, Dv]: the
+    default layout's result on the transposed tensors, values and gradients, checked against the reference."""
+    b, h, d, dv = 2, 3, 4, 6
+    shapes = [(b, t, h, d), (b, s, h, d), (b, t, h, d), (b, s, h, d), (b, s, h, dv)]
+    xs = [torch.randn(*shape, device=device, dtype=torch.float32, requires_grad=True) for shape in shapes]
+    lam = (torch.rand(h, device=device) * 0.8 + 0.1).requires_grad_()
+    out = diff_attention(*xs, lam, causal=causal, layout="BTHD")
+    assert out.shape == (b, t, h, dv)
+    expected, leaves = reference_on_cpu(*(x.transpose(1, 2) for x in xs), lam, causal=causal)
+    tol = tolerance(out.device.type, out.dtype, "diff_attention")
+    torch.testing.assert_close(out.transpose(1, 2).double().cpu(), expected, **tol)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [*xs, lam], grad)
+    want = torch.autograd.grad(expected, leaves, grad.transpose(1, 2).double().cpu())
+    for g, w, x in zip(got, want, [*xs, lam]):
+        assert g.shape == x.shape
+        g = g.transpose(1, 2) if g.dim() == 4 else g
+        torch.testing.assert_close(g.double().cpu(), w, **tol)
+    bhtd = diff_attention(*(x.transpose(1, 2) for x in xs), lam, causal=causal)
+    assert torch.equal(out, bhtd.transpose(1, 2))
+
+
+def test_layout_names_a_provable_mix_up():
+    q, k, v = torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 6)  # [B, T, H, D], H = 3
+    with pytest.raises(RuntimeError, match=r"diff_attention: lam must be broadcastable to \[B, H\] = \[2, 5\] .*, "
+                                           r"got \[3\]; q1 was read as \[B, H, T, D\] \(layout=\"BHTD\"\), giving "
+                                           r"H = 5: for \[B, T, H, D\] tensors pass layout=\"BTHD\""):
+        diff_attention(q, k, q, k, v, torch.rand(3))
+    assert diff_attention(q, k, q, k, v, torch.rand(3), layout="BTHD").shape == (2, 5, 3, 6)
+    qt, kt, vt = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # [B, H, T, D] stated as BTHD
+    with pytest.raises(RuntimeError, match=r"got \[2, 3\]; q1 was read as \[B, T, H, D\] \(layout=\"BTHD\"\), "
+                                           r"giving H = 5: for \[B, H, T, D\] tensors pass layout=\"BHTD\""):
+        diff_attention(qt, kt, qt, kt, vt, torch.rand(2, 3), layout="BTHD")
+    # Keys of another length: their dimension 1 cannot be the queries' H.
+    with pytest.raises(RuntimeError, match=r"k1 must have shape \[B, H, S, D\] = \[2, 5, \*, 4\], got \[2, 7, 3, 4\]"):
+        diff_attention(q, torch.randn(2, 7, 3, 4), q, torch.randn(2, 7, 3, 4), torch.randn(2, 7, 3, 6), 0.5)
+    with pytest.raises(ValueError, match=r"diff_attention: layout must be \"BHTD\" or \"BTHD\", got 'bthd'"):
+        diff_attention(q, k, q, k, v, 0.5, layout="bthd")
+
+
+def test_layout_bthd_compiles():
+    xs = [torch.randn(2, 6, 3, 4, requires_grad=True) for _ in range(4)] + [torch.randn(2, 6, 3, 8, requires_grad=True)]
+    assert_compiled_matches_eager(lambda *a: diff_attention(*a, 0.3, causal=True, layout="BTHD"), xs)
+
+
 # ---- CUDA only --------------------------------------------------------------------------------------------
 
 
@@ -500,11 +613,13 @@ def meta(*shape, dtype=torch.float32):
 def test_fake_checks():
     """The fake kernel refuses what the native kernels refuse, so traced and compiled calls fail like eager
     ones instead of returning a plausible shape."""
-    q, k, v, lam = meta(1, 2, 3, 4), meta(1, 2, 5, 4), meta(1, 2, 5, 8), meta(2)
+    q, k, v, lam = meta(1, 2, 3, 4), meta(1, 2, 5, 4), meta(1, 2, 5, 8), meta(1, 2)
     with pytest.raises(RuntimeError, match="dtype"):
         ops._diff_attention_forward(q, k, q, k, v.to(torch.float64), lam)
-    with pytest.raises(RuntimeError, match="must agree"):
+    with pytest.raises(RuntimeError, match=r"k2 must have shape \[B, H, S, D\] = \[1, 2, 5, 4\], got \[1, 2, 6, 4\]"):
         ops._diff_attention_forward(q, k, q, meta(1, 2, 6, 4), v, lam)
+    with pytest.raises(RuntimeError, match=r"lam must have shape \[B, H\] = \[1, 2\] .*, got \[2\]"):
+        ops._diff_attention_forward(q, k, q, k, v, meta(2))  # the op takes lam [B, H]; the wrapper broadcasts
     out, lse1, lse2 = ops._diff_attention_forward(q, k, q, k, v, lam)
     assert lse2.shape == lse1.shape
     assert out.shape == (1, 2, 3, 8) and lse1.shape == (1, 2, 3)

@@ -292,6 +292,20 @@ def test_partner_index_without_domains_and_single_sample():
     assert torch.equal(md2a.partner_index(3, torch.tensor([0, 1, 2])), torch.tensor([0, 1, 2]))
 
 
+def test_md2a_empty_batch():
+    """Issue 17: an empty batch gives an empty output and gradients, as nn.MultiheadAttention's does
+    (MD2A raised torch.multinomial's "cannot sample n_sample > prob_dist.size(-1)" drawing the partners)."""
+    md2a = MD2A(16, 2, num_modalities=3)
+    x = torch.randn(0, 6, 16, requires_grad=True)
+    for domain in (None, torch.empty(0, dtype=torch.int64)):
+        y = md2a(x, domain)
+        assert y.shape == (0, 6, 16)
+        y.sum().backward()
+        assert x.grad.shape == x.shape and md2a.q_proj.weight.grad is not None
+    assert md2a(x.detach(), generator=torch.Generator().manual_seed(0)).shape == (0, 6, 16)
+    assert md2a.partner_index(0).shape == (0,) and md2a.partner_index(0).dtype == torch.int64
+
+
 def test_reproducible_with_seeded_generator():
     md2a = MD2A(16, 2, num_modalities=2)
     x = torch.randn(6, 4, 16)

@@ -19,7 +19,13 @@ The fake (meta) kernels refuse what the native kernels refuse (test_*_fake_check
 
 import pytest
 import torch
-from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
+from helpers import (
+    arguments,
+    assert_compiled_matches_eager,
+    assert_fake_refuses_like_native,
+    assert_tracing_refuses_like_native,
+    run_at_each_cpu_capability,
+)
 from devices import DEVICE_DTYPES, DEVICES, tolerance
 from facekernels.ops.edge_conv import cosine_topk, edge_conv_max
 
@@ -121,28 +127,46 @@ def test_topk_self_symmetric_gram(c, n, k):
 
 @pytest.mark.parametrize("m", [40, 3000])
 def test_topk_nan_similarities_never_selected(m):
-    # A NaN column of y has NaN similarity with every x: never selected. A NaN column of x has only NaN
-    # similarities: its row is padded with NaN and index -1. M = 40 takes the whole-row selection, 3000
-    # the streaming one (several column tiles).
+    # A NaN column of y has NaN similarity with every x: never selected while the other columns fill the
+    # rows. M = 40 takes the whole-row selection, 3000 the streaming one (several column tiles).
     b = max(4, 2 * torch.get_num_threads())
     x = torch.randn(b, 6, 9)
     y = torch.randn(b, 6, m)
     y[:, 2, 7] = float("nan")
-    x[:, 0, 4] = float("nan")
     values, indices = cosine_topk(x, 5, y)
     ref_values, ref_indices = reference_topk(x, 5, torch.cat((y[:, :, :7], y[:, :, 8:]), 2))  # y without column 7
     ref_indices = ref_indices + (ref_indices >= 7).long()
-    keep = torch.arange(9) != 4
     assert not (indices == 7).any()
-    torch.testing.assert_close(indices[:, keep], ref_indices[:, keep], rtol=0, atol=0)
-    torch.testing.assert_close(values[:, keep].double(), ref_values[:, keep], rtol=0, atol=1e-6)
-    assert (indices[:, 4] == -1).all() and values[:, 4].isnan().all()
-    # Against itself, whole rows in one tile per batch element (the Gram and whole-row paths).
-    xs = torch.randn(b, 6, 9)
-    xs[:, 1, 2] = float("nan")
-    values, indices = cosine_topk(xs, 3)
-    assert not (indices[:, [0, 1, 3, 4, 5, 6, 7, 8]] == 2).any()
-    assert (indices[:, 2] == -1).all() and values[:, 2].isnan().all()
+    torch.testing.assert_close(indices, ref_indices, rtol=0, atol=0)
+    torch.testing.assert_close(values.double(), ref_values, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("m", [40, 3000])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_topk_refuses_rows_non_finite_input_leaves_unfilled(m, bad):
+    # Issue 17: a row with fewer than k finite similarities (a NaN or inf in its column of x, or in all but
+    # a few columns of y) is refused, naming the non-finite input, instead of being padded with index -1
+    # (which nn.CCC handed to edge_conv_max as an out-of-range index).
+    b = max(4, 2 * torch.get_num_threads())
+    x, y = torch.randn(b, 6, 9), torch.randn(b, 6, m)
+    x[1:, 0, 4] = bad
+    with pytest.raises(RuntimeError, match=rf"cosine_topk: x and y must be finite \(no NaN or inf\): x\[1, :, 4\] has "
+                                           rf"a finite cosine similarity to only 0 of the {m} columns of y, fewer than "
+                                           rf"k = 5$"):
+        cosine_topk(x, 5, y)
+    x = torch.randn(b, 6, 9)
+    y[:, 1, 3:] = bad  # three finite columns left for every row
+    cosine_topk(x, 3, y)
+    with pytest.raises(RuntimeError, match=rf"x\[0, :, 0\] has a finite cosine similarity to only 3 of the {m} "
+                                           rf"columns of y, fewer than k = 4"):
+        cosine_topk(x, 4, y)
+    # Against itself (the Gram and whole-row paths): the row of the NaN column cannot be filled.
+    x[2, 3, 5] = bad
+    with pytest.raises(RuntimeError, match=r"x\[2, :, 5\] has a finite cosine similarity to only 0 of the 9 columns "
+                                           r"of x \(y = x\), fewer than k = 3"):
+        cosine_topk(x, 3)
+    with pytest.raises(RuntimeError, match=r"x and y must be finite"):
+        cosine_topk(x.double(), 1)
 
 
 def test_topk_many_rows_and_columns():
@@ -637,6 +661,95 @@ def test_edge_backward_op_checks_idx_and_winner(k):
     backward(grad, x, idx, w_self, w_edge, winner, True, True, True)  # the forward's own winner passes
 
 
+# ---- the fake kernels refuse what the native ops refuse, with the same exception and message, so that
+# tracing, compiling and exporting fail where the eager call does (issue 17). The ranges of idx and winner
+# are values: only the native ops see them. ---------------------------------------------------------------
+
+_TX = torch.randn(2, 4, 6)
+TOPK_BAD = {
+    "x 2-D": (torch.randn(4, 6), 2, None),
+    "integer x": (torch.ones(2, 4, 6, dtype=torch.int64), 2, None),
+    "half on CPU": (_TX.half(), 2, None),
+    "k = 0": (_TX, 0, None),
+    "k > M": (_TX, 9, torch.randn(2, 4, 8)),
+    "y batch": (_TX, 2, torch.randn(3, 4, 8)),
+    "y channels": (_TX, 2, torch.randn(2, 5, 8)),
+    "y 2-D": (_TX, 2, torch.randn(4, 8)),
+    "y dtype": (_TX, 2, torch.randn(2, 4, 8, dtype=torch.float64)),
+}
+
+
+@pytest.mark.parametrize("args", TOPK_BAD.values(), ids=TOPK_BAD.keys())
+def test_topk_fake_kernel_refuses_bad_inputs(args):
+    assert_fake_refuses_like_native(cosine_topk, *args)
+
+
+EDGE_GOOD = dict(zip(("x", "idx", "w_self", "w_edge", "bias"),
+                     (t.detach() for t in make_inputs(2, 3, 5, 4, 2))))
+
+
+EDGE_BAD = {
+    "idx int32": arguments(EDGE_GOOD, idx=torch.zeros(2, 5, 2, dtype=torch.int32)),
+    "idx batch": arguments(EDGE_GOOD, idx=torch.zeros(3, 5, 2, dtype=torch.int64)),
+    "idx N": arguments(EDGE_GOOD, idx=torch.zeros(2, 4, 2, dtype=torch.int64)),
+    "idx 2-D": arguments(EDGE_GOOD, idx=torch.zeros(2, 5, dtype=torch.int64)),
+    "idx k = 0": arguments(EDGE_GOOD, idx=torch.zeros(2, 5, 0, dtype=torch.int64)),
+    "w_self N": arguments(EDGE_GOOD, w_self=torch.randn(4, 6, dtype=torch.float64)),
+    "w_self 3-D": arguments(EDGE_GOOD, w_self=torch.randn(4, 5, 1, dtype=torch.float64)),
+    "w_edge shape": arguments(EDGE_GOOD, w_edge=torch.randn(3, 5, dtype=torch.float64)),
+    "bias M": arguments(EDGE_GOOD, bias=torch.randn(5, dtype=torch.float64)),
+    "x 2-D": arguments(EDGE_GOOD, x=torch.randn(3, 5, dtype=torch.float64)),
+    "integer x": arguments(EDGE_GOOD, x=torch.ones(2, 3, 5, dtype=torch.int64)),
+    "w_edge dtype": arguments(EDGE_GOOD, w_edge=torch.randn(4, 5)),
+    "bias dtype": arguments(EDGE_GOOD, bias=torch.randn(4)),
+}
+
+
+@pytest.mark.parametrize("args", EDGE_BAD.values(), ids=EDGE_BAD.keys())
+def test_edge_fake_kernel_refuses_bad_inputs(args):
+    assert_fake_refuses_like_native(edge_conv_max, *args)
+
+
+_OUT, _WINNER = torch.ops.facekernels.edge_conv_max(*EDGE_GOOD.values())
+EDGE_BACKWARD_GOOD = {"grad_out": torch.randn_like(_OUT), **{k: v for k, v in EDGE_GOOD.items() if k != "bias"},
+                      "winner": _WINNER, "has_bias": True, "need_x": True, "need_weights": True}
+
+
+EDGE_BACKWARD_BAD = {
+    "grad_out shape": arguments(EDGE_BACKWARD_GOOD, grad_out=torch.randn(2, 3, 3, dtype=torch.float64)),
+    "grad_out dtype": arguments(EDGE_BACKWARD_GOOD, grad_out=torch.randn(2, 3, 4)),
+    "winner int64": arguments(EDGE_BACKWARD_GOOD, winner=torch.zeros(2, 3, 4, dtype=torch.int64)),
+    "winner shape": arguments(EDGE_BACKWARD_GOOD, winner=torch.zeros(2, 3, 3, dtype=torch.int32)),
+    "idx int32": arguments(EDGE_BACKWARD_GOOD, idx=torch.zeros(2, 5, 2, dtype=torch.int32)),
+    "w_edge shape": arguments(EDGE_BACKWARD_GOOD, w_edge=torch.randn(3, 5, dtype=torch.float64)),
+}
+
+
+@pytest.mark.parametrize("args", EDGE_BACKWARD_BAD.values(), ids=EDGE_BACKWARD_BAD.keys())
+def test_edge_backward_fake_kernel_refuses_bad_inputs(args):
+    assert_fake_refuses_like_native(torch.ops.facekernels._edge_conv_max_backward.default, *args)
+
+
+@pytest.mark.parametrize("topk,edge", [("k > M", "idx N"), ("y channels", "w_edge shape"), ("y dtype", "bias dtype")])
+def test_compile_and_export_refuse_bad_inputs(topk, edge):
+    for fn, args in ((cosine_topk, TOPK_BAD[topk]), (edge_conv_max, EDGE_BAD[edge])):
+        assert_tracing_refuses_like_native(fn, *args)
+
+
+def test_export_with_dynamic_sizes():
+    """The fake kernels' checks leave the 2^31 size limits to the native ops: unbounded Dims export."""
+
+    class Graph(torch.nn.Module):
+        def forward(self, x, w_self, w_edge):
+            return edge_conv_max(x, cosine_topk(x, 3)[1], w_self, w_edge)
+
+    b, n = torch.export.Dim("B"), torch.export.Dim("N", min=3)
+    args = (torch.randn(2, 5, 12), torch.randn(7, 12), torch.randn(7, 12))
+    program = torch.export.export(Graph(), args, dynamic_shapes=({0: b, 2: n}, {1: n}, {1: n}))
+    other = (torch.randn(4, 5, 20), torch.randn(7, 20), torch.randn(7, 20))
+    torch.testing.assert_close(program.module()(*other), Graph()(*other))
+
+
 # ---- CUDA only: the CUDA binding's own paths -------------------------------------------------------
 
 
@@ -736,7 +849,7 @@ def test_edge_conv_max_fake_checks():
     x, idx, w = meta(2, 3, 6), meta(2, 6, 2, dtype=torch.int64), meta(5, 6)
     with pytest.raises(RuntimeError, match="idx must be int64"):
         ops.edge_conv_max(x, meta(2, 6, 2), w, w)
-    with pytest.raises(RuntimeError, match="w_self and w_edge"):
+    with pytest.raises(RuntimeError, match=r"w_edge must have the same shape as w_self \[5, 6\], got \[4, 6\]"):
         ops.edge_conv_max(x, idx, w, meta(4, 6))
     with pytest.raises(RuntimeError, match="bias must be"):
         ops.edge_conv_max(x, idx, w, w, meta(4))

@@ -195,6 +195,17 @@ def test_ccc_empty_batch():
     assert x.grad.shape == x.shape
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_ccc_non_finite_input_is_named(bad):
+    """Issue 17: a NaN or inf in the input is named as such by the kNN graph (cosine_topk), not reported as
+    an out-of-range neighbour index by edge_conv_max."""
+    x = torch.randn(2, 3, 4, 4)
+    x[1, 0, 2, 3] = bad
+    with pytest.raises(RuntimeError, match=r"cosine_topk: x and y must be finite \(no NaN or inf\): x\[1, :, 11\] "
+                                           r"has a finite cosine similarity to only 0 of the 16 columns of x"):
+        CCC(16, 4)(x)
+
+
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("dim,kernel,s,k", [(4, 8, 4, 4), (3, 5, 3, 9), (2, 4, 1, 1)])
 def test_f5c_matches_released(train, dim, kernel, s, k):

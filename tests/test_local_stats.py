@@ -14,7 +14,12 @@ import facekernels
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
+from helpers import (
+    assert_compiled_matches_eager,
+    assert_fake_refuses_like_native,
+    assert_tracing_refuses_like_native,
+    run_at_each_cpu_capability,
+)
 from devices import DTYPES, tolerance
 from facekernels import ops
 from facekernels.nn import LocalSFFT, dafe_alignment_loss
@@ -427,15 +432,15 @@ def test_bad_inputs_raise(name, args, match):
         local_stat_transform(**args)
 
 
-@pytest.mark.parametrize(
-    "x,kernel_size,match",
-    [
-        (torch.randn(8, 8), 3, r"x must be a 4-D tensor"),
-        (torch.randn(1, 2, 8, 8), 2, r"kernel_size must be an odd integer >= 1, got 2"),
-        (torch.randn(1, 2, 8, 8), -1, r"kernel_size must be an odd integer >= 1, got -1"),
-        (torch.ones(1, 2, 8, 8, dtype=torch.uint8), 3, r"x must be float32 or float64 on CPU, got uint8"),
-    ],
-)
+MEAN_VAR_BAD = [
+    (torch.randn(8, 8), 3, r"x must be a 4-D tensor"),
+    (torch.randn(1, 2, 8, 8), 2, r"kernel_size must be an odd integer >= 1, got 2"),
+    (torch.randn(1, 2, 8, 8), -1, r"kernel_size must be an odd integer >= 1, got -1"),
+    (torch.ones(1, 2, 8, 8, dtype=torch.uint8), 3, r"x must be float32 or float64 on CPU, got uint8"),
+]
+
+
+@pytest.mark.parametrize("x,kernel_size,match", MEAN_VAR_BAD)
 def test_mean_var_bad_inputs_raise(x, kernel_size, match):
     with pytest.raises(RuntimeError, match=r"local_mean_var: " + match):
         local_mean_var(x, kernel_size)
@@ -452,6 +457,49 @@ def test_backward_ops_check_gradient_shapes():
         torch.ops.facekernels._local_stat_transform_backward(torch.randn(2, 3, 5, 5), x, x, 3, 1e-5, True, True)
     with pytest.raises(RuntimeError, match=r"_local_mean_var_backward: grad_var must have the same dtype as x \(float32\), got float64"):
         torch.ops.facekernels._local_mean_var_backward(None, x.double(), x, 3)
+
+
+# ---- the fake kernels refuse what the native ops refuse, with the same exception and message, so that
+# tracing, compiling and exporting fail where the eager call does (issue 17) ----------------------------
+
+
+@pytest.mark.parametrize("name,args,match", BAD, ids=[b[0] for b in BAD])
+def test_fake_kernel_refuses_bad_inputs(name, args, match):
+    assert_fake_refuses_like_native(local_stat_transform, **args)
+
+
+@pytest.mark.parametrize("x,kernel_size,match", MEAN_VAR_BAD)
+def test_mean_var_fake_kernel_refuses_bad_inputs(x, kernel_size, match):
+    assert_fake_refuses_like_native(local_mean_var, x, kernel_size)
+
+
+_X = torch.randn(2, 3, 5, 6)
+BACKWARD_BAD = {
+    "transform grad_out shape": ("_local_stat_transform_backward", (torch.randn(2, 3, 5, 5), _X, _X, 3, 1e-5, True, True)),
+    "transform grad_out dtype": ("_local_stat_transform_backward", (_X.double(), _X, _X, 3, 1e-5, True, True)),
+    "transform grad_out 3-D": ("_local_stat_transform_backward", (_X[0], _X, _X, 3, 1e-5, True, True)),
+    "transform guide shape": ("_local_stat_transform_backward", (_X, _X, _X[:1], 3, 1e-5, True, True)),
+    "transform even kernel": ("_local_stat_transform_backward", (_X, _X, _X, 4, 1e-5, True, True)),
+    "transform eps": ("_local_stat_transform_backward", (_X, _X, _X, 3, -1.0, True, True)),
+    "mean_var grad_var dtype": ("_local_mean_var_backward", (None, _X.double(), _X, 3)),
+    "mean_var grad_mean shape": ("_local_mean_var_backward", (_X[:, :2], None, _X, 3)),
+    "mean_var x integer": ("_local_mean_var_backward", (None, None, _X.long(), 3)),
+    "mean_var kernel": ("_local_mean_var_backward", (_X, _X, _X, 0)),
+}
+
+
+@pytest.mark.parametrize("op,args", BACKWARD_BAD.values(), ids=BACKWARD_BAD.keys())
+def test_backward_fake_kernels_refuse_bad_inputs(op, args):
+    assert_fake_refuses_like_native(getattr(torch.ops.facekernels, op).default, *args)
+
+
+@pytest.mark.parametrize("name", ["shapes differ", "even kernel", "nan eps", "integer guide"])
+def test_compile_and_export_refuse_bad_inputs(name):
+    args = next(b[1] for b in BAD if b[0] == name)
+    args = (args["x"], args["guide"], args["kernel_size"], args["eps"])
+    assert_tracing_refuses_like_native(local_stat_transform, *args)
+    x, kernel_size, _ = MEAN_VAR_BAD[1]
+    assert_tracing_refuses_like_native(local_mean_var, x, kernel_size)
 
 
 def test_double_backward_is_refused_not_wrong():

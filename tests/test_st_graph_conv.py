@@ -14,7 +14,13 @@ import facekernels
 import pytest
 import torch
 from devices import tolerance
-from helpers import assert_compiled_matches_eager, run_at_each_cpu_capability
+from helpers import (
+    arguments,
+    assert_compiled_matches_eager,
+    assert_fake_refuses_like_native,
+    assert_tracing_refuses_like_native,
+    run_at_each_cpu_capability,
+)
 from facekernels.ops import st_graph_conv
 
 
@@ -306,6 +312,40 @@ def test_backward_op_checks_grad_out():
                                                       adjacency, bias, True, True, True, True)
 
 
+# ---- the fake kernels refuse what the native ops refuse, with the same exception and message, so that
+# tracing, compiling and exporting fail where the eager call does (issue 17) ----------------------------
+
+
+@pytest.mark.parametrize("name,args,match", BAD, ids=[b[0] for b in BAD])
+def test_fake_kernel_refuses_bad_inputs(name, args, match):
+    assert_fake_refuses_like_native(st_graph_conv, **args)
+
+
+BACKWARD_GOOD = {"grad_out": torch.randn(2, 6, 4, 5), **_args(), "need_x": True, "need_weight": True,
+                 "need_adjacency": True, "need_bias": True}
+BACKWARD_BAD = {
+    "grad_out shape": arguments(BACKWARD_GOOD, grad_out=torch.randn(2, 6, 4, 4)),
+    "grad_out 3-D": arguments(BACKWARD_GOOD, grad_out=torch.randn(6, 4, 5)),
+    "grad_out dtype": arguments(BACKWARD_GOOD, grad_out=torch.randn(2, 6, 4, 5, dtype=torch.float64)),
+    "Cin mismatch": arguments(BACKWARD_GOOD, weight=torch.randn(2, 6, 4)),
+    "adjacency batch": arguments(BACKWARD_GOOD, adjacency=torch.rand(3, 2, 5, 5)),
+    "bias shape": arguments(BACKWARD_GOOD, bias=torch.randn(6)),
+    "integer x": arguments(BACKWARD_GOOD, x=torch.ones(2, 3, 4, 5, dtype=torch.int64)),
+}
+
+
+@pytest.mark.parametrize("args", BACKWARD_BAD.values(), ids=BACKWARD_BAD.keys())
+def test_backward_fake_kernel_refuses_bad_inputs(args):
+    assert_fake_refuses_like_native(torch.ops.facekernels._st_graph_conv_backward.default, *args)
+
+
+@pytest.mark.parametrize("name", ["Cin mismatch", "V mismatch per sample", "bias transposed", "mixed float adjacency"])
+def test_compile_and_export_refuse_bad_inputs(name):
+    args = next(b[1] for b in BAD if b[0] == name)
+    args = (args["x"], args["weight"], args["adjacency"], args["bias"])
+    assert_tracing_refuses_like_native(st_graph_conv, *args)
+
+
 def test_double_backward_is_refused_not_wrong():
     x, weight, adjacency, bias = make(CASES[0])
     out = st_graph_conv(x, weight, adjacency, bias)
@@ -323,7 +363,7 @@ def test_fake_checks():
     x, weight, adjacency = meta(2, 3, 4, 5), meta(2, 6, 3), meta(2, 5, 5)
     with pytest.raises(RuntimeError, match="Cin"):
         torch.ops.facekernels.st_graph_conv(x, meta(2, 6, 4), adjacency)
-    with pytest.raises(RuntimeError, match="adjacency must be"):
+    with pytest.raises(RuntimeError, match="adjacency must have K = weight.size"):
         torch.ops.facekernels.st_graph_conv(x, weight, meta(3, 5, 5))
     with pytest.raises(RuntimeError, match="dtype"):
         torch.ops.facekernels.st_graph_conv(x, meta(2, 6, 3, dtype=torch.float64), adjacency)

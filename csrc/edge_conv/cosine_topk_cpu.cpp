@@ -224,6 +224,9 @@ std::tuple<Tensor, Tensor> cosine_topk_run(const Tensor& x_in, const std::option
       }
     }
   });
+  // A row of fewer than k finite similarities (NaN or inf in x or y) is padded with -1: refuse it.
+  const int64_t unfilled = first_index_out_of_range(data_of<const int64_t>(indices), B * N * k, M);
+  if (unfilled >= 0) fail_cosine_topk_unfilled("cosine_topk", p, self, unfilled);
   return {values, indices};
 }
 

@@ -87,14 +87,26 @@ void fail_edge_index(const char* op, int64_t value, int64_t at, int64_t n, int64
   fail(op, "idx must hold positions in [0, N) = [0, ", n, "), got ", value, " at idx[", b, ", ", i, ", ", j, "]");
 }
 
-void check_edge_index_range(const char* op, const int64_t* idx, int64_t count, int64_t n, int64_t k) {
+int64_t first_index_out_of_range(const int64_t* idx, int64_t count, int64_t n) {
   const uint64_t limit = static_cast<uint64_t>(n);
   uint64_t bad = 0;
   for (int64_t i = 0; i < count; ++i) bad |= static_cast<uint64_t>(static_cast<uint64_t>(idx[i]) >= limit);
-  if (!bad) return;
+  if (!bad) return -1;
   for (int64_t i = 0; i < count; ++i) {
-    if (static_cast<uint64_t>(idx[i]) >= limit) fail_edge_index(op, idx[i], i, n, k);
+    if (static_cast<uint64_t>(idx[i]) >= limit) return i;
   }
+  return -1;
+}
+
+void check_edge_index_range(const char* op, const int64_t* idx, int64_t count, int64_t n, int64_t k) {
+  const int64_t at = first_index_out_of_range(idx, count, n);
+  if (at >= 0) fail_edge_index(op, idx[at], at, n, k);
+}
+
+void fail_cosine_topk_unfilled(const char* op, const CosineTopkProblem& p, bool self, int64_t at) {
+  const int64_t j = at % p.k, n = (at / p.k) % p.n, b = at / p.k / p.n;
+  fail(op, "x and y must be finite (no NaN or inf): x[", b, ", :, ", n, "] has a finite cosine similarity to only ",
+       j, " of the ", p.m, " columns of ", self ? "x (y = x)" : "y", ", fewer than k = ", p.k);
 }
 
 void check_winner_range(const char* op, const int32_t* winner, int64_t count, int64_t k, int64_t c, int64_t m) {

@@ -37,8 +37,18 @@ EdgeConvProblem check_edge_conv_max_backward(const char* op, const torch::stable
                                              const torch::stable::Tensor& w_self, const torch::stable::Tensor& w_edge,
                                              const torch::stable::Tensor& winner, bool has_bias);
 
+// The position of the first of `count` values of idx (contiguous int64) outside [0, n), or -1 when all are
+// in range; one pass when they are.
+int64_t first_index_out_of_range(const int64_t* idx, int64_t count, int64_t n);
+
 // Raises unless every value of idx (contiguous int64, `count` values) is in [0, n); one pass.
 void check_edge_index_range(const char* op, const int64_t* idx, int64_t count, int64_t n, int64_t k);
+
+// cosine_topk's refusal of a row it could not fill: indices [B, N, k] hold -1 from flat position `at` on in
+// a row with fewer than k finite (non-NaN) similarities, which only non-finite input (NaN or inf in x or y)
+// gives. `self`: called without y (y = x). Both bindings look for it with first_index_out_of_range(indices,
+// B * N * k, M).
+[[noreturn]] void fail_cosine_topk_unfilled(const char* op, const CosineTopkProblem& p, bool self, int64_t at);
 
 // The message for an index out of range, at flat position `at` of idx [B, N, k].
 [[noreturn]] void fail_edge_index(const char* op, int64_t value, int64_t at, int64_t n, int64_t k);

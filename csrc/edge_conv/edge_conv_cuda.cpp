@@ -5,7 +5,9 @@
 // cosine_topk walks blocks of up to 2048 rows of x against tiles of 8192 columns of y (one tile buffer,
 // at most 64 MiB in float32, plus the rows' lists); edge_conv_max runs chunks of batch elements and
 // groups of neighbours sized so the side-by-side weights and pre-activations stay within about 2^25
-// elements. Checking idx's range synchronises the stream once (the result is needed on the host).
+// elements. Checking idx's range synchronises the stream once (the result is needed on the host), and so
+// does cosine_topk's check that every row was filled (a row of fewer than k finite similarities, from
+// non-finite input, is refused).
 // float32 GEMMs follow torch's matmul precision setting (TF32 when allowed); cosine_topk's candidate
 // margin covers TF32 rounding, and its final values are float64 recomputations either way.
 #include <cuda_runtime_api.h>
@@ -37,6 +39,22 @@ using torch::stable::Tensor;
 
 inline void* byte_offset(const Tensor& t, int64_t elements) {
   return static_cast<char*>(t.data_ptr()) + elements * static_cast<int64_t>(t.element_size());
+}
+
+// The position of the first value of idx (contiguous, on the device) outside [0, n), or -1 when all are in
+// range. Synchronises the stream (the answer is needed on the host).
+int64_t first_index_out_of_range_cuda(const char* op, const Tensor& idx, int64_t n, cudaStream_t stream) {
+  const int64_t count = idx.numel();
+  if (count == 0) return -1;
+  Tensor flag = torch::stable::new_empty(idx, {1}, ScalarType::Long);
+  unsigned long long* first_bad = static_cast<unsigned long long*>(flag.data_ptr());
+  const unsigned long long none = static_cast<unsigned long long>(count);
+  check_launch(cudaMemcpyAsync(first_bad, &none, sizeof(none), cudaMemcpyHostToDevice, stream), op);
+  check_launch(cuda::edge_index_check(data_of<const int64_t>(idx), count, n, first_bad, stream), op);
+  unsigned long long at = none;
+  check_launch(cudaMemcpyAsync(&at, first_bad, sizeof(at), cudaMemcpyDeviceToHost, stream), op);
+  check_launch(cudaStreamSynchronize(stream), op);
+  return at == none ? -1 : static_cast<int64_t>(at);
 }
 
 std::tuple<Tensor, Tensor> cosine_topk_cuda(const Tensor& x_in, int64_t k, const std::optional<Tensor>& y_in) {
@@ -92,25 +110,20 @@ std::tuple<Tensor, Tensor> cosine_topk_cuda(const Tensor& x_in, int64_t k, const
                    op);
     }
   }
+  // A row of fewer than k finite similarities (NaN or inf in x or y) is padded with -1: refuse it, as the
+  // CPU binding does. This synchronises the stream once per call.
+  const int64_t unfilled = first_index_out_of_range_cuda(op, indices, M, stream);
+  if (unfilled >= 0) fail_cosine_topk_unfilled(op, p, !y_in.has_value(), unfilled);
   return {values, indices};
 }
 
 // Raises unless every value of idx (contiguous, on the device) is in [0, n).
 void check_index_range_cuda(const char* op, const Tensor& idx, int64_t n, int64_t k, cudaStream_t stream) {
-  const int64_t count = idx.numel();
-  if (count == 0) return;
-  Tensor flag = torch::stable::new_empty(idx, {1}, ScalarType::Long);
-  unsigned long long* first_bad = static_cast<unsigned long long*>(flag.data_ptr());
-  const unsigned long long none = static_cast<unsigned long long>(count);
-  check_launch(cudaMemcpyAsync(first_bad, &none, sizeof(none), cudaMemcpyHostToDevice, stream), op);
-  check_launch(cuda::edge_index_check(data_of<const int64_t>(idx), count, n, first_bad, stream), op);
-  unsigned long long at = none;
-  check_launch(cudaMemcpyAsync(&at, first_bad, sizeof(at), cudaMemcpyDeviceToHost, stream), op);
-  check_launch(cudaStreamSynchronize(stream), op);
-  if (at == none) return;
+  const int64_t at = first_index_out_of_range_cuda(op, idx, n, stream);
+  if (at < 0) return;
   int64_t value = 0;
   check_launch(cudaMemcpy(&value, data_of<const int64_t>(idx) + at, sizeof(value), cudaMemcpyDeviceToHost), op);
-  fail_edge_index(op, value, static_cast<int64_t>(at), n, k);
+  fail_edge_index(op, value, at, n, k);
 }
 
 // The launcher's view of (w_self - w_edge)^T and w_edge^T into weights_t [2, N * M] (float32), from the

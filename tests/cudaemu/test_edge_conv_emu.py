@@ -70,6 +70,24 @@ def test_topk_many_rows():
     check_topk(randn(1, 4, 2100, seed=5), 3, randn(1, 4, 40, seed=6))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_topk_refuses_rows_non_finite_input_leaves_unfilled(dtype):
+    """Issue 17: as the CPU op, the binding refuses a row with fewer than k finite similarities (a NaN or inf
+    in x or y), with the CPU op's message, and keeps skipping a NaN column of y when the others fill the rows."""
+    x, y = randn(2, 6, 9, seed=3, dtype=dtype), randn(2, 6, 40, seed=4, dtype=dtype)
+    y[:, 2, 7] = float("nan")
+    check_topk(x, 5, y)
+    for bad in (float("nan"), float("inf")):
+        xb = x.clone()
+        xb[1, 0, 4] = bad
+        for args in ((xb, 5, y), (xb, 3, None)):
+            with pytest.raises(RuntimeError) as cpu:
+                torch.ops.facekernels.cosine_topk(*(a.double() if isinstance(a, torch.Tensor) else a for a in args))
+            with pytest.raises(RuntimeError, match=r"cosine_topk: x and y must be finite \(no NaN or inf\)") as got:
+                ops.cosine_topk(*args)
+            assert str(got.value) == str(cpu.value)
+
+
 def inputs(b, c, n, m, k, seed, dtype=F32):
     x = randn(b, c, n, seed=seed, dtype=dtype)
     idx = torch.randint(0, n, (b, n, k), generator=torch.Generator().manual_seed(seed + 1))

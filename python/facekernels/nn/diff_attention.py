@@ -215,7 +215,7 @@ class MD2A(_DiffAttentionLayer):
                       ) -> Tensor:
         """``pi [batch]`` (int64): for each sample, a uniformly drawn other sample of its domain, itself
         when it has none (all samples form one domain when ``domain`` is None). Drawn on the
-        generator's device (the CPU without one) and returned on ``device``."""
+        generator's device (the CPU without one) and returned on ``device``; empty for ``batch = 0``."""
         if domain is not None and (domain.shape != (batch,) or domain.is_floating_point()
                                    or domain.is_complex()):
             raise ValueError(
@@ -223,6 +223,8 @@ class MD2A(_DiffAttentionLayer):
                 f"got {list(domain.shape)} {domain.dtype}"
             )
         draw_device = generator.device if generator is not None else torch.device("cpu")
+        if batch == 0:  # an empty batch has an empty map (torch.multinomial refuses zero rows)
+            return torch.empty(0, dtype=torch.int64, device=device if device is not None else draw_device)
         eye = torch.eye(batch, dtype=torch.bool, device=draw_device)
         if domain is None:
             same = torch.ones(batch, batch, dtype=torch.bool, device=draw_device)

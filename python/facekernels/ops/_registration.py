@@ -1,35 +1,11 @@
-"""Helpers shared by the op modules: autocast rules for ops whose kernels need one dtype throughout."""
+"""Helpers shared by the op modules: the refusal of double backward and the autocast rules (the fake kernels'
+argument checks are in ops/_checks.py)."""
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 _LIB = torch.library.Library("facekernels", "FRAGMENT")
-
-
-def _check_all_same(op: str, attribute: str, what: str, tensors: dict[str, Tensor | None]) -> None:
-    """Raise unless the given tensors (None skipped) agree on ``attribute`` ("device" or "dtype")."""
-    first_name, first = None, None
-    for name, t in tensors.items():
-        if t is None:
-            continue
-        if first is None:
-            first_name, first = name, getattr(t, attribute)
-        elif getattr(t, attribute) != first:
-            raise RuntimeError(f"{op}: {name} must {what} {first_name} ({first}), got {getattr(t, attribute)}")
-
-
-def check_same_device(op: str, **tensors: Tensor | None) -> None:
-    """Raise if the given tensors are not all on one device. Fake kernels call it: the dispatcher would
-    otherwise route a mix of real and meta tensors to the fake kernel and return a meta result."""
-    _check_all_same(op, "device", "be on the same device as", tensors)
-
-
-def check_same_dtype(op: str, **tensors: Tensor | None) -> None:
-    """Raise if the given tensors do not all have one dtype: the fake kernels' mirror of the native
-    checks, so that a traced or compiled call fails where the eager one would."""
-    _check_all_same(op, "dtype", "have the dtype of", tensors)
 
 
 def refuse_double_backward(backward_op: str, public_name: str) -> None:

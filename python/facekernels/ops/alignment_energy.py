@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._registration import check_same_device
+from ._checks import check, check_dim, check_index_limit, check_same_device, check_same_dtype, dtype_name
+from ._checks import fail, same_shape, shape_string, sym_and
 
 __all__ = ["alignment_energy"]
 
@@ -72,11 +73,41 @@ def alignment_energy(
     return torch.ops.facekernels.alignment_energy.default(points, directions, mode, k, metric)
 
 
+# The fake kernel's checks: csrc/alignment_energy/alignment_energy.cpp's, in its order and words
+# (ops/_checks.py). The zero rows the native op refuses are values, which only the kernels see.
+def _check_mode_and_metric(op: str, mode: str, metric: str) -> bool:
+    """The native op's checks of mode and metric; whether mode is knn."""
+    if mode not in ("inverse_distance", "knn"):
+        fail(op, 'mode must be "inverse_distance" or "knn", got "', mode, '"')
+    if metric not in ("cosine", "euclidean"):
+        fail(op, 'metric must be "cosine" or "euclidean", got "', metric, '"')
+    return mode == "knn"
+
+
+def _check_alignment_energy(op: str, points: Tensor, directions: Tensor, knn: bool, k: int) -> None:
+    """The checks of the tensors and k, after those of mode and metric."""
+    check_dim(op, "points", points, 2, "[C, D]")
+    check_dim(op, "directions", directions, 2, "[C, D]")
+    check(same_shape(directions, points), op, "directions must have the same shape as points ",
+          shape_string(points), ", got ", shape_string(directions))
+    if points.dtype not in (torch.float32, torch.float64):
+        fail(op, "points must be float32 or float64, got ", dtype_name(points.dtype))
+    check_same_dtype(op, "directions", directions, "points", points)
+    check_same_device(op, "directions", directions, "points", points)
+    n = points.shape[0]
+    check(n >= 2, op, "points must have at least 2 rows (C >= 2 curves), got C = ", n)
+    check_index_limit(n, 2**31, op, "points must have fewer than 2^31 rows, got C = ", n)
+    if knn:
+        check(sym_and(k >= 1, k <= n - 1), op, "k must be in [1, C - 1] = [1, ", n - 1,
+              '] for mode="knn", got ', k)
+
+
 @torch.library.register_fake("facekernels::alignment_energy")
 def _alignment_energy_fake(
     points: Tensor, directions: Tensor, mode: str = "inverse_distance", k: int = 10, metric: str = "cosine"
 ) -> tuple[Tensor, Tensor]:
-    check_same_device("alignment_energy", points=points, directions=directions)
+    op = "alignment_energy"
+    _check_alignment_energy(op, points, directions, _check_mode_and_metric(op, mode, metric), k)
     return points.new_empty(()), points.new_empty((points.shape[0],))
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._registration import check_same_device, register_autocast
+from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, fail
+from ._checks import same_shape, shape_string, sym_and
+from ._registration import register_autocast
 
 __all__ = ["circular_conv"]
 
@@ -33,9 +35,42 @@ def circular_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None, dim: in
     return torch.ops.facekernels.circular_conv.default(x, weight, bias, dim)
 
 
+# The fake kernels' checks: csrc/circular_conv/circular_conv.cpp's, in its order and words (ops/_checks.py).
+def _check_circular_conv(op: str, x: Tensor, weight: Tensor, bias: Tensor | None, dim: int) -> None:
+    check_dim(op, "x", x, 4, "[B, C, H, W]")
+    check_dim(op, "weight", weight, 2, "[C, L]")
+    if dim not in (2, 3, -2, -1):
+        fail(op, "dim must be one of 2, 3, -2, -1 (H or W), got ", dim)
+    axis = dim + 4 if dim < 0 else dim
+    check_floating_dtype(op, "x", x)
+    check_same_dtype(op, "weight", weight, "x", x)
+    check_same_device(op, "weight", weight, "x", x)
+    channels, length, taps = x.shape[1], x.shape[axis], weight.shape[1]
+    check(weight.shape[0] == channels, op, "weight must have shape [C, L] with C = x.size(1) = ", channels,
+          ", got ", shape_string(weight))
+    check(sym_and(taps >= 1, taps <= length), op, "weight must have 1 <= L <= x.size(", axis, ") = ", length,
+          " taps, got L = ", taps, " (weight shape ", shape_string(weight), ", x shape ", shape_string(x),
+          ")")
+    if bias is not None:
+        check(bias.dim() == 1 and bias.shape[0] == channels, op, "bias must have shape [", channels,
+              "] (C of x), got ", shape_string(bias))
+        check_same_dtype(op, "bias", bias, "x", x)
+        check_same_device(op, "bias", bias, "x", x)
+
+
+def _check_circular_conv_backward(grad_out: Tensor, x: Tensor, weight: Tensor, dim: int) -> None:
+    op = "_circular_conv_backward"
+    _check_circular_conv(op, x, weight, None, dim)
+    check_dim(op, "grad_out", grad_out, 4, "[B, C, H, W]")
+    check(same_shape(grad_out, x), op, "grad_out must have the shape of x ", shape_string(x), ", got ",
+          shape_string(grad_out))
+    check_same_dtype(op, "grad_out", grad_out, "x", x)
+    check_same_device(op, "grad_out", grad_out, "x", x)
+
+
 @torch.library.register_fake("facekernels::circular_conv")
 def _circular_conv_fake(x: Tensor, weight: Tensor, bias: Tensor | None = None, dim: int = 2) -> Tensor:
-    check_same_device("circular_conv", x=x, weight=weight, bias=bias)
+    _check_circular_conv("circular_conv", x, weight, bias, dim)
     return x.new_empty(x.shape)
 
 
@@ -43,6 +78,7 @@ def _circular_conv_fake(x: Tensor, weight: Tensor, bias: Tensor | None = None, d
 def _circular_conv_backward_fake(
     grad_out: Tensor, x: Tensor, weight: Tensor, dim: int, need_x: bool, need_weight: bool, need_bias: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
+    _check_circular_conv_backward(grad_out, x, weight, dim)
     return (
         x.new_empty(x.shape if need_x else (0,)),
         weight.new_empty(weight.shape if need_weight else (0,)),

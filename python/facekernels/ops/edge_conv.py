@@ -6,7 +6,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._registration import check_same_device, check_same_dtype, refuse_double_backward, register_autocast
+from ._checks import check, check_dim, check_floating_dtype, check_index_limit, check_same_device
+from ._checks import check_same_dtype, dtype_name, shape_string, sym_and
+from ._registration import refuse_double_backward, register_autocast
 
 __all__ = ["cosine_topk", "edge_conv_max"]
 
@@ -22,8 +24,10 @@ def cosine_topk(x: Tensor, k: int, y: Tensor | None = None) -> tuple[Tensor, Ten
     Ties go to the smaller ``m`` first, as ``torch.topk`` on the exact values: candidates near the k-th
     value are re-ranked by their similarity recomputed in float64 from the inputs, so duplicate columns
     of ``y`` tie exactly whatever rounding the tile GEMM gave them. A zero column has similarity 0 with
-    everything. NaN similarities are never selected (a row with fewer than ``k`` non-NaN similarities
-    gets NaN values and index -1 in the places it cannot fill).
+    everything. NaN similarities (from a NaN or inf in a column of ``x`` or ``y``) are never selected,
+    and a row left with fewer than ``k`` finite similarities is an error: the op raises a RuntimeError
+    naming the non-finite input and the row (``x and y must be finite (no NaN or inf): x[b, :, n] ...``),
+    so every returned index is in ``[0, M)``. On CUDA that check synchronises the stream once per call.
 
     The ``[B, N, M]`` similarity matrix is never held: rows of ``x`` are taken in blocks against tiles of
     ``y`` (raw dot products by the backend's GEMM, scaled by the inverse norms in the epilogue, no
@@ -79,19 +83,74 @@ def edge_conv_max(
     return torch.ops.facekernels.edge_conv_max.default(x, idx, w_self, w_edge, bias)[0]
 
 
-@torch.library.register_fake("facekernels::cosine_topk")
-def _cosine_topk_fake(x: Tensor, k: int, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    check_same_device("cosine_topk", x=x, y=y)
-    check_same_dtype("cosine_topk", x=x, y=y)
-    torch._check(x.dim() == 3, lambda: f"cosine_topk: x must be 3-D [B, C, N], got {x.dim()}-D")
+# The fake kernels' checks: csrc/edge_conv/edge_conv.cpp's, in its order and words (ops/_checks.py). The
+# range of idx and of winner are values, which only the kernels see.
+def _check_cosine_topk(op: str, x: Tensor, k: int, y: Tensor | None) -> None:
+    check_dim(op, "x", x, 3, "[B, C, N]")
+    check_floating_dtype(op, "x", x)
     m = x.shape[2]
     if y is not None:
-        torch._check(
-            y.dim() == 3 and y.shape[0] == x.shape[0] and y.shape[1] == x.shape[1],
-            lambda: f"cosine_topk: y must be [B, C, M] with B, C as x {list(x.shape)}, got {list(y.shape)}",
-        )
+        check_dim(op, "y", y, 3, "[B, C, M]")
+        check_same_device(op, "y", y, "x", x)
+        check_same_dtype(op, "y", y, "x", x)
+        check(sym_and(y.shape[0] == x.shape[0], y.shape[1] == x.shape[1]), op,
+              "y must be [B, C, M] with B = ", x.shape[0], " and C = ", x.shape[1], " as x, got ",
+              shape_string(y))
         m = y.shape[2]
-    torch._check(1 <= k <= m, lambda: f"cosine_topk: k must be in [1, M] = [1, {m}], got {k}")
+    check(sym_and(k >= 1, k <= m), op, "k must be in [1, M] = [1, ", m, "], got ", k)
+    check_index_limit(m, 2**31, op, "y must have fewer than 2^31 columns, got M = ", m)
+
+
+def _check_edge_conv_max(
+    op: str, x: Tensor, idx: Tensor, w_self: Tensor, w_edge: Tensor, bias: Tensor | None
+) -> None:
+    check_dim(op, "x", x, 3, "[B, C, N]")
+    check_floating_dtype(op, "x", x)
+    check_same_device(op, "idx", idx, "x", x)
+    check(idx.dtype == torch.int64, op, "idx must be int64, got ", dtype_name(idx.dtype))
+    check_dim(op, "idx", idx, 3, "[B, N, k]")
+    b, n = x.shape[0], x.shape[2]
+    check(sym_and(idx.shape[0] == b, idx.shape[1] == n), op, "idx must be [B, N, k] with B = ", b,
+          " and N = ", n, " as x, got ", shape_string(idx))
+    check(idx.shape[2] >= 1, op, "idx must have at least one neighbour (k >= 1), got ", shape_string(idx))
+    check_same_device(op, "w_self", w_self, "x", x)
+    check_same_dtype(op, "w_self", w_self, "x", x)
+    check_dim(op, "w_self", w_self, 2, "[M, N]")
+    check(w_self.shape[1] == n, op, "w_self must be [M, N] with N = ", n, " as x, got ", shape_string(w_self))
+    m = w_self.shape[0]
+    check_same_device(op, "w_edge", w_edge, "x", x)
+    check_same_dtype(op, "w_edge", w_edge, "x", x)
+    check(w_edge.dim() == 2 and sym_and(w_edge.shape[0] == m, w_edge.shape[1] == n), op,
+          "w_edge must have the same shape as w_self ", shape_string(w_self), ", got ", shape_string(w_edge))
+    if bias is not None:
+        check_same_device(op, "bias", bias, "x", x)
+        check_same_dtype(op, "bias", bias, "x", x)
+        check(bias.dim() == 1 and bias.shape[0] == m, op, "bias must be [M] = [", m, "], got ",
+              shape_string(bias))
+    check_index_limit(n, 2**31, op, "x must have fewer than 2^31 positions, got N = ", n)
+
+
+def _check_edge_conv_max_backward(
+    op: str, grad_out: Tensor, x: Tensor, idx: Tensor, w_self: Tensor, w_edge: Tensor, winner: Tensor
+) -> None:
+    _check_edge_conv_max(op, x, idx, w_self, w_edge, None)
+    b, c, m = x.shape[0], x.shape[1], w_self.shape[0]
+
+    def is_bcm(t: Tensor):
+        return t.dim() == 3 and sym_and(t.shape[0] == b, t.shape[1] == c, t.shape[2] == m)
+
+    check(is_bcm(grad_out), op, "grad_out must be [B, C, M] = [", b, ", ", c, ", ", m, "], got ",
+          shape_string(grad_out))
+    check_same_dtype(op, "grad_out", grad_out, "x", x)
+    check_same_device(op, "grad_out", grad_out, "x", x)
+    check_same_device(op, "winner", winner, "x", x)
+    check(winner.dtype == torch.int32 and is_bcm(winner), op, "winner must be int32 [B, C, M], got ",
+          dtype_name(winner.dtype), " ", shape_string(winner))
+
+
+@torch.library.register_fake("facekernels::cosine_topk")
+def _cosine_topk_fake(x: Tensor, k: int, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    _check_cosine_topk("cosine_topk", x, k, y)
     shape = (x.shape[0], x.shape[2], k)
     return x.new_empty(shape), x.new_empty(shape, dtype=torch.int64)
 
@@ -100,23 +159,7 @@ def _cosine_topk_fake(x: Tensor, k: int, y: Tensor | None = None) -> tuple[Tenso
 def _edge_conv_max_fake(
     x: Tensor, idx: Tensor, w_self: Tensor, w_edge: Tensor, bias: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    check_same_device("edge_conv_max", x=x, idx=idx, w_self=w_self, w_edge=w_edge, bias=bias)
-    check_same_dtype("edge_conv_max", x=x, w_self=w_self, w_edge=w_edge, bias=bias)
-    torch._check(x.dim() == 3, lambda: f"edge_conv_max: x must be 3-D [B, C, N], got {x.dim()}-D")
-    torch._check(idx.dtype == torch.int64, lambda: f"edge_conv_max: idx must be int64, got {idx.dtype}")
-    torch._check(
-        idx.dim() == 3 and idx.shape[0] == x.shape[0] and idx.shape[1] == x.shape[2] and idx.shape[2] >= 1,
-        lambda: f"edge_conv_max: idx must be [B, N, k] with B, N of x {list(x.shape)}, got {list(idx.shape)}",
-    )
-    torch._check(
-        w_self.dim() == 2 and w_self.shape[1] == x.shape[2] and w_edge.shape == w_self.shape,
-        lambda: f"edge_conv_max: w_self and w_edge must be [M, N] with N = {x.shape[2]}, got "
-        f"{list(w_self.shape)} and {list(w_edge.shape)}",
-    )
-    torch._check(
-        bias is None or (bias.dim() == 1 and bias.shape[0] == w_self.shape[0]),
-        lambda: f"edge_conv_max: bias must be [M] = [{w_self.shape[0]}], got {list(bias.shape)}",
-    )
+    _check_edge_conv_max("edge_conv_max", x, idx, w_self, w_edge, bias)
     shape = (x.shape[0], x.shape[1], w_self.shape[0])
     return x.new_empty(shape), x.new_empty(shape, dtype=torch.int32)
 
@@ -133,7 +176,7 @@ def _edge_conv_max_backward_fake(
     need_x: bool,
     need_weights: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    check_same_device("_edge_conv_max_backward", grad_out=grad_out, x=x, idx=idx, w_self=w_self, winner=winner)
+    _check_edge_conv_max_backward("_edge_conv_max_backward", grad_out, x, idx, w_self, w_edge, winner)
     return (
         x.new_empty(x.shape if need_x else (0,)),
         x.new_empty(w_self.shape if need_weights else (0,)),

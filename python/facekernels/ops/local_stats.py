@@ -3,10 +3,14 @@ AdaIN of the weather-robust face restoration work built on them."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from ._registration import check_same_device, refuse_double_backward, register_autocast
+from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, fail
+from ._checks import same_shape, shape_string
+from ._registration import refuse_double_backward, register_autocast
 
 __all__ = ["local_mean_var", "local_stat_transform"]
 
@@ -54,9 +58,38 @@ def local_mean_var(x: Tensor, kernel_size: int = 7) -> tuple[Tensor, Tensor]:
     return torch.ops.facekernels.local_mean_var.default(x, kernel_size)
 
 
+# The fake kernels' checks: csrc/local_stats/local_stats.cpp's, in its order and words (ops/_checks.py).
+def _check_local_mean_var(op: str, x: Tensor, kernel_size: int) -> None:
+    check_dim(op, "x", x, 4, "[B, C, H, W]")
+    check_floating_dtype(op, "x", x)
+    if not (kernel_size >= 1 and kernel_size % 2 == 1):
+        fail(op, "kernel_size must be an odd integer >= 1, got ", kernel_size)
+
+
+def _check_local_stat_transform(op: str, x: Tensor, guide: Tensor, kernel_size: int, eps: float) -> None:
+    check_dim(op, "x", x, 4, "[B, C, H, W]")
+    check_dim(op, "guide", guide, 4, "[B, C, H, W]")
+    check(same_shape(guide, x), op, "guide must have the same shape as x ", shape_string(x), ", got ",
+          shape_string(guide))
+    check_floating_dtype(op, "x", x)
+    check_same_dtype(op, "guide", guide, "x", x)
+    check_same_device(op, "guide", guide, "x", x)
+    if not (eps >= 0 and math.isfinite(eps)):
+        fail(op, "eps must be a finite number >= 0, got ", float(eps))
+    _check_local_mean_var(op, x, kernel_size)
+
+
+def _check_gradient_like(op: str, arg: str, grad: Tensor, x: Tensor) -> None:
+    check_dim(op, arg, grad, 4, "[B, C, H, W]")
+    check(same_shape(grad, x), op, arg, " must have the shape of x ", shape_string(x), ", got ",
+          shape_string(grad))
+    check_same_dtype(op, arg, grad, "x", x)
+    check_same_device(op, arg, grad, "x", x)
+
+
 @torch.library.register_fake("facekernels::local_stat_transform")
 def _local_stat_transform_fake(x: Tensor, guide: Tensor, kernel_size: int = 7, eps: float = 1e-5) -> Tensor:
-    check_same_device("local_stat_transform", x=x, guide=guide)
+    _check_local_stat_transform("local_stat_transform", x, guide, kernel_size, eps)
     return x.new_empty(x.shape)
 
 
@@ -64,12 +97,15 @@ def _local_stat_transform_fake(x: Tensor, guide: Tensor, kernel_size: int = 7, e
 def _local_stat_transform_backward_fake(
     grad_out: Tensor, x: Tensor, guide: Tensor, kernel_size: int, eps: float, need_x: bool, need_guide: bool
 ) -> tuple[Tensor, Tensor]:
-    check_same_device("_local_stat_transform_backward", grad_out=grad_out, x=x, guide=guide)
+    op = "_local_stat_transform_backward"
+    _check_local_stat_transform(op, x, guide, kernel_size, eps)
+    _check_gradient_like(op, "grad_out", grad_out, x)
     return x.new_empty(x.shape if need_x else (0,)), x.new_empty(x.shape if need_guide else (0,))
 
 
 @torch.library.register_fake("facekernels::local_mean_var")
 def _local_mean_var_fake(x: Tensor, kernel_size: int = 7) -> tuple[Tensor, Tensor]:
+    _check_local_mean_var("local_mean_var", x, kernel_size)
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
@@ -77,7 +113,11 @@ def _local_mean_var_fake(x: Tensor, kernel_size: int = 7) -> tuple[Tensor, Tenso
 def _local_mean_var_backward_fake(
     grad_mean: Tensor | None, grad_var: Tensor | None, x: Tensor, kernel_size: int
 ) -> Tensor:
-    check_same_device("_local_mean_var_backward", grad_mean=grad_mean, grad_var=grad_var, x=x)
+    op = "_local_mean_var_backward"
+    _check_local_mean_var(op, x, kernel_size)
+    for arg, grad in (("grad_mean", grad_mean), ("grad_var", grad_var)):
+        if grad is not None:
+            _check_gradient_like(op, arg, grad, x)
     return x.new_empty(x.shape)
 
 

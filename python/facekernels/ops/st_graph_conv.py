@@ -6,7 +6,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._registration import check_same_device, check_same_dtype, refuse_double_backward, register_autocast
+from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, fail
+from ._checks import shape_string, sym_and
+from ._registration import refuse_double_backward, register_autocast
 
 __all__ = ["st_graph_conv"]
 
@@ -40,23 +42,55 @@ def st_graph_conv(x: Tensor, weight: Tensor, adjacency: Tensor, bias: Tensor | N
     return torch.ops.facekernels.st_graph_conv.default(x, weight, adjacency, bias)
 
 
+# The fake kernels' checks: csrc/st_graph_conv/st_graph_conv.cpp's, in its order and words (ops/_checks.py).
+def _check_st_graph_conv(op: str, x: Tensor, weight: Tensor, adjacency: Tensor, bias: Tensor | None) -> None:
+    check_dim(op, "x", x, 4, "[N, Cin, T, V]")
+    check_dim(op, "weight", weight, 3, "[K, Cout, Cin]")
+    if adjacency.dim() not in (3, 4):
+        fail(op, "adjacency must be a 3-D tensor [K, V, V] (shared) or a 4-D tensor [N, K, V, V] ",
+             "(per sample), got a ", adjacency.dim(), "-D tensor of shape ", shape_string(adjacency))
+    check_floating_dtype(op, "x", x)
+    check_same_device(op, "weight", weight, "x", x)
+    check_same_device(op, "adjacency", adjacency, "x", x)
+    check_same_dtype(op, "weight", weight, "x", x)
+    check_same_dtype(op, "adjacency", adjacency, "x", x)
+    n, cin, _, nodes = x.shape
+    k, cout = weight.shape[0], weight.shape[1]
+    check(weight.shape[2] == cin, op, "weight must have Cin = x.size(1) = ", cin,
+          " input channels, [K, Cout, ", cin, "], got shape ", shape_string(weight))
+    per_sample = adjacency.dim() == 4
+    a0 = 1 if per_sample else 0
+    if per_sample:
+        check(adjacency.shape[0] == n, op, "adjacency must have N = x.size(0) = ", n,
+              " samples when 4-D [N, K, V, V] (or be 3-D [K, V, V], shared), got shape ",
+              shape_string(adjacency))
+    check(adjacency.shape[a0] == k, op, "adjacency must have K = weight.size(0) = ", k,
+          " partitions, got shape ", shape_string(adjacency))
+    check(sym_and(adjacency.shape[a0 + 1] == nodes, adjacency.shape[a0 + 2] == nodes), op,
+          "adjacency must be [", "N, " if per_sample else "", "K, V, V] with V = x.size(3) = ", nodes,
+          " nodes, got shape ", shape_string(adjacency))
+    if bias is not None:
+        check_same_device(op, "bias", bias, "x", x)
+        check_same_dtype(op, "bias", bias, "x", x)
+        check(bias.dim() == 2 and sym_and(bias.shape[0] == k, bias.shape[1] == cout), op,
+              "bias must have shape [K, Cout] = [", k, ", ", cout, "], got shape ", shape_string(bias))
+
+
+def _check_st_graph_conv_grad_out(op: str, grad_out: Tensor, x: Tensor, weight: Tensor) -> None:
+    """After :func:`_check_st_graph_conv`: grad_out [N, Cout, T, V] like x."""
+    n, _, frames, nodes = x.shape
+    cout = weight.shape[1]
+    g = grad_out.shape
+    ok = grad_out.dim() == 4 and sym_and(g[0] == n, g[1] == cout, g[2] == frames, g[3] == nodes)
+    check(ok, op, "grad_out must have shape [N, Cout, T, V] = [", n, ", ", cout, ", ", frames, ", ", nodes,
+          "], got shape ", shape_string(grad_out))
+    check_same_device(op, "grad_out", grad_out, "x", x)
+    check_same_dtype(op, "grad_out", grad_out, "x", x)
+
+
 @torch.library.register_fake("facekernels::st_graph_conv")
 def _st_graph_conv_fake(x: Tensor, weight: Tensor, adjacency: Tensor, bias: Tensor | None = None) -> Tensor:
-    check_same_device("st_graph_conv", x=x, weight=weight, adjacency=adjacency, bias=bias)
-    torch._check(x.dim() == 4, lambda: f"st_graph_conv: x must be a 4-D tensor [N, Cin, T, V], got {x.dim()}-D")
-    torch._check(weight.dim() == 3, lambda: "st_graph_conv: weight must be a 3-D tensor [K, Cout, Cin]")
-    check_same_dtype("st_graph_conv", x=x, weight=weight, adjacency=adjacency, bias=bias)
-    torch._check(
-        weight.shape[2] == x.shape[1],
-        lambda: f"st_graph_conv: weight must be [K, Cout, Cin] with Cin = {x.shape[1]}, got {list(weight.shape)}",
-    )
-    torch._check(
-        adjacency.dim() in (3, 4) and adjacency.shape[-3] == weight.shape[0]
-        and adjacency.shape[-2] == x.shape[3] and adjacency.shape[-1] == x.shape[3]
-        and (adjacency.dim() == 3 or adjacency.shape[0] == x.shape[0]),
-        lambda: f"st_graph_conv: adjacency must be [K, V, V] or [N, K, V, V] with K = {weight.shape[0]}, "
-        f"V = {x.shape[3]}, got {list(adjacency.shape)}",
-    )
+    _check_st_graph_conv("st_graph_conv", x, weight, adjacency, bias)
     return x.new_empty((x.shape[0], weight.shape[1], x.shape[2], x.shape[3]))
 
 
@@ -72,9 +106,9 @@ def _st_graph_conv_backward_fake(
     need_adjacency: bool,
     need_bias: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    check_same_device(
-        "_st_graph_conv_backward", grad_out=grad_out, x=x, weight=weight, adjacency=adjacency, bias=bias
-    )
+    op = "_st_graph_conv_backward"
+    _check_st_graph_conv(op, x, weight, adjacency, bias)
+    _check_st_graph_conv_grad_out(op, grad_out, x, weight)
     need_bias = need_bias and bias is not None
     return (
         x.new_empty(x.shape if need_x else (0,)),
