@@ -807,6 +807,25 @@ def test_edge_autocast_cuda(device):
 
 
 @pytest.mark.parametrize("device", [pytest.param("cuda", marks=CUDA, id="cuda")])
+def test_cosine_topk_cuda_graph_capture(device):
+    """cosine_topk's check for unfilled rows synchronises the stream, which a capture forbids: it is skipped
+    while capturing, so the op still captures into a CUDA graph and replays to the eager result."""
+    x = torch.randn(2, 6, 40, device=device)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        expected = cosine_topk(x, 5)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = cosine_topk(x, 5)
+    graph.replay()
+    torch.cuda.synchronize()
+    for g, e in zip(captured, expected):
+        torch.testing.assert_close(g, e, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=CUDA, id="cuda")])
 def test_bad_inputs_cuda(device):
     x, idx, w_self, w_edge, bias = (t.detach().to(device) for t in make_inputs(2, 3, 5, 4, 2, torch.float32))
     bad = idx.clone()

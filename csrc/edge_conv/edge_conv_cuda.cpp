@@ -7,7 +7,7 @@
 // groups of neighbours sized so the side-by-side weights and pre-activations stay within about 2^25
 // elements. Checking idx's range synchronises the stream once (the result is needed on the host), and so
 // does cosine_topk's check that every row was filled (a row of fewer than k finite similarities, from
-// non-finite input, is refused).
+// non-finite input, is refused), which is skipped while the stream is captured into a CUDA graph.
 // float32 GEMMs follow torch's matmul precision setting (TF32 when allowed); cosine_topk's candidate
 // margin covers TF32 rounding, and its final values are float64 recomputations either way.
 #include <cuda_runtime_api.h>
@@ -111,9 +111,15 @@ std::tuple<Tensor, Tensor> cosine_topk_cuda(const Tensor& x_in, int64_t k, const
     }
   }
   // A row of fewer than k finite similarities (NaN or inf in x or y) is padded with -1: refuse it, as the
-  // CPU binding does. This synchronises the stream once per call.
-  const int64_t unfilled = first_index_out_of_range_cuda(op, indices, M, stream);
-  if (unfilled >= 0) fail_cosine_topk_unfilled(op, p, !y_in.has_value(), unfilled);
+  // CPU binding does. This synchronises the stream once per call, except while the stream is being
+  // captured into a CUDA graph (a synchronisation would break the capture): there the check is skipped and
+  // such rows keep index -1, which edge_conv_max refuses outside a capture.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  check_launch(cudaStreamIsCapturing(stream, &capture), op);
+  if (capture == cudaStreamCaptureStatusNone) {
+    const int64_t unfilled = first_index_out_of_range_cuda(op, indices, M, stream);
+    if (unfilled >= 0) fail_cosine_topk_unfilled(op, p, !y_in.has_value(), unfilled);
+  }
   return {values, indices};
 }
 

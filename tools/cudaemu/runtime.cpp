@@ -1058,6 +1058,11 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t) {
 }
 cudaError_t cudaMemset(void* p, int value, size_t n) { return cudaMemsetAsync(p, value, n, nullptr); }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return static_cast<cudaError_t>(g_sticky.load()); }
+// The emulator never captures graphs: every stream is live.
+cudaError_t cudaStreamIsCapturing(cudaStream_t, enum cudaStreamCaptureStatus* status) {
+  *status = cudaStreamCaptureStatusNone;
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceSynchronize(void) { return static_cast<cudaError_t>(g_sticky.load()); }
 cudaError_t cudaGetDevice(int* d) {
   *d = 0;
