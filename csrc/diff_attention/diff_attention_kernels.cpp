@@ -9,6 +9,15 @@
 // uses the C library's exp lane by lane (the reference dtype: exact rather than fast).
 //
 // Row sums are accumulated in vector lanes of T and added to float64 once per row.
+//
+// Every logit s * scale goes through logit(), which rounds it to T as an operation of its own: the row
+// maxima are maxima of these rounded logits, and every exponent's argument is logit - shift with the same
+// rounded value (shift: the row maximum, or the lse = maximum + log(sum) >= maximum). So the argument is
+// <= 0, and 0 at the maximum when the shift is the maximum. Written as `s * scale - shift`, GCC (whose default is
+// -ffp-contract=fast) fuses it at the FMA levels into one multiply-subtract that uses the exact product:
+// up to half an ulp of the logit above the rounded maximum, e^512 = inf for a float32 logit near 1e10
+// (e^8192 for float64 near 1e20) and then inf / inf = NaN, where the baseline level and eager softmax are
+// finite.
 #include <cmath>
 #include <cstdint>
 
@@ -79,6 +88,38 @@ inline Vec<T> vmax(Vec<T> a, Vec<T> b) {
   return a > b ? a : b;
 }
 
+// v itself, opaque to the optimiser: an empty asm statement takes v in a register and gives it back, so
+// whatever produced v (a product) cannot be fused with what consumes it. Not -ffp-contract=off for the
+// file (the exponential's polynomial wants its FMAs), nor GCC 12's __builtin_assoc_barrier (lowered lane by
+// lane on 512-bit vectors: twice the epilogue's time); this costs one multiply per vector, a few per cent
+// of the epilogue.
+template <typename V>
+inline V opaque(V v) {
+#if defined(__x86_64__) || defined(__i386__)
+#if defined(FK_CPU_CAPABILITY_AVX512) && !defined(__AVX512F__)
+  constexpr bool fits_register = sizeof(V) <= 32;  // the AVX-512 emulation build: 64-byte vectors, AVX2 registers
+#else
+  constexpr bool fits_register = true;
+#endif
+  if constexpr (fits_register) {
+    __asm__("" : "+v"(v));
+  } else {
+    __asm__("" : "+m"(v));
+  }
+#elif defined(__aarch64__)
+  __asm__("" : "+w"(v));
+#else
+  __asm__("" : "+m"(v));
+#endif
+  return v;
+}
+
+// x * scale rounded to T (per lane) as an operation of its own (the file's comment says why).
+template <typename V, typename S>
+inline V logit(V x, S scale) {
+  return opaque(x * scale);
+}
+
 // The number of visible keys of tile row r (keys k0 .. k0 + n - 1 of the tile are visible), clipped to
 // [0, cols].
 template <typename T>
@@ -93,9 +134,12 @@ template <typename T>
 inline T row_max(const T* s, int64_t n, T scale) {
   Vec<T> m = broadcast<T>(neg_inf<T>());
   int64_t j = 0;
-  for (; j + L<T> <= n; j += L<T>) m = vmax<T>(m, load(s + j) * scale);
+  for (; j + L<T> <= n; j += L<T>) m = vmax<T>(m, logit(load(s + j), scale));
   T out = hmax<T>(m);
-  for (; j < n; ++j) out = s[j] * scale > out ? s[j] * scale : out;
+  for (; j < n; ++j) {
+    const T x = logit(s[j], scale);
+    out = x > out ? x : out;
+  }
   return out;
 }
 
@@ -106,13 +150,13 @@ inline double exp_row(T* s, int64_t n, int64_t cols, T scale, T shift) {
   const Vec<T> sh = broadcast<T>(shift);
   int64_t j = 0;
   for (; j + L<T> <= n; j += L<T>) {
-    const Vec<T> e = vexp<T>(load(s + j) * scale - sh);
+    const Vec<T> e = vexp<T>(logit(load(s + j), scale) - sh);
     acc += e;
     store(s + j, e);
   }
   double sum = horizontal_sum<T>(acc);
   for (; j < n; ++j) {
-    const T e = scalar_exp<T>(s[j] * scale - shift);
+    const T e = scalar_exp<T>(logit(s[j], scale) - shift);
     sum += e;
     s[j] = e;
   }
@@ -149,9 +193,9 @@ inline void update_stats(const T* s, int64_t n, T scale, T& m, T& l) {
   Vec<T> acc = {};
   const Vec<T> sh = broadcast<T>(mnew);
   int64_t j = 0;
-  for (; j + L<T> <= n; j += L<T>) acc += vexp<T>(load(s + j) * scale - sh);
+  for (; j + L<T> <= n; j += L<T>) acc += vexp<T>(logit(load(s + j), scale) - sh);
   double sum = horizontal_sum<T>(acc);
-  for (; j < n; ++j) sum += scalar_exp<T>(s[j] * scale - mnew);
+  for (; j < n; ++j) sum += scalar_exp<T>(logit(s[j], scale) - mnew);
   const T rescale = m == neg_inf<T>() ? T(0) : scalar_exp<T>(m - mnew);
   l = static_cast<T>(l * rescale + sum);
   m = mnew;
@@ -175,9 +219,12 @@ void forward_probs(const DiffTile<T>& t, const T* lse1, const T* lse2) {
     const Vec<T> sh1 = broadcast<T>(lse1[r]), sh2 = broadcast<T>(lse2[r]);
     int64_t j = 0;
     for (; j + L<T> <= n; j += L<T>) {
-      store(a + j, vexp<T>(load(a + j) * t.scale - sh1) - t.lam * vexp<T>(load(b + j) * t.scale - sh2));
+      const Vec<T> p1 = vexp<T>(logit(load(a + j), t.scale) - sh1);
+      store(a + j, p1 - t.lam * vexp<T>(logit(load(b + j), t.scale) - sh2));
     }
-    for (; j < n; ++j) a[j] = scalar_exp<T>(a[j] * t.scale - lse1[r]) - t.lam * scalar_exp<T>(b[j] * t.scale - lse2[r]);
+    for (; j < n; ++j) {
+      a[j] = scalar_exp<T>(logit(a[j], t.scale) - lse1[r]) - t.lam * scalar_exp<T>(logit(b[j], t.scale) - lse2[r]);
+    }
     for (; j < t.cols; ++j) a[j] = 0;
   }
 }
@@ -193,8 +240,8 @@ void backward_rowsums(const DiffTile<T>& t, const T* lse1, const T* lse2, double
     Vec<T> acc1 = {}, acc2 = {};
     int64_t j = 0;
     for (; j + L<T> <= n; j += L<T>) {
-      const Vec<T> p1 = vexp<T>(load(a + j) * t.scale - sh1);
-      const Vec<T> p2 = vexp<T>(load(b + j) * t.scale - sh2);
+      const Vec<T> p1 = vexp<T>(logit(load(a + j), t.scale) - sh1);
+      const Vec<T> p2 = vexp<T>(logit(load(b + j), t.scale) - sh2);
       const Vec<T> gv = load(g + j);
       acc1 += p1 * gv;
       acc2 += p2 * gv;
@@ -205,8 +252,8 @@ void backward_rowsums(const DiffTile<T>& t, const T* lse1, const T* lse2, double
     }
     double s1 = horizontal_sum<T>(acc1), s2 = horizontal_sum<T>(acc2);
     for (; j < n; ++j) {
-      const T p1 = scalar_exp<T>(a[j] * t.scale - lse1[r]);
-      const T p2 = scalar_exp<T>(b[j] * t.scale - lse2[r]);
+      const T p1 = scalar_exp<T>(logit(a[j], t.scale) - lse1[r]);
+      const T p2 = scalar_exp<T>(logit(b[j], t.scale) - lse2[r]);
       s1 += p1 * g[j];
       s2 += p2 * g[j];
       if (store_p) {
@@ -232,16 +279,16 @@ void backward_grads(const DiffTile<T>& t, const T* lse1, const T* lse2, const do
     const T c1 = t.scale, c2 = -t.lam * t.scale;
     int64_t j = 0;
     for (; j + L<T> <= n; j += L<T>) {
-      const Vec<T> p1 = stored ? load(a + j) : vexp<T>(load(a + j) * t.scale - sh1);
-      const Vec<T> p2 = stored ? load(b + j) : vexp<T>(load(b + j) * t.scale - sh2);
+      const Vec<T> p1 = stored ? load(a + j) : vexp<T>(logit(load(a + j), t.scale) - sh1);
+      const Vec<T> p2 = stored ? load(b + j) : vexp<T>(logit(load(b + j), t.scale) - sh2);
       const Vec<T> gv = load(g + j);
       store(a + j, c1 * p1 * (gv - dd1));
       store(b + j, c2 * p2 * (gv - dd2));
       store(g + j, p1 - t.lam * p2);
     }
     for (; j < n; ++j) {
-      const T p1 = stored ? a[j] : scalar_exp<T>(a[j] * t.scale - lse1[r]);
-      const T p2 = stored ? b[j] : scalar_exp<T>(b[j] * t.scale - lse2[r]);
+      const T p1 = stored ? a[j] : scalar_exp<T>(logit(a[j], t.scale) - lse1[r]);
+      const T p2 = stored ? b[j] : scalar_exp<T>(logit(b[j], t.scale) - lse2[r]);
       a[j] = c1 * p1 * (g[j] - dd1);
       b[j] = c2 * p2 * (g[j] - dd2);
       g[j] = p1 - t.lam * p2;

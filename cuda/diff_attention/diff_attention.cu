@@ -6,6 +6,12 @@
 // few times (max, sum, write) from L2, where the tile the preceding GEMM wrote still sits for the row
 // sizes this op sees. No atomics: every sum's order depends only on the shape, so results are
 // deterministic.
+//
+// Every logit s * scale is logit(s, scale), the product rounded to float on its own (__fmul_rn is never
+// fused into a multiply-add): the row maxima are maxima of these rounded logits and every exponent's
+// argument is logit - max or logit - lse (lse = max + log(sum) >= max), so it is <= 0, and exactly 0 at the
+// maximum. An fmaf(s, scale, -max) there would use the exact product instead, up to half an ulp of the
+// logit above the rounded maximum: for logits near 1e10 that is e^512 = inf, and the row becomes NaN.
 #include "diff_attention.h"
 
 #include "cuda/core/device_math.cuh"
@@ -19,6 +25,8 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarpsPerBlock = kThreads / kWarpSize;
+
+__device__ __forceinline__ float logit(float s, float scale) { return __fmul_rn(s, scale); }
 
 __device__ __forceinline__ int64_t visible_keys(const DiffAttentionTile& t, int64_t r) {
   return t.causal ? min64(t.cols, t.q0 + r + 1) : t.cols;
@@ -36,21 +44,21 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t n = visible_keys(t, r);
     float m1 = -INFINITY, m2 = -INFINITY;
     for (int64_t j = lane; j < n; j += kWarpSize) {
-      m1 = fmaxf(m1, a[j] * t.scale);
-      m2 = fmaxf(m2, c[j] * t.scale);
+      m1 = fmaxf(m1, logit(a[j], t.scale));
+      m2 = fmaxf(m2, logit(c[j], t.scale));
     }
     m1 = warp_max(m1);
     m2 = warp_max(m2);
     float l1 = 0.f, l2 = 0.f;
     for (int64_t j = lane; j < n; j += kWarpSize) {
-      l1 += expf(fmaf(a[j], t.scale, -m1));
-      l2 += expf(fmaf(c[j], t.scale, -m2));
+      l1 += expf(logit(a[j], t.scale) - m1);
+      l2 += expf(logit(c[j], t.scale) - m2);
     }
     l1 = warp_sum(l1);
     l2 = warp_sum(l2);
     const float c1 = 1.f / l1, c2 = lam[t.first_bh + b] / l2;
     for (int64_t j = lane; j < t.cols; j += kWarpSize) {
-      a[j] = j < n ? expf(fmaf(a[j], t.scale, -m1)) * c1 - expf(fmaf(c[j], t.scale, -m2)) * c2 : 0.f;
+      a[j] = j < n ? expf(logit(a[j], t.scale) - m1) * c1 - expf(logit(c[j], t.scale) - m2) * c2 : 0.f;
     }
     if (lane == 0) {
       const int64_t at = (t.first_bh + b) * t.queries + t.q0 + r;
@@ -77,15 +85,15 @@ __global__ void __launch_bounds__(kThreads)
     float d1 = 0.f, d2 = 0.f;
     for (int64_t j = lane; j < n; j += kWarpSize) {
       const float gj = g[j];
-      d1 += expf(fmaf(a[j], t.scale, -e1)) * gj;
-      d2 += expf(fmaf(c[j], t.scale, -e2)) * gj;
+      d1 += expf(logit(a[j], t.scale) - e1) * gj;
+      d2 += expf(logit(c[j], t.scale) - e2) * gj;
     }
     d1 = warp_sum(d1);
     d2 = warp_sum(d2);
     const float c1 = t.scale, c2 = -lm * t.scale;
     for (int64_t j = lane; j < t.cols; j += kWarpSize) {
       if (j < n) {
-        const float p1 = expf(fmaf(a[j], t.scale, -e1)), p2 = expf(fmaf(c[j], t.scale, -e2)), gj = g[j];
+        const float p1 = expf(logit(a[j], t.scale) - e1), p2 = expf(logit(c[j], t.scale) - e2), gj = g[j];
         a[j] = c1 * p1 * (gj - d1);
         c[j] = c2 * p2 * (gj - d2);
         g[j] = p1 - lm * p2;

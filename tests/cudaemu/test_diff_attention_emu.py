@@ -85,3 +85,38 @@ def test_accumulate_and_lam_gradient(pairs, queries):
     dlam = da.empty((pairs,), F32)
     assert da("emu_da_lam_gradient", da.dev(row_d2), pairs, queries, dlam) == 0
     emu.check(dlam.host(), -row_d2.double().sum(1), F32, math.sqrt(queries))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_rows_with_huge_logits(causal):
+    """Scores whose logits reach about 1e10 (issue 17): the row maximum and every exponent (the forward's
+    and the backward's recomputation from the saved lse) must see the same rounded logit. An exponent
+    computed as fmaf(s, scale, -max) uses the exact product, up to half an ulp (512) above the rounded
+    maximum: e^512 = inf and the row is NaN. Compared with float64 softmax of the float32 logits (one-hot
+    rows, a float32 lse that equals the rounded maximum)."""
+    pairs, queries, first_bh, batches, q0, rows, cols = 2, 9, 0, 2, 0, 9, 37
+    scale = 1 / math.sqrt(8)
+    g = torch.Generator().manual_seed(17)
+    s1, s2 = (torch.randn(batches, rows, cols, generator=g) * 3e10 for _ in range(2))
+    lam = torch.rand(pairs, generator=g) * 0.8
+    d1, lse1, lse2 = da.dev(s1), da.dev(torch.zeros(pairs, queries)), da.dev(torch.zeros(pairs, queries))
+    geo = (first_bh, batches, rows, cols, q0, queries, causal, scale)
+    assert da("emu_da_forward_rows", d1, da.dev(s2), da.dev(lam), lse1, lse2, *geo) == 0
+    m = masked(rows, cols, q0, causal)
+    lam_t = lam.double()[first_bh:first_bh + batches, None, None]
+    logits1, logits2 = ((s * scale).double().masked_fill(m, -math.inf) for s in (s1, s2))
+    P1, P2 = logits1.softmax(-1), logits2.softmax(-1)
+    emu.check(d1.host(), P1 - lam_t * P2, F32)
+    emu.check(lse1.host(), torch.logsumexp(logits1, -1), F32)
+    emu.check(lse2.host(), torch.logsumexp(logits2, -1), F32)
+
+    dpv = torch.randn(batches, rows, cols, generator=g)
+    b1, b2, bd, rd2 = da.dev(s1), da.dev(s2), da.dev(dpv), da.dev(torch.zeros(pairs, queries))
+    assert da("emu_da_backward_rows", b1, b2, bd, da.dev(lam), lse1, lse2, rd2, *geo) == 0
+    dp = dpv.double().masked_fill(m, 0)
+    D1, D2 = (P1 * dp).sum(-1, keepdim=True), (P2 * dp).sum(-1, keepdim=True)
+    sc = math.sqrt(cols)
+    emu.check(b1.host(), scale * P1 * (dp - D1), F32, sc)
+    emu.check(b2.host(), -lam_t * scale * P2 * (dp - D2), F32, sc)
+    emu.check(bd.host(), P1 - lam_t * P2, F32)
+    emu.check(rd2.host(), D2[..., 0], F32, sc)

@@ -203,6 +203,17 @@ inline unsigned __brev(unsigned x) {
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+// The correctly rounded product that CUDA never fuses into a multiply-add: kept apart from the operation
+// that consumes it here too, should the emulator be compiled with FMA instructions enabled.
+inline float __fmul_rn(float a, float b) {
+  const float p = a * b;
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_assoc_barrier)
+  return __builtin_assoc_barrier(p);
+#endif
+#endif
+  return p;
+}
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 inline float __saturatef(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); }
