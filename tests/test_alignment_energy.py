@@ -277,9 +277,8 @@ def test_opcheck():
     points = torch.randn(23, 6, requires_grad=True)
     directions = torch.randn(23, 6, requires_grad=True)
     torch.library.opcheck(op, (points, directions))
-    torch.library.opcheck(op, (points, directions, "knn", 4, "euclidean"))
-    torch.library.opcheck(op, (points.detach().double(), directions.detach().double(), "inverse_distance", 10,
-                               "euclidean"))
+    torch.library.opcheck(op, (points, directions, 1, 4, 1))  # knn, euclidean (codes: MODES, METRICS)
+    torch.library.opcheck(op, (points.detach().double(), directions.detach().double(), 0, 10, 1))
 
 
 def test_not_differentiable():
@@ -359,6 +358,32 @@ BAD = [
 def test_bad_inputs_raise(name, args, match):
     with pytest.raises(RuntimeError, match=r"alignment_energy: " + match):
         alignment_energy(*args)
+
+
+@pytest.mark.parametrize("mode,metric", [("knn", None), (None, "cosine"), (1.0, "cosine"), ("knn", 1)])
+def test_mode_and_metric_must_be_names(mode, metric):
+    with pytest.raises(TypeError, match=r"alignment_energy: (mode|metric) must be a str, one of "):
+        alignment_energy(P, V, mode, 3, metric)
+
+
+def test_raw_op_takes_codes():
+    """The raw op takes the index of the name in MODES / METRICS (ints: a `str` argument leaked memory at the
+    stable-ABI boundary, issue 17); codes out of range are refused by the op and its fake kernel alike."""
+    from facekernels.ops.alignment_energy import METRICS, MODES
+
+    op = torch.ops.facekernels.alignment_energy.default
+    assert MODES == ("inverse_distance", "knn") and METRICS == ("cosine", "euclidean")
+    for mode in MODES:
+        for metric in METRICS:
+            raw = op(P, V, MODES.index(mode), 3, METRICS.index(metric))
+            torch.testing.assert_close(raw, alignment_energy(P, V, mode, 3, metric), rtol=0, atol=0)
+    torch.testing.assert_close(op(P, V), alignment_energy(P, V), rtol=0, atol=0)  # defaults: inverse_distance, cosine
+    for args, match in [((P, V, 2), r'mode must be 0 \("inverse_distance"\) or 1 \("knn"\), got 2'),
+                        ((P, V, -1), r"mode must be 0 .*, got -1"),
+                        ((P, V, 0, 3, 7), r'metric must be 0 \("cosine"\) or 1 \("euclidean"\), got 7')]:
+        with pytest.raises(RuntimeError, match="alignment_energy: " + match):
+            op(*args)
+        assert_fake_refuses_like_native(op, *args)
 
 
 # ---- the fake kernel refuses what the native op refuses, with the same exception and message, so that
@@ -537,7 +562,7 @@ def test_cuda_opcheck():
     points = torch.randn(23, 6, device=DEVICE, requires_grad=True)
     directions = torch.randn(23, 6, device=DEVICE, requires_grad=True)
     torch.library.opcheck(op, (points, directions))
-    torch.library.opcheck(op, (points, directions, "knn", 4, "euclidean"))
+    torch.library.opcheck(op, (points, directions, 1, 4, 1))  # knn, euclidean
 
 
 @pytest.mark.cuda

@@ -6,7 +6,6 @@
 #include <torch/csrc/stable/tensor.h>
 
 #include <cmath>
-#include <string>
 
 #include "core/checks.h"
 
@@ -16,11 +15,11 @@ using torch::headeronly::ScalarType;
 using torch::stable::Tensor;
 
 AlignmentEnergyProblem check_alignment_energy(const char* op, const Tensor& points, const Tensor& directions,
-                                              const std::string& mode, int64_t k, const std::string& metric) {
-  FK_CHECK(mode == "inverse_distance" || mode == "knn", op,
-           "mode must be \"inverse_distance\" or \"knn\", got \"", mode, "\"");
-  FK_CHECK(metric == "cosine" || metric == "euclidean", op, "metric must be \"cosine\" or \"euclidean\", got \"",
-           metric, "\"");
+                                              int64_t mode, int64_t k, int64_t metric) {
+  FK_CHECK(mode == kInverseDistance || mode == kKnn, op,
+           "mode must be 0 (\"inverse_distance\") or 1 (\"knn\"), got ", mode);
+  FK_CHECK(metric == kCosine || metric == kEuclidean, op, "metric must be 0 (\"cosine\") or 1 (\"euclidean\"), got ",
+           metric);
   check_dim(op, "points", points, 2, "[C, D]");
   check_dim(op, "directions", directions, 2, "[C, D]");
   FK_CHECK(directions.size(0) == points.size(0) && directions.size(1) == points.size(1), op,
@@ -34,11 +33,11 @@ AlignmentEnergyProblem check_alignment_energy(const char* op, const Tensor& poin
   const int64_t n = points.size(0);
   FK_CHECK(n >= 2, op, "points must have at least 2 rows (C >= 2 curves), got C = ", n);
   FK_CHECK(n < (int64_t{1} << 31), op, "points must have fewer than 2^31 rows, got C = ", n);
-  const bool knn = mode == "knn";
+  const bool knn = mode == kKnn;
   if (knn) {
     FK_CHECK(k >= 1 && k <= n - 1, op, "k must be in [1, C - 1] = [1, ", n - 1, "] for mode=\"knn\", got ", k);
   }
-  return {n, points.size(1), k, knn, metric == "euclidean"};
+  return {n, points.size(1), k, knn, metric == kEuclidean};
 }
 
 double alignment_coincidence_tolerance(ScalarType dtype, int64_t dim) {
@@ -50,6 +49,5 @@ double alignment_coincidence_tolerance(ScalarType dtype, int64_t dim) {
 
 STABLE_TORCH_LIBRARY_FRAGMENT(facekernels, m) {
   m.def(
-      "alignment_energy(Tensor points, Tensor directions, str mode=\"inverse_distance\", int k=10, "
-      "str metric=\"cosine\") -> (Tensor, Tensor)");
+      "alignment_energy(Tensor points, Tensor directions, int mode=0, int k=10, int metric=0) -> (Tensor, Tensor)");
 }

@@ -8,7 +8,6 @@
 #include <torch/headeronly/core/ScalarType.h>
 
 #include <cstdint>
-#include <string>
 
 #include "core/blas.h"
 
@@ -20,11 +19,17 @@ struct AlignmentEnergyProblem {
   bool knn, euclidean;
 };
 
+// mode and metric cross the op boundary as ints, never strings: torch 2.13's stable-ABI conversion of a
+// boxed `str` argument allocates and never frees (two small objects per call; issue 17). The Python
+// wrapper (facekernels.ops.alignment_energy) maps the names to these codes.
+enum AlignmentMode : int64_t { kInverseDistance = 0, kKnn = 1 };
+enum AlignmentMetric : int64_t { kCosine = 0, kEuclidean = 1 };
+
 // points and directions: 2-D [C, D] of one shape, dtype (float32/float64) and device, C >= 2 (and below
-// 2^31); mode "inverse_distance" or "knn" (then 1 <= k <= C - 1); metric "cosine" or "euclidean".
+// 2^31); mode kInverseDistance or kKnn (then 1 <= k <= C - 1); metric kCosine or kEuclidean.
 AlignmentEnergyProblem check_alignment_energy(const char* op, const torch::stable::Tensor& points,
-                                              const torch::stable::Tensor& directions, const std::string& mode,
-                                              int64_t k, const std::string& metric);
+                                              const torch::stable::Tensor& directions, int64_t mode, int64_t k,
+                                              int64_t metric);
 
 // The coincidence tolerance (dim + 8) u of the dtype (u = 2^-24 for float32, 2^-53 for float64): a
 // computed cosine distance at most this, or a squared Euclidean distance at most this times

@@ -214,8 +214,8 @@ std::tuple<Tensor, Tensor> run_cpu(const Tensor& points, const Tensor& direction
   return {energy, per_point};
 }
 
-std::tuple<Tensor, Tensor> alignment_energy_cpu(const Tensor& points, const Tensor& directions, std::string mode,
-                                                int64_t k, std::string metric) {
+std::tuple<Tensor, Tensor> alignment_energy_cpu(const Tensor& points, const Tensor& directions, int64_t mode,
+                                                int64_t k, int64_t metric) {
   const AlignmentEnergyProblem p = check_alignment_energy("alignment_energy", points, directions, mode, k, metric);
   if (points.scalar_type() == ScalarType::Float) return run_cpu<float>(points, directions, p);
   return run_cpu<double>(points, directions, p);

@@ -46,8 +46,8 @@ constexpr int64_t kKnnTileCols = 2048;
 
 inline int64_t min_of(int64_t a, int64_t b) { return a < b ? a : b; }
 
-std::tuple<Tensor, Tensor> alignment_energy_cuda(const Tensor& points, const Tensor& directions, std::string mode,
-                                                 int64_t k, std::string metric) {
+std::tuple<Tensor, Tensor> alignment_energy_cuda(const Tensor& points, const Tensor& directions, int64_t mode,
+                                                 int64_t k, int64_t metric) {
   const char* op = "alignment_energy";
   const AlignmentEnergyProblem p = check_alignment_energy(op, points, directions, mode, k, metric);
   const torch::stable::accelerator::DeviceGuard guard(points.get_device_index());

@@ -12,6 +12,7 @@ import torch
 
 import emu
 from devices import tolerance  # alignment_energy's rows, as tests/test_alignment_energy.py uses
+from facekernels.ops.alignment_energy import METRICS, MODES
 
 ops = emu.binding("alignment_energy")
 # (C, D). Not many points in few dimensions: 300 random points in 3-D have pairs at cosine distance ~5e-5,
@@ -27,8 +28,9 @@ def inputs(n, d, dtype, seed):
 
 
 def check(p, d, mode, k, metric):
-    e, per = ops.alignment_energy(p, d, mode, k, metric)
-    re, rper = torch.ops.facekernels.alignment_energy(p.double(), d.double(), mode, k, metric)
+    codes = MODES.index(mode), k, METRICS.index(metric)  # the raw ops take the names' codes
+    e, per = ops.alignment_energy(p, d, *codes)
+    re, rper = torch.ops.facekernels.alignment_energy(p.double(), d.double(), *codes)
     assert e.dtype == p.dtype and per.shape == (p.shape[0],)
     assert not torch.isnan(per).any()
     torch.testing.assert_close(per.double(), rper, **tolerance("cpu", p.dtype, "alignment_energy"))
@@ -70,5 +72,5 @@ def test_zero_direction_is_refused():
     p, d = inputs(10, 3, torch.float32, 5)
     d[4] = 0
     with pytest.raises(RuntimeError, match=r"directions\[4\] must be a nonzero vector"):
-        ops.alignment_energy(p, d, "inverse_distance", 1, "cosine")
+        ops.alignment_energy(p, d, 0, 1, 0)  # inverse_distance, cosine
     emu.binding("alignment_energy")  # the refusal is an argument error, not an emulator report

@@ -9,7 +9,12 @@ from torch import Tensor
 from ._checks import check, check_dim, check_index_limit, check_same_device, check_same_dtype, dtype_name
 from ._checks import fail, same_shape, shape_string, sym_and
 
-__all__ = ["alignment_energy"]
+__all__ = ["alignment_energy", "MODES", "METRICS"]
+
+# The names of mode and metric; the native op takes their index here (int arguments: torch 2.13's
+# stable-ABI conversion of a boxed `str` argument leaked two small objects per call, issue 17).
+MODES = ("inverse_distance", "knn")
+METRICS = ("cosine", "euclidean")
 
 
 def alignment_energy(
@@ -62,7 +67,8 @@ def alignment_energy(
         points: ``[C, D]``, float32 or float64, ``C >= 2``; any strides. A zero row is an error for
             ``metric="cosine"``.
         directions: ``[C, D]``, the same dtype and device; a zero row is an error.
-        mode: ``"inverse_distance"`` or ``"knn"``.
+        mode: ``"inverse_distance"`` or ``"knn"`` (the raw ``torch.ops.facekernels.alignment_energy`` takes
+            their index in ``MODES``, 0 or 1, and of ``METRICS`` for metric).
         k: neighbours for ``mode="knn"``, ``1 <= k <= C - 1`` (ignored otherwise).
         metric: ``"cosine"`` or ``"euclidean"``.
 
@@ -70,18 +76,33 @@ def alignment_energy(
         ``(energy, per_point)``: a 0-d tensor and a ``[C]`` tensor of the input dtype and device.
         Not differentiable: the outputs never require grad.
     """
-    return torch.ops.facekernels.alignment_energy.default(points, directions, mode, k, metric)
+    op = "alignment_energy"
+    return torch.ops.facekernels.alignment_energy.default(
+        points, directions, _code(op, "mode", mode, MODES), k, _code(op, "metric", metric, METRICS))
+
+
+def _code(op: str, arg: str, name: str, names: tuple[str, ...]) -> int:
+    """The native op's int code of a mode or metric name (its index in `names`)."""
+    if not isinstance(name, str):
+        raise TypeError(f"{op}: {arg} must be a str, one of {_quoted(names)}, got {type(name).__name__}")
+    if name not in names:  # RuntimeError and these words: what the op raised when it took the name itself
+        fail(op, arg, " must be ", _quoted(names), ' got "', name, '"')
+    return names.index(name)
+
+
+def _quoted(names: tuple[str, ...]) -> str:
+    return " or ".join(f'"{n}"' for n in names) + ","
 
 
 # The fake kernel's checks: csrc/alignment_energy/alignment_energy.cpp's, in its order and words
 # (ops/_checks.py). The zero rows the native op refuses are values, which only the kernels see.
-def _check_mode_and_metric(op: str, mode: str, metric: str) -> bool:
-    """The native op's checks of mode and metric; whether mode is knn."""
-    if mode not in ("inverse_distance", "knn"):
-        fail(op, 'mode must be "inverse_distance" or "knn", got "', mode, '"')
-    if metric not in ("cosine", "euclidean"):
-        fail(op, 'metric must be "cosine" or "euclidean", got "', metric, '"')
-    return mode == "knn"
+def _check_mode_and_metric(op: str, mode: int, metric: int) -> bool:
+    """The native op's checks of the mode and metric codes; whether mode is knn."""
+    if mode not in (0, 1):
+        fail(op, 'mode must be 0 ("inverse_distance") or 1 ("knn"), got ', mode)
+    if metric not in (0, 1):
+        fail(op, 'metric must be 0 ("cosine") or 1 ("euclidean"), got ', metric)
+    return mode == 1
 
 
 def _check_alignment_energy(op: str, points: Tensor, directions: Tensor, knn: bool, k: int) -> None:
@@ -104,7 +125,7 @@ def _check_alignment_energy(op: str, points: Tensor, directions: Tensor, knn: bo
 
 @torch.library.register_fake("facekernels::alignment_energy")
 def _alignment_energy_fake(
-    points: Tensor, directions: Tensor, mode: str = "inverse_distance", k: int = 10, metric: str = "cosine"
+    points: Tensor, directions: Tensor, mode: int = 0, k: int = 10, metric: int = 0
 ) -> tuple[Tensor, Tensor]:
     op = "alignment_energy"
     _check_alignment_energy(op, points, directions, _check_mode_and_metric(op, mode, metric), k)
