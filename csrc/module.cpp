@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/cpu_capability.h"
+#include "core/memory.h"
 #include "core/parallel.h"
 
 namespace py = pybind11;
@@ -55,7 +56,14 @@ py::dict build_info() {
 #endif
   info["cpu_kernels"] = per_kernel;
   info["families"] = split(FK_FAMILY_LIST);
+  info["huge_page_min_bytes"] = facekernels::huge_page_min_bytes();  // 0: the hint is off (core/memory.h)
   return info;
+}
+
+// facekernels.set_huge_page_threshold: the new smallest hinted block in bytes (0: off); the previous one.
+int64_t set_huge_page_min_bytes(int64_t bytes) {
+  if (bytes < 0) throw py::value_error("set_huge_page_threshold: min_bytes must be >= 0, got " + std::to_string(bytes));
+  return facekernels::huge_page_min_bytes_setting().exchange(bytes);
 }
 
 }  // namespace
@@ -63,4 +71,5 @@ py::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "facekernels native extension: registers the facekernels:: ops with torch";
   m.def("build_info", &build_info, "How this build was made and which SIMD level each CPU kernel runs");
+  m.def("_set_huge_page_min_bytes", &set_huge_page_min_bytes, "Set the huge-page hint's smallest block (bytes)");
 }

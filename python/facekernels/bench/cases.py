@@ -18,6 +18,7 @@ class Case:
     inputs: list[torch.Tensor]
     candidates: dict[str, Callable[..., torch.Tensor]]  # name -> fn(*inputs): "facekernels" and the peers
     params: list[torch.Tensor] = field(default_factory=list)  # leaves whose grads the backward makes
+    teardown: Callable[[], None] | None = None  # run after the workload's timings (restore a setting)
 
 
 @dataclass

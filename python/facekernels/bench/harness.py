@@ -125,6 +125,15 @@ def _make_step(fn: Callable, case: Case, mode: str, grad_out: torch.Tensor | Non
 def run_workload(w: Workload, device: str, repeats: int, compile_peers: bool, on_step=None,
                  noisy_threshold: float = NOISY_IQR_OVER_MEDIAN) -> list[dict]:
     case = w.build(device)
+    try:
+        return _run_case(w, case, device, repeats, compile_peers, on_step, noisy_threshold)
+    finally:
+        if case.teardown is not None:
+            case.teardown()
+
+
+def _run_case(w: Workload, case: Case, device: str, repeats: int, compile_peers: bool, on_step,
+              noisy_threshold: float) -> list[dict]:
     candidates: dict[str, Callable] = dict(case.candidates)
     if compile_peers:
         for name in w.compiled_peers:
