@@ -53,6 +53,11 @@ py::dict build_info() {
 #else
   info["avx512_emulation"] = false;
 #endif
+#if defined(FK_SANITIZE)
+  info["sanitize"] = true;  // a testing build: ASan + UBSan (FACEKERNELS_SANITIZE), needs libasan preloaded
+#else
+  info["sanitize"] = false;
+#endif
   info["cpu_kernels"] = per_kernel;
   info["families"] = split(FK_FAMILY_LIST);
   return info;
