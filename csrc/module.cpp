@@ -54,6 +54,11 @@ py::dict build_info() {
 #else
   info["avx512_emulation"] = false;
 #endif
+#if defined(FK_SANITIZE)
+  info["sanitize"] = true;  // a testing build: ASan + UBSan (FACEKERNELS_SANITIZE), needs libasan preloaded
+#else
+  info["sanitize"] = false;
+#endif
   info["cpu_kernels"] = per_kernel;
   info["families"] = split(FK_FAMILY_LIST);
   info["huge_page_min_bytes"] = facekernels::huge_page_min_bytes();  // 0: the hint is off (core/memory.h)

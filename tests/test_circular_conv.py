@@ -302,6 +302,7 @@ def test_build_info():
     assert info["num_threads"] == torch.get_num_threads()
     assert isinstance(info["cuda"], bool)
     assert isinstance(info["avx512_emulation"], bool)  # a testing build (docs/design.md)
+    assert isinstance(info["sanitize"], bool)  # a testing build: ASan + UBSan (tools/ci/sanitize.sh)
 
 
 # ---- bad inputs: each raises with the op, the argument, what was expected and what came -------------

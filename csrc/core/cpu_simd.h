@@ -147,8 +147,18 @@ inline uint32_t lane_bits(const M& m) {
     return static_cast<uint32_t>(_mm_movemask_pd(reinterpret_cast<__m128d>(m)));
   }
 #endif
+  // The lane's bit in a statement of its own, then the shift: GCC 12's C++ front end, with both
+  // -fsanitize=shift and -fsanitize=bounds (both in -fsanitize=undefined), miscompiles
+  // `bits |= (m[i] != 0 ? 1u : 0u) << i`: the bounds check saves the index `i` in a temporary that is
+  // assigned only inside the shift check's (never taken) error branch, and the normal path then reads
+  // m[<uninitialised>]. cosine_topk's AVX-512 level (64-byte masks take this loop) returned -1 / NaN for
+  // most rows. Our code has no undefined behaviour here; tests/test_cpu_simd.py compiles this header with
+  // those flags and checks the bits. See docs/design.md, "Sanitizers".
   uint32_t bits = 0;
-  for (int i = 0; i < lanes; ++i) bits |= (m[i] != 0 ? uint32_t{1} : uint32_t{0}) << i;
+  for (int i = 0; i < lanes; ++i) {
+    const uint32_t lane = m[i] != 0 ? uint32_t{1} : uint32_t{0};
+    bits |= lane << i;
+  }
   return bits;
 }
 

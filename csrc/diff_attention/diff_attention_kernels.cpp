@@ -38,7 +38,9 @@ inline T neg_inf() {
 template <typename T>
 inline Vec<T> vexp(Vec<T> x) {
   if constexpr (sizeof(T) == 4) {
-    typedef int32_t VI __attribute__((vector_size(kVectorBytes)));
+    // Unsigned lanes: the exponent addition below overflows (and its lanes are discarded) where x is far
+    // below -87; on int32 lanes that is signed overflow, undefined (UBSan reported it; issue 17).
+    typedef uint32_t VI __attribute__((vector_size(kVectorBytes)));
     const Vec<float> magic = broadcast<float>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
     const Vec<float> t = x * 1.44269504088896341f + magic;
     const Vec<float> n = t - magic;
@@ -54,7 +56,7 @@ inline Vec<T> vexp(Vec<T> x) {
     VI ti, pi;
     __builtin_memcpy(&ti, &t, sizeof(ti));
     __builtin_memcpy(&pi, &p, sizeof(pi));
-    pi += ti << 23;  // the low bits of t hold n (two's complement): p * 2^n
+    pi += ti << 23;  // the low bits of t hold n (two's complement, wrapping): p * 2^n
     Vec<float> e;
     __builtin_memcpy(&e, &pi, sizeof(e));
     const Vec<float> zero = {};
