@@ -77,4 +77,6 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "facekernels native extension: registers the facekernels:: ops with torch";
   m.def("build_info", &build_info, "How this build was made and which SIMD level each CPU kernel runs");
   m.def("_set_huge_page_min_bytes", &set_huge_page_min_bytes, "Set the huge-page hint's smallest block (bytes)");
+  m.def("_huge_page_min_bytes_from_env", &facekernels::huge_page_min_bytes_from_env,
+        "The threshold FACEKERNELS_HUGE_PAGES asks for now (what the extension read at load), for tests");
 }

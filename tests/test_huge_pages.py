@@ -75,10 +75,15 @@ def test_threshold_setting():
 
 @pytest.mark.parametrize("value,expected", [("0", 0), ("16", 16 << 20), ("1024", 1 << 30),
                                             ("", DEFAULT_MIN_BYTES), ("-3", DEFAULT_MIN_BYTES),
-                                            ("lots", DEFAULT_MIN_BYTES), ("12MiB", DEFAULT_MIN_BYTES)])
-def test_environment_variable(value, expected):
-    """FACEKERNELS_HUGE_PAGES: a whole number of MiB (0: off); anything else keeps the default."""
-    assert run(None, [], env={"FACEKERNELS_HUGE_PAGES": value})["min_bytes"] == expected
+                                            ("lots", DEFAULT_MIN_BYTES), ("12MiB", DEFAULT_MIN_BYTES),
+                                            ("99999999999999999999", DEFAULT_MIN_BYTES)])
+def test_environment_variable(value, expected, monkeypatch):
+    """FACEKERNELS_HUGE_PAGES: a whole number of MiB (0: off); anything else keeps the default. The parse
+    the extension runs once at load, called again here."""
+    monkeypatch.setenv("FACEKERNELS_HUGE_PAGES", value)
+    assert facekernels._C._huge_page_min_bytes_from_env() == expected
+    monkeypatch.delenv("FACEKERNELS_HUGE_PAGES")
+    assert facekernels._C._huge_page_min_bytes_from_env() == DEFAULT_MIN_BYTES
 
 
 def test_environment_variable_takes_effect():

@@ -5,8 +5,9 @@
 # tree, so the tests import the wheel: neither the source tree nor the CUDA build installed in that venv.
 #   tools/ci/cross_version.sh [PYTHON]   (PYTHON: the other torch's interpreter, with pytest)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 PY=${1:-.venv-cuda/bin/python}
+case $PY in /*) ;; */*) PY=$PWD/$PY ;; esac  # a path relative to the caller's directory: absolute (we cd below)
+cd "$(dirname "$0")/../.."
 ROOT=$PWD
 t0=$(date +%s)
 stamp() { echo "[cross-version +$(( $(date +%s) - t0 ))s] $*"; }

@@ -10,8 +10,9 @@
 #   tools/ci/wheel.sh [PYTHON]   (PYTHON: the CPU venv's interpreter, with torch, pytest and the build tools)
 # Leaves dist/ (the sdist and the manylinux wheel, for tools/ci/cross_version.sh), .venv-tools, .venv-wheel.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 PY=${1:-.venv/bin/python}
+case $PY in /*) ;; */*) PY=$PWD/$PY ;; esac  # a path relative to the caller's directory: absolute
+cd "$(dirname "$0")/../.."
 ROOT=$PWD
 t0=$(date +%s)
 stamp() { echo "[wheel +$(( $(date +%s) - t0 ))s] $*"; }
