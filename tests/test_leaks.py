@@ -17,6 +17,7 @@ nothing, and LeakSanitizer is off there) the test skips; the normal build's run 
 from __future__ import annotations
 
 import ctypes
+import functools
 import ctypes.util
 import gc
 
@@ -87,6 +88,7 @@ def growth_per_call(call) -> float:
     return best
 
 
+@functools.cache  # built once: each op's test takes its call from here
 def _raw_calls() -> dict:
     """One small valid call per registered op (the raw torch.ops overloads, boxed through the dispatcher)."""
     f = torch.ops.facekernels
@@ -155,6 +157,7 @@ def test_raw_op_does_not_leak(op):
     assert per_call < BYTES_PER_CALL, f"{op}: the C heap grows by {per_call:.1f} bytes per call"
 
 
+@functools.cache
 def _public_calls() -> dict:
     g = torch.Generator().manual_seed(1)
 

@@ -98,11 +98,11 @@ def _quoted(names: tuple[str, ...]) -> str:
 # (ops/_checks.py). The zero rows the native op refuses are values, which only the kernels see.
 def _check_mode_and_metric(op: str, mode: int, metric: int) -> bool:
     """The native op's checks of the mode and metric codes; whether mode is knn."""
-    if mode not in (0, 1):
+    if mode not in range(len(MODES)):
         fail(op, 'mode must be 0 ("inverse_distance") or 1 ("knn"), got ', mode)
-    if metric not in (0, 1):
+    if metric not in range(len(METRICS)):
         fail(op, 'metric must be 0 ("cosine") or 1 ("euclidean"), got ', metric)
-    return mode == 1
+    return MODES[mode] == "knn"
 
 
 def _check_alignment_energy(op: str, points: Tensor, directions: Tensor, knn: bool, k: int) -> None:
