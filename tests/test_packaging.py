@@ -183,6 +183,52 @@ def _check_metadata(get_all, metadata_version):
     assert {"pytest", "matplotlib", "scipy"} <= test_extra, test_extra
 
 
+# The newest symbol versions each manylinux policy allows (auditwheel's manylinux-policy.json, x86_64).
+MANYLINUX_LIMITS = {
+    "manylinux_2_17": {"GLIBC": (2, 17), "GLIBCXX": (3, 4, 19), "CXXABI": (1, 3, 7)},
+    "manylinux_2_28": {"GLIBC": (2, 28), "GLIBCXX": (3, 4, 24), "CXXABI": (1, 3, 11)},
+}
+
+
+def _torch_platform():
+    wheel = importlib.metadata.distribution("torch").read_text("WHEEL") or ""
+    tags = re.findall(r"^Tag: \S+-(\S+)$", wheel, flags=re.M)
+    return tags[0] if tags else None
+
+
+def _imported_versions(path):
+    """The (library version, symbol) pairs a shared object imports, from `objdump -T`."""
+    out = subprocess.run(["objdump", "-T", str(path)], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        m = re.search(r"\*UND\*\s+\S+\s+\(?(GLIBC|GLIBCXX|CXXABI)_([0-9.]+)\)?\s+(\S+)$", line)
+        if m:
+            found.append((m[1], tuple(int(p) for p in m[2].split(".")), m[3]))
+    return found
+
+
+def test_extension_asks_no_newer_glibc_or_libstdcxx_than_torchs_wheel():
+    """The extension runs wherever the torch wheel it is built against runs: none of its imports is newer
+    than torch's manylinux platform allows (csrc/core/glibc_compat.*; before them a GCC 12 / glibc 2.36
+    build imported exp/log@GLIBC_2.29, __libc_single_threaded@GLIBC_2.32 and GLIBCXX_3.4.26/3.4.29)."""
+    import shutil
+
+    import facekernels
+
+    plat = _torch_platform()
+    base = re.match(r"manylinux_2_\d+", plat or "")
+    if not base or base[0] not in MANYLINUX_LIMITS:
+        pytest.skip(f"torch's wheel platform {plat!r} has no limits listed here")
+    if not shutil.which("objdump"):
+        pytest.skip("objdump (binutils) not found")
+    limits = MANYLINUX_LIMITS[base[0]]
+    (ext,) = Path(facekernels.__file__).parent.glob("_C.*.so")
+    imports = _imported_versions(ext)
+    assert any(lib == "GLIBC" for lib, _, _ in imports), "objdump output not understood"
+    too_new = sorted({f"{sym}@{lib}_{'.'.join(map(str, v))}" for lib, v, sym in imports if v > limits[lib]})
+    assert not too_new, f"{ext.name} imports symbols newer than {base[0]} allows: {too_new}"
+
+
 # ---- the artefacts CI builds (tools/ci/wheel.sh) ----------------------------------------------------------------
 
 
@@ -198,6 +244,7 @@ def test_wheel():
     tag = re.fullmatch(r"facekernels-(?P<v>[^-]+)-(?P<py>cp\d+)-(?P<abi>cp\d+)-(?P<plat>[^-]+)\.whl", wheel.name)
     assert tag and tag["v"] == VERSION, wheel.name
     assert re.fullmatch(r"manylinux_2_\d+_x86_64", tag["plat"]), f"not a manylinux tag: {wheel.name}"
+    assert tag["plat"] == _torch_platform(), f"{wheel.name}: not at torch's own platform {_torch_platform()}"
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         info = f"facekernels-{VERSION}.dist-info"

@@ -60,11 +60,18 @@ stamp "4. wheel on $("$PY" -c 'import torch; print(torch.__version__)') (increme
 "$PY" -m pip wheel -q --no-build-isolation --no-deps -w dist/raw .
 torch_tag=$(.venv-wheel/bin/python -c 'import importlib.metadata as m; print(m.distribution("torch").read_text("WHEEL"))' \
   | sed -n 's/^Tag: //p')
-PATH=$ROOT/.venv-tools/bin:$PATH .venv-tools/bin/auditwheel repair -w dist \
+# The platform of torch's own wheel (e.g. manylinux_2_28_x86_64): ours must not ask for a newer glibc or
+# libstdc++ than the torch it runs with (csrc/core/glibc_compat.* keep the imports there; auditwheel
+# refuses the repair if any symbol version is newer than the policy).
+torch_plat=${torch_tag##*-}
+case $torch_plat in manylinux_*) ;; *) echo "torch's wheel tag $torch_tag has no manylinux platform"; exit 1 ;; esac
+.venv-tools/bin/auditwheel show dist/raw/facekernels-*.whl > "$LOGS/auditwheel-show.log" 2>&1 || true
+PATH=$ROOT/.venv-tools/bin:$PATH .venv-tools/bin/auditwheel repair -w dist --plat "$torch_plat" --only-plat \
   --exclude 'libtorch*.so' --exclude 'libc10*.so' --exclude 'libshm*.so' dist/raw/facekernels-*.whl \
-  > "$LOGS/auditwheel.log" 2>&1 || { cat "$LOGS/auditwheel.log"; exit 1; }
+  > "$LOGS/auditwheel.log" 2>&1 || { cat "$LOGS/auditwheel-show.log" "$LOGS/auditwheel.log"; exit 1; }
 wheel=$(ls dist/facekernels-*-manylinux_*.whl)
 echo "wheel: $(basename "$wheel") (torch's own: $torch_tag)"
+case $(basename "$wheel") in *"$torch_plat"*) ;; *) echo "the wheel is not tagged $torch_plat"; exit 1 ;; esac
 .venv-tools/bin/twine check --strict dist/facekernels-*.tar.gz "$wheel"
 FACEKERNELS_WHEEL=$ROOT/$wheel FACEKERNELS_SDIST=$(ls "$ROOT"/dist/facekernels-*.tar.gz) \
   "$PY" -m pytest -q -p no:cacheprovider tests/test_packaging.py
