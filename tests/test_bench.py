@@ -1,5 +1,6 @@
 """The benchmark harness and CLI run end to end and write what they promise (no timing asserted)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -16,7 +17,8 @@ def test_workloads_declare_costs():
         if w.flops_forward > 1e11:
             continue  # the largest (seconds per peer call): the harness records their max |diff| itself
         case = w.build("cpu")
-        assert w.peers and set(case.candidates) == set(w.candidates), w.name  # the declared peers, built
+        assert w.peers and set(case.candidates) == set(w.candidates_on("cpu")), w.name  # declared = built
+        assert set(w.cpu_only_peers) <= set(w.peers), w.name
         with torch.no_grad():
             ours = case.candidates["facekernels"](*case.inputs)
             for peer in w.peers:
@@ -74,6 +76,19 @@ def test_cli_quick_run_writes_json_and_chart(tmp_path, capsys):
             assert t["iqr_over_median"] == pytest.approx(t["iqr_s"] / t["median_s"])
     pytest.importorskip("matplotlib")
     assert (tmp_path / "latest-cpu.png").stat().st_size > 1000
+
+
+def test_cpu_only_peers_are_declared_per_device_and_checked_against_the_case():
+    (w,) = workloads.select(["sfft_train_step"], quick=False)
+    assert "facekernels+hint" in w.candidates_on("cpu") and "facekernels+hint" not in w.candidates_on("cuda")
+    assert w.candidates_on("cuda") == ("facekernels", "avg_pool")
+    torn_down = []
+    wrong = dataclasses.replace(w, peers=("avg_pool", "missing"), cpu_only_peers=(),
+                                build=lambda device: dataclasses.replace(
+                                    w.build(device), teardown=lambda: torn_down.append(True)))
+    with pytest.raises(RuntimeError, match="sfft_train_step on cpu declares the candidates"):
+        harness.run_workload(wrong, "cpu", 1, compile_peers=False)
+    assert torn_down == [True]  # the case's setting is restored after the refusal too
 
 
 def test_cli_rejects_unknown_ops():

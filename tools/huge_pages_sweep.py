@@ -1,10 +1,10 @@
 """Where does the huge-page hint on fresh CPU outputs pay? (csrc/core/memory.h; issue 17, item 5)
 
-For each output size, a training step (1x1 convolutions, local_stat_transform, GELU, 1x1 convolution,
-backward; the step of bench's sfft_train_step) and the op's own forward+backward interleaved with its
-avg_pool peer (which churns through memory as the benchmark's other candidates do) are timed with the hint
-on every output (threshold 0 < size) and with it off, alternating in one process. Prints the median of
-each and the ratio off/on (> 1: the hint pays).
+For each output size, a training step (bench's sfft_train_step case at that size: 1x1 convolutions,
+local_stat_transform, GELU, 1x1 convolution, backward) and the op's own forward+backward interleaved with
+its avg_pool peer (which churns through memory as the benchmark's other candidates do) are timed with the
+hint on (every output of 8 MiB or more: the case's "facekernels+hint"; for the op alone every output) and
+with it off, alternating in one process. Prints the median of each and the ratio off/on (> 1: it pays).
 
     python tools/huge_pages_sweep.py [--sizes-mib 32 64 128 256 512] [--rounds 9]
 """
@@ -16,10 +16,9 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 import facekernels
-from facekernels.bench.workloads_local_stats import local_stat_transform_avg_pool
+from facekernels.bench.workloads_local_stats import _train_step_case, local_stat_transform_avg_pool
 
 
 def main() -> None:
@@ -27,20 +26,20 @@ def main() -> None:
     ap.add_argument("--sizes-mib", type=int, nargs="+", default=[32, 64, 128, 256, 512])
     ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args()
-    default = facekernels.build_info()["huge_page_min_bytes"]
+    default = facekernels.set_huge_page_threshold(0)  # the cases' "facekernels" runs with the hint off
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, build default threshold "
           f"{default >> 20} MiB; THP enabled/defrag: {_thp()}")
     print(f"{'size MiB':>8} {'case':<12} {'hint on ms':>11} {'hint off ms':>12} {'off/on':>7}")
     for mib in args.sizes_mib:
         c = 128
         hw = int((mib * 2**20 / 4 / c) ** 0.5)  # one [1, C, hw, hw] float32 tensor of about mib MiB
-        x = torch.randn(1, c, hw, hw, requires_grad=True)
-        guide = torch.randn(1, c, hw, hw) * 2 + 1
-        ws = [(torch.randn(c, c, 1, 1) / c**0.5).requires_grad_() for _ in range(3)]
+        case = _train_step_case(1, c, hw, hw, 7)("cpu")
+        x, guide = case.inputs
+        steps = {setting: case.candidates[name] for setting, name in (("on", "facekernels+hint"),
+                                                                      ("off", "facekernels"))}
 
-        def train_step():
-            y = facekernels.local_stat_transform(F.conv2d(x, ws[0]), F.conv2d(guide, ws[1]), 7)
-            F.conv2d(F.gelu(y), ws[2]).square().mean().backward()
+        def train_step(setting):
+            steps[setting](x, guide).square().mean().backward()
 
         g = guide.clone().requires_grad_()
         # "op+peer": the op's forward+backward timed, then its avg_pool peer's (untimed: the churn of the
@@ -57,12 +56,13 @@ def main() -> None:
                         local_stat_transform_avg_pool(x, g, 7).sum().backward()
                     else:
                         t0 = time.perf_counter()
-                        step()
+                        step(setting)  # its candidate sets the threshold
                         dt = time.perf_counter() - t0
                     if r:  # round 0 warms up
                         times[setting].append(dt)
             on, off = (statistics.median(times[s]) * 1e3 for s in ("on", "off"))
             print(f"{mib:>8} {name:<12} {on:>11.1f} {off:>12.1f} {off / on:>7.2f}", flush=True)
+        case.teardown()
     facekernels.set_huge_page_threshold(default)
 
 

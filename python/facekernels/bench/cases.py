@@ -38,11 +38,19 @@ class Workload:
     compile_peers: tuple[str, ...] | None = None
     modes: tuple[str, ...] = ("forward", "forward+backward")
     family: str = ""  # the op family, <family> of the workloads_<family>.py declaring it (set on discovery)
+    cpu_only_peers: tuple[str, ...] = ()  # of ``peers``, those the case builds on CPU only (a CPU setting)
 
     @property
     def candidates(self) -> tuple[str, ...]:
-        """The names the case's candidates carry, facekernels first (known without building the case)."""
-        return ("facekernels", *self.peers)
+        """The names the case's candidates carry on CPU, facekernels first (known without building it)."""
+        return self.candidates_on("cpu")
+
+    def peers_on(self, device: str) -> tuple[str, ...]:
+        """The peers the case builds on ``device`` ("cpu", "cuda")."""
+        return tuple(p for p in self.peers if device == "cpu" or p not in self.cpu_only_peers)
+
+    def candidates_on(self, device: str) -> tuple[str, ...]:
+        return ("facekernels", *self.peers_on(device))
 
     @property
     def compiled_peers(self) -> tuple[str, ...]:

@@ -126,17 +126,20 @@ def run_workload(w: Workload, device: str, repeats: int, compile_peers: bool, on
                  noisy_threshold: float = NOISY_IQR_OVER_MEDIAN) -> list[dict]:
     case = w.build(device)
     try:
-        return _run_case(w, case, device, repeats, compile_peers, on_step, noisy_threshold)
+        if set(case.candidates) != set(w.candidates_on(device)):
+            raise RuntimeError(f"bench: workload {w.name} on {device} declares the candidates "
+                               f"{sorted(w.candidates_on(device))}, its case built {sorted(case.candidates)}")
+        return _time_case(w, case, device, repeats, compile_peers, on_step, noisy_threshold)
     finally:
         if case.teardown is not None:
-            case.teardown()
+            case.teardown()  # restore what the case set (e.g. a CPU setting), also after an error
 
 
-def _run_case(w: Workload, case: Case, device: str, repeats: int, compile_peers: bool, on_step,
-              noisy_threshold: float) -> list[dict]:
+def _time_case(w: Workload, case: Case, device: str, repeats: int, compile_peers: bool, on_step,
+               noisy_threshold: float) -> list[dict]:
     candidates: dict[str, Callable] = dict(case.candidates)
     if compile_peers:
-        for name in w.compiled_peers:
+        for name in (p for p in w.compiled_peers if p in case.candidates):
             candidates[f"{name}+compile"] = torch.compile(case.candidates[name], dynamic=False)
     with torch.no_grad():
         reference = case.candidates["facekernels"](*case.inputs).float()

@@ -161,6 +161,7 @@ def _workload(op: str, name: str, b: int, c: int, h: int, w: int, k: int) -> Wor
         build=_case(op, b, c, h, w, k),
         peers=("facekernels+hint", "avg_pool", "integral") if inputs == 2 else ("avg_pool",),
         compile_peers=("avg_pool",),
+        cpu_only_peers=("facekernels+hint",) if inputs == 2 else (),
     )
 
 
@@ -180,6 +181,7 @@ def _train_step_workload(name: str, b: int, c: int, h: int, w: int, k: int) -> W
         build=_train_step_case(b, c, h, w, k),
         peers=("facekernels+hint", "avg_pool"),
         compile_peers=("avg_pool",),
+        cpu_only_peers=("facekernels+hint",),
         modes=("forward+backward",),
     )
 
