@@ -7,9 +7,9 @@ PIP := $(PY) -m pip
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 # Build tools and test/bench dependencies (torch is pinned separately: any other request can pull a
-# multi-GB CUDA build). scipy and scikit-learn only cross-check facekernels.me (scipy.signal.find_peaks) and
+# multi-GB CUDA build). pytest-xdist lets CI spread each test run over the machine's cores. scipy and scikit-learn only cross-check facekernels.me (scipy.signal.find_peaks) and
 # facekernels.metrics (sklearn.metrics.roc_curve) in tests.
-DEPS := numpy scikit-build-core pybind11 cmake ninja pytest expecttest pytest-benchmark matplotlib scipy scikit-learn
+DEPS := numpy scikit-build-core pybind11 cmake ninja pytest pytest-xdist expecttest pytest-benchmark matplotlib scipy scikit-learn
 
 .PHONY: all venv install test bench bench-pytest gpu-check cuda-emu wheel clean
 
