@@ -16,7 +16,9 @@ from helpers import (
     run_at_each_cpu_capability,
 )
 
-from facekernels.ops import axis_pool, triplet_gate
+import torch.nn.functional as F
+
+from facekernels.ops import axis_pool, gate_conv, triplet_gate
 
 CPU_DTYPES = [torch.float32, torch.float64]
 SHAPES = [(2, 3, 5, 7), (1, 1, 1, 1), (2, 1, 4, 3), (3, 6, 1, 9), (2, 5, 7, 1), (2, 20, 3, 17), (1, 9, 16, 16)]
@@ -228,6 +230,64 @@ def test_triplet_attention_identity():
     third = 1.0 / 3.0
     y = triplet_gate(x, torch.full((b, h, w), third), torch.full((b, c, w), third), torch.full((b, h, c), third))
     torch.testing.assert_close(y, x)
+
+
+# ---- gate_conv -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, k", [((2, 2, 9, 11), 7), ((3, 2, 5, 3), 7), ((1, 1, 1, 1), 7), ((2, 3, 8, 8), 3),
+                                      ((2, 2, 56, 56), 7), ((1, 2, 14, 384), 7), ((2, 2, 4, 6), 1)])
+@pytest.mark.parametrize("dtype", CPU_DTYPES)
+def test_gate_conv_matches_conv2d(shape, k, dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g, dtype=dtype, requires_grad=True)
+    w = torch.randn(1, shape[1], k, k, generator=g, dtype=dtype, requires_grad=True)
+    y = gate_conv(x, w)
+    x64 = x.detach().double().clone().requires_grad_()
+    w64 = w.detach().double().clone().requires_grad_()
+    ref = F.conv2d(x64, w64, padding=k // 2)
+    assert_close(y, ref, scale=10.0)
+    grad = torch.randn(y.shape, generator=g, dtype=dtype)
+    y.backward(grad)
+    ref.backward(grad.double())
+    assert_close(x.grad, x64.grad, scale=10.0)
+    assert_close(w.grad, w64.grad, scale=10.0, atol_scale=shape[0] * shape[2] * shape[3] / 10)
+
+
+def test_gate_conv_gradcheck_and_strided():
+    x = torch.randn(2, 2, 6, 5, dtype=torch.float64).transpose(2, 3).requires_grad_()
+    w = torch.randn(1, 2, 7, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gate_conv, (x, w))
+    torch.library.opcheck(torch.ops.facekernels.gate_conv.default, (x, w))
+    gy = torch.randn(2, 1, 5, 6, dtype=torch.float64)
+    for mask in itertools.product([True, False], repeat=2):
+        torch.library.opcheck(torch.ops.facekernels._gate_conv_backward.default, (gy, x.detach(), w.detach(), *mask))
+
+
+def test_gate_conv_weight_gradient_is_deterministic():
+    x = torch.randn(8, 2, 30, 30)
+    w = torch.randn(1, 2, 7, 7)
+    gy = torch.randn(8, 1, 30, 30)
+    a = torch.ops.facekernels._gate_conv_backward(gy, x, w, True, True)
+    b = torch.ops.facekernels._gate_conv_backward(gy, x, w, True, True)
+    assert torch.equal(a[1], b[1]) and torch.equal(a[0], b[0])
+
+
+BAD_CONV = [
+    (dict(weight=torch.randn(1, 2, 6, 6)), r"gate_conv: weight must have shape \[1, Cin, K, K\] with Cin = x.size\(1\) = 2 and K odd, got \[1, 2, 6, 6\]"),
+    (dict(weight=torch.randn(1, 3, 7, 7)), r"with Cin = x.size\(1\) = 2 and K odd, got \[1, 3, 7, 7\]"),
+    (dict(weight=torch.randn(2, 7, 7)), r"gate_conv: weight must be a 4-D tensor \[1, Cin, K, K\], got a 3-D"),
+    (dict(weight=torch.randn(1, 2, 7, 7).double()), r"gate_conv: weight must have the same dtype as x \(float32\), got float64"),
+    (dict(x=torch.randn(2, 2, 5)), r"gate_conv: x must be a 4-D tensor \[B, Cin, M, N\], got a 3-D"),
+]
+
+
+@pytest.mark.parametrize("over, match", BAD_CONV)
+def test_gate_conv_bad_inputs(over, match):
+    args = arguments(dict(x=torch.randn(2, 2, 5, 6), weight=torch.randn(1, 2, 7, 7)), **over)
+    with pytest.raises(RuntimeError, match=match):
+        gate_conv(*args)
+    assert_fake_refuses_like_native(gate_conv, *args)
 
 
 # ---- the torch.library contract ----------------------------------------------------------------------

@@ -144,6 +144,31 @@ TripletProblem check_triplet_gate_backward(const Tensor& grad_y, const Tensor& x
   return p;
 }
 
+GateConvProblem check_gate_conv(const char* op, const Tensor& x, const Tensor& weight) {
+  check_dim(op, "x", x, 4, "[B, Cin, M, N]");
+  check_dim(op, "weight", weight, 4, "[1, Cin, K, K]");
+  check_floating_dtype(op, "x", x);
+  check_same_dtype(op, "weight", weight, "x", x);
+  check_same_device(op, "weight", weight, "x", x);
+  const int64_t k = weight.size(2);
+  FK_CHECK(weight.size(0) == 1 && weight.size(1) == x.size(1) && weight.size(3) == k && k % 2 == 1, op,
+           "weight must have shape [1, Cin, K, K] with Cin = x.size(1) = ", x.size(1), " and K odd, got ",
+           shape_string(weight));
+  return {x.size(0), x.size(1), x.size(2), x.size(3), k};
+}
+
+GateConvProblem check_gate_conv_backward(const Tensor& grad_y, const Tensor& x, const Tensor& weight) {
+  const char* op = "_gate_conv_backward";
+  GateConvProblem p = check_gate_conv(op, x, weight);
+  check_dim(op, "grad_y", grad_y, 4, "[B, 1, M, N]");
+  FK_CHECK(grad_y.size(0) == p.batch && grad_y.size(1) == 1 && grad_y.size(2) == p.rows && grad_y.size(3) == p.cols,
+           op, "grad_y must have shape [B, 1, M, N] = [", p.batch, ", 1, ", p.rows, ", ", p.cols, "], got ",
+           shape_string(grad_y));
+  check_same_dtype(op, "grad_y", grad_y, "x", x);
+  check_same_device(op, "grad_y", grad_y, "x", x);
+  return p;
+}
+
 }  // namespace facekernels
 
 STABLE_TORCH_LIBRARY_FRAGMENT(facekernels, m) {
@@ -157,4 +182,6 @@ STABLE_TORCH_LIBRARY_FRAGMENT(facekernels, m) {
   m.def(
       "_triplet_gate_backward(Tensor grad_y, Tensor x, Tensor? gate_c, Tensor? gate_h, Tensor? gate_w, "
       "Tensor? scale, bool need_x) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("gate_conv(Tensor x, Tensor weight) -> Tensor");
+  m.def("_gate_conv_backward(Tensor grad_y, Tensor x, Tensor weight, bool need_x, bool need_weight) -> (Tensor, Tensor)");
 }

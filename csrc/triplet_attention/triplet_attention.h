@@ -47,4 +47,13 @@ TripletProblem check_triplet_gate_backward(const torch::stable::Tensor& grad_y, 
                                            const std::optional<torch::stable::Tensor>& gate_w,
                                            const std::optional<torch::stable::Tensor>& scale);
 
+struct GateConvProblem {
+  int64_t batch, in_channels, rows, cols, taps;
+};
+
+// gate_conv(x [B, Cin, M, N], weight [1, Cin, K, K]), K odd: checks and sizes.
+GateConvProblem check_gate_conv(const char* op, const torch::stable::Tensor& x, const torch::stable::Tensor& weight);
+GateConvProblem check_gate_conv_backward(const torch::stable::Tensor& grad_y, const torch::stable::Tensor& x,
+                                         const torch::stable::Tensor& weight);
+
 }  // namespace facekernels

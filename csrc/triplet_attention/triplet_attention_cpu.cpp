@@ -162,6 +162,82 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> triplet_gate_backward_cpu(
   return result();
 }
 
+// Whether to convolve the transposed maps: rows shorter than 32 and the maps taller than wide.
+bool transpose_gate_conv(const GateConvProblem& p) { return p.cols < 32 && p.rows > p.cols; }
+
+Tensor contiguous_maybe_transposed(const Tensor& t, bool transposed) {
+  return torch::stable::contiguous(transposed ? torch::stable::transpose(t, 2, 3) : t);
+}
+
+Tensor gate_conv_cpu(const Tensor& x, const Tensor& weight) {
+  const GateConvProblem p = check_gate_conv("gate_conv", x, weight);
+  Tensor y = torch::stable::new_empty(x, {p.batch, 1, p.rows, p.cols});
+  if (y.numel() == 0) return y;
+  if (p.in_channels == 0) {
+    torch::stable::zero_(y);
+    return y;
+  }
+  // Narrow maps (triplet attention's [C, W] map at 14x14 is 384 x 14) are convolved transposed: the
+  // kernels vectorise along the rows, and a row shorter than a few vectors is mostly scalar tail.
+  const bool flip = transpose_gate_conv(p);
+  const Tensor xc = contiguous_maybe_transposed(x, flip), wc = contiguous_maybe_transposed(weight, flip);
+  Tensor yk = flip ? torch::stable::new_empty(x, {p.batch, 1, p.cols, p.rows}) : y;
+  dispatch_cpu_dtype(xc.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::GateConvArgs<T> a{.x = data_of<const T>(xc),
+                           .weight = data_of<const T>(wc),
+                           .grad_y = nullptr,
+                           .y = data_of<T>(yk),
+                           .grad_x = nullptr,
+                           .grad_weight = nullptr,
+                           .batch = p.batch,
+                           .in_channels = p.in_channels,
+                           .rows = flip ? p.cols : p.rows,
+                           .cols = flip ? p.rows : p.cols,
+                           .taps = p.taps};
+    FK_CPU_KERNEL_TABLE(cpu::triplet_attention_kernels, T).gate_conv(a);
+  });
+  if (flip) torch::stable::copy_(y, torch::stable::transpose(yk, 2, 3));
+  return y;
+}
+
+std::tuple<Tensor, Tensor> gate_conv_backward_cpu(const Tensor& grad_y, const Tensor& x, const Tensor& weight,
+                                                  bool need_x, bool need_weight) {
+  const GateConvProblem p = check_gate_conv_backward(grad_y, x, weight);
+  Tensor gx = torch::stable::new_empty(x, need_x ? x.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
+  Tensor gw =
+      torch::stable::new_empty(weight, need_weight ? weight.sizes() : torch::headeronly::IntHeaderOnlyArrayRef{0});
+  if (p.batch * p.in_channels * p.rows * p.cols == 0) {
+    if (need_x) torch::stable::zero_(gx);
+    if (need_weight) torch::stable::zero_(gw);
+    return {gx, gw};
+  }
+  if (!need_x && !need_weight) return {gx, gw};
+  const bool flip = transpose_gate_conv(p);
+  const Tensor xc = contiguous_maybe_transposed(x, flip), wc = contiguous_maybe_transposed(weight, flip),
+               gyc = contiguous_maybe_transposed(grad_y, flip);
+  Tensor gxk = flip && need_x ? torch::stable::new_empty(x, {p.batch, p.in_channels, p.cols, p.rows}) : gx;
+  Tensor gwk = flip && need_weight ? torch::stable::new_empty(weight, {1, p.in_channels, p.taps, p.taps}) : gw;
+  dispatch_cpu_dtype(xc.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    cpu::GateConvArgs<T> a{.x = data_of<const T>(xc),
+                           .weight = data_of<const T>(wc),
+                           .grad_y = data_of<const T>(gyc),
+                           .y = nullptr,
+                           .grad_x = need_x ? data_of<T>(gxk) : nullptr,
+                           .grad_weight = need_weight ? data_of<T>(gwk) : nullptr,
+                           .batch = p.batch,
+                           .in_channels = p.in_channels,
+                           .rows = flip ? p.cols : p.rows,
+                           .cols = flip ? p.rows : p.cols,
+                           .taps = p.taps};
+    FK_CPU_KERNEL_TABLE(cpu::triplet_attention_kernels, T).gate_conv_backward(a);
+  });
+  if (flip && need_x) torch::stable::copy_(gx, torch::stable::transpose(gxk, 2, 3));
+  if (flip && need_weight) torch::stable::copy_(gw, torch::stable::transpose(gwk, 2, 3));
+  return {gx, gw};
+}
+
 }  // namespace
 }  // namespace facekernels
 
@@ -170,4 +246,6 @@ STABLE_TORCH_LIBRARY_IMPL(facekernels, CPU, m) {
   m.impl("_axis_pool_backward", TORCH_BOX(&facekernels::axis_pool_backward_cpu));
   m.impl("triplet_gate", TORCH_BOX(&facekernels::triplet_gate_cpu));
   m.impl("_triplet_gate_backward", TORCH_BOX(&facekernels::triplet_gate_backward_cpu));
+  m.impl("gate_conv", TORCH_BOX(&facekernels::gate_conv_cpu));
+  m.impl("_gate_conv_backward", TORCH_BOX(&facekernels::gate_conv_backward_cpu));
 }

@@ -111,10 +111,11 @@ void axis_pool_batch(const AxisPoolArgs<T>& a, int64_t b, T* hmax_t, T* hsum_t, 
   if (!a.n.channels_last) {
     for (int64_t c = 0; c < C; ++c) {
       const T* plane = xb + c * a.x_stride_c;
+      // The over-C map takes the whole plane at once (short rows would pay a call each).
+      if (c == 0) start_running(cmax, csum, carg, plane, H * W);
+      else update_running(cmax, csum, carg, plane, H * W, static_cast<int32_t>(c));
       for (int64_t h = 0; h < H; ++h) {
         const T* row = plane + h * W;
-        if (c == 0) start_running(cmax + h * W, csum + h * W, carg + h * W, row, W);
-        else update_running(cmax + h * W, csum + h * W, carg + h * W, row, W, static_cast<int32_t>(c));
         if (h == 0) start_running(hmax + c * W, hsum + c * W, harg + c * W, row, W);
         else update_running(hmax + c * W, hsum + c * W, harg + c * W, row, W, static_cast<int32_t>(h));
         row_stats(row, W, wmax[h * C + c], wsum[h * C + c], warg[h * C + c]);
@@ -389,12 +390,118 @@ void gate_backward(const TripletGateBackwardArgs<T>& a) {
   });
 }
 
+// ---- gate_conv ----------------------------------------------------------------------------------------
+// A K x K convolution of a few maps (triplet attention's 7x7 conv of the two pooled maps) to one, written
+// as one shifted multiply-add of a whole row per tap: out row m gets w[k, i, j] * in row (m + i - P) of
+// map k shifted by (j - P), zero padding handled by clipping each row's range. torch's CPU convolution
+// runs this shape (2 channels in, 1 out) through im2col buffers 49 times the size of the maps and its
+// weight gradient through slow paths, which made it the larger part of the original block's cost.
+
+struct TapRange {
+  int64_t begin, end;  // the outputs n whose input n + shift lies inside [0, cols)
+};
+
+inline TapRange tap_range(int64_t shift, int64_t cols) { return {max64(0, -shift), min64(cols, cols - shift)}; }
+
+template <typename T>
+inline T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  constexpr int V = kLanes<T>;
+  Vec<T> acc0 = {}, acc1 = {};
+  int64_t i = 0;
+  for (; i + 2 * V <= n; i += 2 * V) {
+    acc0 += load<T>(a + i) * load<T>(b + i);
+    acc1 += load<T>(a + i + V) * load<T>(b + i + V);
+  }
+  for (; i + V <= n; i += V) acc0 += load<T>(a + i) * load<T>(b + i);
+  T s = horizontal_sum<T>(acc0 + acc1);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+template <typename T>
+void gate_conv(const GateConvArgs<T>& a) {
+  const int64_t Cin = a.in_channels, M = a.rows, N = a.cols, K = a.taps, P = K / 2;
+  parallel_for(0, a.batch * M, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t bm = begin; bm < end; ++bm) {
+      const int64_t b = bm / M, m = bm % M;
+      T* __restrict out = a.y + bm * N;
+      for (int64_t n = 0; n < N; ++n) out[n] = 0;
+      for (int64_t k = 0; k < Cin; ++k) {
+        for (int64_t i = 0; i < K; ++i) {
+          const int64_t r = m + i - P;
+          if (r < 0 || r >= M) continue;
+          const T* __restrict in = a.x + ((b * Cin + k) * M + r) * N;
+          const T* w = a.weight + (k * K + i) * K;
+          for (int64_t j = 0; j < K; ++j) {
+            const int64_t shift = j - P;
+            const TapRange t = tap_range(shift, N);
+            if (t.end <= t.begin) continue;  // a tap wider than the map
+            const T wv = w[j];
+            for (int64_t n = t.begin; n < t.end; ++n) out[n] += wv * in[n + shift];
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void gate_conv_backward(const GateConvArgs<T>& a) {
+  const int64_t B = a.batch, Cin = a.in_channels, M = a.rows, N = a.cols, K = a.taps, P = K / 2;
+  const int64_t taps = Cin * K * K;
+  // Per-sample partial sums of the weight gradient, reduced over the batch in a fixed order afterwards.
+  Scratch<double> partial(a.grad_weight ? B * taps : 0);
+  parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      double* part = a.grad_weight ? partial.data() + b * taps : nullptr;
+      if (part)
+        for (int64_t t = 0; t < taps; ++t) part[t] = 0;
+      T* gx = a.grad_x ? a.grad_x + b * Cin * M * N : nullptr;
+      if (gx)
+        for (int64_t i = 0; i < Cin * M * N; ++i) gx[i] = 0;
+      for (int64_t m = 0; m < M; ++m) {
+        const T* __restrict gy = a.grad_y + (b * M + m) * N;
+        for (int64_t k = 0; k < Cin; ++k) {
+          for (int64_t i = 0; i < K; ++i) {
+            const int64_t r = m + i - P;
+            if (r < 0 || r >= M) continue;
+            const T* w = a.weight + (k * K + i) * K;
+            const int64_t row = ((b * Cin + k) * M + r) * N;
+            for (int64_t j = 0; j < K; ++j) {
+              const int64_t shift = j - P;
+              const TapRange t = tap_range(shift, N);
+              if (t.end <= t.begin) continue;
+              if (gx) {
+                T* __restrict g = gx + (k * M + r) * N + shift;
+                const T wv = w[j];
+                for (int64_t n = t.begin; n < t.end; ++n) g[n] += wv * gy[n];
+              }
+              if (part)
+                part[(k * K + i) * K + j] +=
+                    static_cast<double>(dot(gy + t.begin, a.x + row + t.begin + shift, t.end - t.begin));
+            }
+          }
+        }
+      }
+    }
+  });
+  if (a.grad_weight) {
+    for (int64_t t = 0; t < taps; ++t) {
+      double s = 0;
+      for (int64_t b = 0; b < B; ++b) s += partial[b * taps + t];
+      a.grad_weight[t] = static_cast<T>(s);
+    }
+  }
+}
+
 template <typename T>
 constexpr TripletAttentionKernels<T> make_table() {
   return {.axis_pool = &axis_pool<T>,
           .axis_pool_backward = &axis_pool_backward<T>,
           .gate = &gate<T>,
-          .gate_backward = &gate_backward<T>};
+          .gate_backward = &gate_backward<T>,
+          .gate_conv = &gate_conv<T>,
+          .gate_conv_backward = &gate_conv_backward<T>};
 }
 
 }  // namespace

@@ -73,12 +73,27 @@ struct TripletGateBackwardArgs {
   T* grad_scale;   // [B, C]
 };
 
+// gate_conv: y[b, 0] = sum_k conv2d(x[b, k], weight[0, k]) with K x K taps (K odd), zero padding K / 2,
+// stride 1; every tensor contiguous.
+template <typename T>
+struct GateConvArgs {
+  const T* x;       // [B, Cin, M, N]
+  const T* weight;  // [1, Cin, K, K]
+  const T* grad_y;  // [B, 1, M, N] (backward)
+  T* y;             // [B, 1, M, N] (forward)
+  T* grad_x;        // [B, Cin, M, N] or nullptr (backward)
+  T* grad_weight;   // [1, Cin, K, K] or nullptr (backward)
+  int64_t batch = 0, in_channels = 0, rows = 0, cols = 0, taps = 0;
+};
+
 template <typename T>
 struct TripletAttentionKernels {
   void (*axis_pool)(const AxisPoolArgs<T>&);
   void (*axis_pool_backward)(const AxisPoolBackwardArgs<T>&);
   void (*gate)(const TripletGateArgs<T>&);
   void (*gate_backward)(const TripletGateBackwardArgs<T>&);
+  void (*gate_conv)(const GateConvArgs<T>&);
+  void (*gate_conv_backward)(const GateConvArgs<T>&);
 };
 
 FK_DECLARE_CPU_KERNEL_TABLE(TripletAttentionKernels, triplet_attention_kernels)

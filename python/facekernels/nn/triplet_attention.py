@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..ops.triplet_attention import axis_pool, triplet_gate
+from ..ops.triplet_attention import axis_pool, gate_conv, triplet_gate
 
 __all__ = ["TripletAttention"]
 
@@ -32,7 +32,8 @@ class AttentionGate(nn.Module):
         self.conv = _ConvBN()
 
     def forward(self, pooled: Tensor) -> Tensor:
-        return torch.sigmoid(self.conv(pooled))
+        # The convolution through facekernels.ops.gate_conv (torch's CPU conv2d is slow for 2 -> 1 maps).
+        return torch.sigmoid(self.conv.bn(gate_conv(pooled, self.conv.conv.weight)))
 
     def reference(self, t: Tensor) -> Tensor:
         """The original's eager gate of ``t`` (pooled over dim 1): Z-pool, conv, BN, sigmoid, product."""

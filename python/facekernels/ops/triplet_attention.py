@@ -10,7 +10,7 @@ from ._checks import check, check_dim, check_floating_dtype, check_same_device, 
 from ._checks import same_shape, shape_string, sym_and
 from ._registration import refuse_double_backward, register_autocast
 
-__all__ = ["axis_pool", "triplet_gate"]
+__all__ = ["axis_pool", "gate_conv", "triplet_gate"]
 
 
 def axis_pool(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -65,6 +65,25 @@ def triplet_gate(
         contiguous. Differentiable in every tensor argument.
     """
     return torch.ops.facekernels.triplet_gate.default(x, gate_c, gate_h, gate_w, scale)
+
+
+def gate_conv(x: Tensor, weight: Tensor) -> Tensor:
+    r"""A K x K convolution of a few maps to one, zero padding K // 2, stride 1, no bias::
+
+        y[b, 0, m, n] = sum_{k, i, j} weight[0, k, i, j] * x[b, k, m + i - K // 2, n + j - K // 2]
+
+    ``F.conv2d(x, weight, padding=K // 2)`` for the shapes of triplet attention's gates (2 maps in, 1 out,
+    7x7), where torch's CPU convolution goes through im2col buffers 49 times the size of the maps and a
+    slow weight gradient. The weight gradient is reduced over the batch in a fixed order (deterministic).
+
+    Args:
+        x: ``[B, Cin, M, N]``.
+        weight: ``[1, Cin, K, K]`` with K odd, the dtype and device of ``x``.
+
+    Returns:
+        ``[B, 1, M, N]``, contiguous; differentiable in ``x`` and ``weight``.
+    """
+    return torch.ops.facekernels.gate_conv.default(x, weight)
 
 
 # ---- layouts (csrc/triplet_attention/triplet_attention.cpp's rules) -------------------------------------
@@ -175,6 +194,29 @@ def _check_triplet_gate_backward(grad_y, x, gate_c, gate_h, gate_w, scale) -> No
     check_same_device(op, "grad_y", grad_y, "x", x)
 
 
+def _check_gate_conv(op: str, x: Tensor, weight: Tensor) -> None:
+    check_dim(op, "x", x, 4, "[B, Cin, M, N]")
+    check_dim(op, "weight", weight, 4, "[1, Cin, K, K]")
+    check_floating_dtype(op, "x", x)
+    check_same_dtype(op, "weight", weight, "x", x)
+    check_same_device(op, "weight", weight, "x", x)
+    k = weight.shape[2]
+    check(sym_and(weight.shape[0] == 1, weight.shape[1] == x.shape[1], weight.shape[3] == k, k % 2 == 1), op,
+          "weight must have shape [1, Cin, K, K] with Cin = x.size(1) = ", x.shape[1], " and K odd, got ",
+          shape_string(weight))
+
+
+def _check_gate_conv_backward(grad_y: Tensor, x: Tensor, weight: Tensor) -> None:
+    op = "_gate_conv_backward"
+    _check_gate_conv(op, x, weight)
+    check_dim(op, "grad_y", grad_y, 4, "[B, 1, M, N]")
+    b, _, m, n = x.shape
+    check(sym_and(grad_y.shape[0] == b, grad_y.shape[1] == 1, grad_y.shape[2] == m, grad_y.shape[3] == n), op,
+          "grad_y must have shape [B, 1, M, N] = [", b, ", 1, ", m, ", ", n, "], got ", shape_string(grad_y))
+    check_same_dtype(op, "grad_y", grad_y, "x", x)
+    check_same_device(op, "grad_y", grad_y, "x", x)
+
+
 # ---- fake kernels ------------------------------------------------------------------------------------------
 
 
@@ -216,6 +258,18 @@ def _triplet_gate_backward_fake(grad_y, x, gate_c, gate_h, gate_w, scale, need_x
         x.new_empty((b, h, c) if gate_w is not None else (0,)),
         x.new_empty((b, c) if scale is not None else (0,)),
     )
+
+
+@torch.library.register_fake("facekernels::gate_conv")
+def _gate_conv_fake(x, weight):
+    _check_gate_conv("gate_conv", x, weight)
+    return x.new_empty((x.shape[0], 1, x.shape[2], x.shape[3]))
+
+
+@torch.library.register_fake("facekernels::_gate_conv_backward")
+def _gate_conv_backward_fake(grad_y, x, weight, need_x: bool, need_weight: bool):
+    _check_gate_conv_backward(grad_y, x, weight)
+    return x.new_empty(x.shape if need_x else (0,)), weight.new_empty(weight.shape if need_weight else (0,))
 
 
 # ---- autograd ----------------------------------------------------------------------------------------------
@@ -261,6 +315,22 @@ def _gate_backward(ctx, grad_y):
 
 
 torch.library.register_autograd("facekernels::triplet_gate", _gate_backward, setup_context=_gate_setup_context)
+def _conv_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _conv_backward(ctx, grad_y):
+    x, weight = ctx.saved_tensors
+    need_x, need_weight = ctx.needs_input_grad[:2]
+    if not (need_x or need_weight):
+        return None, None
+    grad_x, grad_weight = torch.ops.facekernels._gate_conv_backward.default(grad_y, x, weight, need_x, need_weight)
+    return (grad_x if need_x else None), (grad_weight if need_weight else None)
+
+
+torch.library.register_autograd("facekernels::gate_conv", _conv_backward, setup_context=_conv_setup_context)
+refuse_double_backward("_gate_conv_backward", "gate_conv")
+register_autocast("gate_conv")
 refuse_double_backward("_axis_pool_backward", "axis_pool")
 refuse_double_backward("_triplet_gate_backward", "triplet_gate")
 register_autocast("axis_pool")
