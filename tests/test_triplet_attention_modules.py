@@ -61,6 +61,25 @@ def _randomise(module):
                 t.copy_(torch.rand(t.shape, generator=g) + 0.5 if "var" in name else torch.randn(t.shape, generator=g))
 
 
+def assert_same_in_train_and_eval(ours, peer, x0, modes):
+    """Outputs, input and parameter gradients per mode, and the BatchNorm statistics at the end, agree."""
+    grad = torch.randn(x0.shape, dtype=x0.dtype)
+    for mode in modes:
+        ours.train(mode == "train")
+        peer.train(mode == "train")
+        x1, x2 = x0.clone().requires_grad_(), x0.clone().requires_grad_()
+        y1, y2 = ours(x1), peer(x2)
+        torch.testing.assert_close(y1, y2, atol=1e-12, rtol=1e-10, msg=mode)
+        y1.backward(grad)
+        y2.backward(grad)
+        torch.testing.assert_close(x1.grad, x2.grad, atol=1e-12, rtol=1e-10, msg=mode)
+        for (name, p1), p2 in zip(ours.named_parameters(), peer.parameters()):
+            torch.testing.assert_close(p1.grad, p2.grad, atol=1e-10, rtol=1e-10, msg=f"{mode} {name}")
+            p1.grad = p2.grad = None
+    for (name, b1), b2 in zip(ours.named_buffers(), peer.buffers()):
+        torch.testing.assert_close(b1, b2, atol=1e-12, rtol=1e-10, msg=name)
+
+
 def _pair(no_spatial, dtype=torch.float64, reference=False):
     torch.manual_seed(0)
     ours = TripletAttention(no_spatial=no_spatial, reference=reference).to(dtype)
@@ -90,22 +109,7 @@ def test_matches_original_train_and_eval(shape, no_spatial, layout, reference):
     x0 = torch.randn(shape, dtype=torch.float64)
     if layout == "channels_last":
         x0 = x0.contiguous(memory_format=torch.channels_last)
-    grad = torch.randn(shape, dtype=torch.float64)
-    for mode in ("train", "eval", "train"):
-        ours.train(mode == "train")
-        original.train(mode == "train")
-        x1 = x0.clone().requires_grad_()
-        x2 = x0.clone().requires_grad_()
-        y1, y2 = ours(x1), original(x2)
-        torch.testing.assert_close(y1, y2, atol=1e-12, rtol=1e-10, msg=mode)
-        y1.backward(grad)
-        y2.backward(grad)
-        torch.testing.assert_close(x1.grad, x2.grad, atol=1e-12, rtol=1e-10, msg=mode)
-        for (name, p1), p2 in zip(ours.named_parameters(), original.parameters()):
-            torch.testing.assert_close(p1.grad, p2.grad, atol=1e-10, rtol=1e-10, msg=f"{mode} {name}")
-            p1.grad = p2.grad = None
-    for (name, b1), b2 in zip(ours.named_buffers(), original.buffers()):
-        torch.testing.assert_close(b1, b2, atol=1e-12, rtol=1e-10, msg=name)
+    assert_same_in_train_and_eval(ours, original, x0, ("train", "eval", "train"))
 
 
 def test_float32_matches_original():
@@ -147,3 +151,54 @@ def test_gradcheck():
     ours.eval()
     x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(ours, (x,))
+
+
+# ---- TripSE ------------------------------------------------------------------------------------------------
+
+from facekernels.nn import TripSE  # noqa: E402
+
+
+def _tripse_pair(channels, variant, dtype=torch.float64):
+    torch.manual_seed(0)
+    fused = TripSE(channels, variant, reduction=4).to(dtype)
+    _randomise(fused)
+    reference = TripSE(channels, variant, reduction=4, reference=True).to(dtype)
+    reference.load_state_dict(fused.state_dict(), strict=True)
+    return fused, reference
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("variant", [1, 2, 3, 4])
+@pytest.mark.parametrize("shape", [(2, 8, 9, 7), (3, 5, 6, 6), (2, 3, 1, 5), (1, 16, 14, 14)])
+def test_tripse_matches_its_reference(shape, variant, layout):
+    fused, reference = _tripse_pair(shape[1], variant)
+    x0 = torch.randn(shape, dtype=torch.float64)
+    if layout == "channels_last":
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    assert_same_in_train_and_eval(fused, reference, x0, ("train", "eval"))
+
+
+def test_tripse_parameter_names_and_arguments():
+    m = TripSE(32, variant=3)
+    names = set(m.state_dict())
+    assert {"triplet.cw.conv.conv.weight", "triplet.hw.conv.bn.running_mean", "se.fc1.weight", "se.fc2.bias"} <= names
+    assert m.se.fc1.out_features == 2
+    for bad in (0, 5):
+        with pytest.raises(ValueError, match="TripSE: variant must be 1, 2, 3 or 4"):
+            TripSE(8, variant=bad)
+    with pytest.raises(ValueError, match=r"TripSE: x must be \[B, 8, H, W\], got \[2, 4, 5, 5\]"):
+        TripSE(8)(torch.randn(2, 4, 5, 5))
+
+
+@pytest.mark.parametrize("variant", [1, 4])
+def test_tripse_compiles(variant):
+    fused, _ = _tripse_pair(8, variant, torch.float32)
+    torch._dynamo.reset()
+    compiled = torch.compile(copy.deepcopy(fused), fullgraph=True)
+    x1 = torch.randn(2, 8, 10, 9, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    y1, y2 = fused(x1), compiled(x2)
+    torch.testing.assert_close(y2, y1)
+    y1.sum().backward()
+    y2.sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad)

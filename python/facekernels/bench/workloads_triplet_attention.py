@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..nn.triplet_attention import TripletAttention
+from ..nn.triplet_attention import TripletAttention, TripSE
 from ..ops.triplet_attention import axis_pool, triplet_gate
 from .cases import Case, Workload, module_case
 
@@ -102,6 +102,30 @@ def _workloads(stage: str) -> list[Workload]:
     ]
 
 
-WORKLOADS: list[Workload] = [*_workloads("stage1"), *_workloads("stage3")]
+def _tripse_workloads(stage: str) -> list[Workload]:
+    b, c, h, w = STAGES[stage]
+    n = b * c * h * w
+    return [
+        Workload(
+            op="tripse",
+            name=f"tripse{variant}_{stage}",
+            description=f"TripSE variant {variant} (training mode) vs its eager reference path, B={b}, C={c}, {h}x{w}",
+            flops_forward=12.0 * n,
+            bytes_forward=4.0 * (3 if variant < 4 else 4) * n,
+            flops_backward=16.0 * n,
+            bytes_backward=4.0 * 4 * n,
+            build=lambda device, s=(b, c, h, w), v=variant: module_case(
+                device, lambda: TripSE(s[1], v), lambda: TripSE(s[1], v, reference=True), "reference", lambda _: s
+            ),
+            peers=("reference",),
+            compile_peers=(),
+            modes=("forward+backward",),
+        )
+        for variant in (1, 2, 3, 4)
+    ]
+
+
+WORKLOADS: list[Workload] = [*_workloads("stage1"), *_workloads("stage3"), *_tripse_workloads("stage1"),
+                             *_tripse_workloads("stage3")]
 
 QUICK = {"triplet_attention_stage1", "triplet_attention_stage3"}

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from ..ops.triplet_attention import axis_pool, gate_conv, triplet_gate
 
-__all__ = ["TripletAttention"]
+__all__ = ["TripSE", "TripletAttention"]
 
 
 class _ConvBN(nn.Module):
@@ -86,12 +86,121 @@ class TripletAttention(nn.Module):
             return self.forward_reference(x)
         return triplet_gate(x, *self.gates(x))
 
-    def forward_reference(self, x: Tensor) -> Tensor:
+    def branches_reference(self, x: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+        """The original's three branch outputs ``x * s_hw`` (None without the spatial branch), ``x * s_cw``
+        and ``x * s_hc``, computed as it computes them (permuted copies and back)."""
         out_cw = self.cw.reference(x.permute(0, 2, 1, 3).contiguous()).permute(0, 2, 1, 3).contiguous()
         out_hc = self.hc.reference(x.permute(0, 3, 2, 1).contiguous()).permute(0, 3, 2, 1).contiguous()
-        if self.no_spatial:
+        out_hw = None if self.no_spatial else self.hw.reference(x)
+        return out_hw, out_cw, out_hc
+
+    def forward_reference(self, x: Tensor) -> Tensor:
+        out_hw, out_cw, out_hc = self.branches_reference(x)
+        if out_hw is None:
             return 0.5 * (out_cw + out_hc)
-        return (1.0 / 3.0) * (self.hw.reference(x) + out_cw + out_hc)
+        return (1.0 / 3.0) * (out_hw + out_cw + out_hc)
 
     def extra_repr(self) -> str:
         return f"no_spatial={self.no_spatial}" + (", reference=True" if self.reference else "")
+
+
+class _Excitation(nn.Module):
+    """SE's excitation (Hu et al.): ``sigmoid(fc2(relu(fc1(z))))`` of a ``[B, C]`` squeeze to ``[B, C]``."""
+
+    def __init__(self, channels: int, reduction: int) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(self.fc2(torch.relu(self.fc1(z))))
+
+
+class TripSE(nn.Module):
+    r"""TripSE: triplet attention combined with squeeze-and-excitation (Alhazmi and Altahhan, "Achieving 3D
+    Attention via Triplet Squeeze and Excitation Block", 2025), four variants.
+
+    The paper publishes no code, and its text was not at hand when this was written: the four variants
+    are **our reading** of the four ways its title and abstract allow SE to be combined with triplet
+    attention's three branch gates ``s_hw`` ([B, 1, H, W]), ``s_cw`` ([B, C, 1, W]), ``s_hc`` ([B, C, H, 1])
+    (see :class:`TripletAttention`), with SE's channel excitation ``e(z) = sigmoid(W2 relu(W1 z))``
+    (``reduction`` r: W1 is C -> C/r) of a squeeze ``z`` ([B, C])::
+
+        variant 1 (parallel, product):   y = x * e(mean_hw x) * (s_hw + s_cw + s_hc) / 3
+        variant 2 (SE as a 4th branch):  y = x * (s_hw + s_cw + s_hc + e(mean_hw x)) / 4
+        variant 3 (SE in the channel-interaction branches):
+                                         y = x * (s_hw + e(mean_hw x) * (s_cw + s_hc)) / 3
+        variant 4 (sequential, SE after triplet attention):
+                                         t = TA(x),  y = t * e(mean_hw t)
+
+    Why these: SE recalibrates channels, and triplet attention's branches are one spatial (hw) and two
+    channel-interaction (cw, hc) gates, so SE can multiply all of them (1), join them as a branch (2),
+    multiply only the branches that involve C (3), or follow the whole block as in SE-ResNet (4). Variants
+    1-3 take SE's squeeze from the input, which the pooled means already hold (``mean_hw x`` is the mean
+    over W of the over-H mean map), so they cost what triplet attention costs: two passes over x
+    (:func:`~facekernels.ops.axis_pool`, :func:`~facekernels.ops.triplet_gate`). Variant 4 needs
+    ``mean_hw TA(x)``, which is ``(mean_hw(x s_hw) + mean_w(s_cw mean_h x) + mean_h(s_hc mean_w x)) / 3``:
+    the last two terms come from the pooled maps, the first is one batched matrix-vector product over x
+    (a third read).
+
+    Parameters: ``triplet.{cw,hc,hw}.*`` (a :class:`TripletAttention`) and ``se.fc1.*``, ``se.fc2.*``.
+
+    Args:
+        channels: C of the input.
+        variant: 1, 2, 3 or 4.
+        reduction: SE's reduction ratio r (hidden width ``max(1, C // r)``).
+        reference: compute with eager PyTorch from the formulas above (triplet attention as the original
+            computes it): the tests' and the benchmark's peer.
+    """
+
+    def __init__(self, channels: int, variant: int = 1, reduction: int = 16, reference: bool = False) -> None:
+        super().__init__()
+        if variant not in (1, 2, 3, 4):
+            raise ValueError(f"TripSE: variant must be 1, 2, 3 or 4, got {variant!r}")
+        if channels < 1 or reduction < 1:
+            raise ValueError(f"TripSE: channels and reduction must be >= 1, got {channels} and {reduction}")
+        self.channels, self.variant, self.reduction, self.reference = channels, variant, reduction, reference
+        self.triplet = TripletAttention(reference=reference)
+        self.se = _Excitation(channels, reduction)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"TripSE: x must be [B, {self.channels}, H, W], got {list(x.shape)}")
+        return self.forward_reference(x) if self.reference else self._forward_fused(x)
+
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        t = self.triplet
+        pooled_c, pooled_h, pooled_w = axis_pool(x)
+        s_hw = t.hw(pooled_c).squeeze(1)   # [B, H, W]
+        s_cw = t.cw(pooled_h).squeeze(1)   # [B, C, W]
+        s_hc = t.hc(pooled_w).squeeze(1)   # [B, H, C]
+        third = 1.0 / 3.0
+        if self.variant == 4:
+            mean_h, mean_w = pooled_h[:, 1], pooled_w[:, 1]  # [B, C, W] over H, [B, H, C] over W
+            hw = x.shape[2] * x.shape[3]
+            spatial = torch.einsum("bchw,bhw->bc", x, s_hw) / hw
+            z = third * (spatial + (s_cw * mean_h).mean(2) + (s_hc * mean_w).mean(1))
+            return triplet_gate(x, s_hw * third, s_cw * third, s_hc * third, self.se(z))
+        e = self.se(pooled_h[:, 1].mean(2))  # mean over W of the over-H mean map: mean_hw x
+        if self.variant == 1:
+            return triplet_gate(x, s_hw * third, s_cw * third, s_hc * third, e)
+        if self.variant == 2:
+            return triplet_gate(x, s_hw * 0.25, (s_cw + e[:, :, None]) * 0.25, s_hc * 0.25)
+        return triplet_gate(x, s_hw * third, s_cw * (e[:, :, None] * third), s_hc * (e[:, None, :] * third))
+
+    def forward_reference(self, x: Tensor) -> Tensor:
+        out_hw, out_cw, out_hc = self.triplet.branches_reference(x)
+        if self.variant == 4:
+            ta = (out_hw + out_cw + out_hc) / 3.0
+            return ta * self.se(ta.mean((2, 3)))[:, :, None, None]
+        e = self.se(x.mean((2, 3)))[:, :, None, None]
+        if self.variant == 1:
+            return (out_hw + out_cw + out_hc) / 3.0 * e
+        if self.variant == 2:
+            return (out_hw + out_cw + out_hc + x * e) / 4.0
+        return (out_hw + e * (out_cw + out_hc)) / 3.0
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, variant={self.variant}, reduction={self.reduction}" + (
+            ", reference=True" if self.reference else "")
