@@ -68,6 +68,9 @@ def _layouts(x):
     wide[:, ::2, :, ::2] = x
     yield "strided", wide[:, ::2, :, ::2]
     yield "transposed", x.transpose(2, 3).contiguous().transpose(2, 3)
+    sliced = torch.zeros(2 * b + 1, 3 * c, h, w, dtype=x.dtype)  # planar, read in place: batch and channel strides
+    sliced[1::2, 1::3] = x
+    yield "channel_sliced", sliced[1::2, 1::3]
 
 
 def _gate_inputs(shape, dtype, seed=0):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..models.fer import resnet18_tripse
 from ..nn.triplet_attention import TripletAttention, TripSE
 from ..ops.triplet_attention import axis_pool, triplet_gate
 from .cases import Case, Workload, module_case
@@ -125,7 +126,26 @@ def _tripse_workloads(stage: str) -> list[Workload]:
     ]
 
 
+def _model_workload(b: int) -> Workload:
+    """A training step's forward+backward of resnet18_tripse on FER2013-sized input (48x48 grey), fused
+    TripSE blocks against the same model with the eager blocks (convnext_tripse's needs timm)."""
+    return Workload(
+        op="tripse_model",
+        name="resnet18_tripse_train",
+        description=f"resnet18_tripse (variant 1) training forward+backward vs eager TripSE blocks, B={b}, 1x48x48",
+        flops_forward=b * 3.64e9 * (48 * 48) / (224 * 224),  # ResNet-18: 1.82 GMAC at 224x224
+        bytes_forward=0.0,
+        flops_backward=2 * b * 3.64e9 * (48 * 48) / (224 * 224),
+        bytes_backward=0.0,
+        build=lambda device: module_case(device, lambda: resnet18_tripse(), lambda: resnet18_tripse(reference=True),
+                                         "eager_blocks", lambda _: (b, 1, 48, 48)),
+        peers=("eager_blocks",),
+        compile_peers=(),
+        modes=("forward+backward",),
+    )
+
+
 WORKLOADS: list[Workload] = [*_workloads("stage1"), *_workloads("stage3"), *_tripse_workloads("stage1"),
-                             *_tripse_workloads("stage3")]
+                             *_tripse_workloads("stage3"), _model_workload(32)]
 
 QUICK = {"triplet_attention_stage1", "triplet_attention_stage3"}
