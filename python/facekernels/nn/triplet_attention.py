@@ -72,19 +72,21 @@ class TripletAttention(nn.Module):
             self.hw = AttentionGate()
 
     def gates(self, x: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
-        """The three branch gates of ``x`` as triplet_gate takes them, each already divided by the
-        number of branches: ``([B, H, W] or None, [B, C, W], [B, H, C])``."""
+        """The three branch gates of ``x`` as triplet_gate takes them: ``([B, H, W] or None, [B, C, W],
+        [B, H, C])``, not yet divided by the number of branches."""
         pooled_c, pooled_h, pooled_w = axis_pool(x)
-        k = 0.5 if self.no_spatial else 1.0 / 3.0
-        gate_h = self.cw(pooled_h).squeeze(1) * k
-        gate_w = self.hc(pooled_w).squeeze(1) * k
-        gate_c = None if self.no_spatial else self.hw(pooled_c).squeeze(1) * k
+        gate_h = self.cw(pooled_h).squeeze(1)
+        gate_w = self.hc(pooled_w).squeeze(1)
+        gate_c = None if self.no_spatial else self.hw(pooled_c).squeeze(1)
         return gate_c, gate_h, gate_w
 
     def forward(self, x: Tensor) -> Tensor:
         if self.reference:
             return self.forward_reference(x)
-        return triplet_gate(x, *self.gates(x))
+        # The mean over the branches as triplet_gate's per-channel scale: a [B, C] constant instead of
+        # a pass over each gate map.
+        k = 0.5 if self.no_spatial else 1.0 / 3.0
+        return triplet_gate(x, *self.gates(x), x.new_full((x.shape[0], x.shape[1]), k))
 
     def branches_reference(self, x: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
         """The original's three branch outputs ``x * s_hw`` (None without the spatial branch), ``x * s_cw``
@@ -175,19 +177,21 @@ class TripSE(nn.Module):
         s_hw = t.hw(pooled_c).squeeze(1)   # [B, H, W]
         s_cw = t.cw(pooled_h).squeeze(1)   # [B, C, W]
         s_hc = t.hc(pooled_w).squeeze(1)   # [B, H, C]
+        # The constant factors (1/3, 1/4) ride on triplet_gate's [B, C] scale, not on the gate maps.
         third = 1.0 / 3.0
         if self.variant == 4:
             mean_h, mean_w = pooled_h[:, 1], pooled_w[:, 1]  # [B, C, W] over H, [B, H, C] over W
             hw = x.shape[2] * x.shape[3]
             spatial = torch.einsum("bchw,bhw->bc", x, s_hw) / hw
             z = third * (spatial + (s_cw * mean_h).mean(2) + (s_hc * mean_w).mean(1))
-            return triplet_gate(x, s_hw * third, s_cw * third, s_hc * third, self.se(z))
+            return triplet_gate(x, s_hw, s_cw, s_hc, self.se(z) * third)
         e = self.se(pooled_h[:, 1].mean(2))  # mean over W of the over-H mean map: mean_hw x
         if self.variant == 1:
-            return triplet_gate(x, s_hw * third, s_cw * third, s_hc * third, e)
+            return triplet_gate(x, s_hw, s_cw, s_hc, e * third)
+        constant = x.new_full((x.shape[0], x.shape[1]), 0.25 if self.variant == 2 else third)
         if self.variant == 2:
-            return triplet_gate(x, s_hw * 0.25, (s_cw + e[:, :, None]) * 0.25, s_hc * 0.25)
-        return triplet_gate(x, s_hw * third, s_cw * (e[:, :, None] * third), s_hc * (e[:, None, :] * third))
+            return triplet_gate(x, s_hw, s_cw + e[:, :, None], s_hc, constant)
+        return triplet_gate(x, s_hw, s_cw * e[:, :, None], s_hc * e[:, None, :], constant)
 
     def forward_reference(self, x: Tensor) -> Tensor:
         out_hw, out_cw, out_hc = self.triplet.branches_reference(x)

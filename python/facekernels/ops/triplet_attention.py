@@ -50,7 +50,7 @@ def triplet_gate(
         y[b, c, h, w] = x[b, c, h, w] * scale[b, c] * (gate_c[b, h, w] + gate_h[b, c, w] + gate_w[b, h, c])
 
     An absent gate counts as 0 and an absent scale as 1; at least one gate is needed. Triplet attention is
-    ``triplet_gate(x, s_hw / 3, s_cw / 3, s_hc / 3)`` with its three sigmoid maps (``gate_c`` is the map of
+    ``triplet_gate(x, s_hw, s_cw, s_hc, scale)`` with its three sigmoid maps and ``scale`` = 1/3 (``gate_c`` is the map of
     the branch that pools over C, the original's ``hw``; ``gate_h`` its ``cw``; ``gate_w`` its ``hc``).
 
     Args:
