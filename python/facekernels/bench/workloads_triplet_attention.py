@@ -130,13 +130,14 @@ def _model_workload(b: int) -> Workload:
     """A training step's forward+backward of resnet18_tripse on FER2013-sized input (48x48 grey), fused
     TripSE blocks against the same model with the eager blocks (convnext_tripse's needs timm)."""
     return Workload(
-        op="tripse_model",
+        op="tripse",
         name="resnet18_tripse_train",
         description=f"resnet18_tripse (variant 1) training forward+backward vs eager TripSE blocks, B={b}, 1x48x48",
         flops_forward=b * 3.64e9 * (48 * 48) / (224 * 224),  # ResNet-18: 1.82 GMAC at 224x224
-        bytes_forward=0.0,
+        # weights (11.7 M) read once, ~110 k activations per image written and read
+        bytes_forward=4.0 * (11.7e6 + b * 2 * 110e3),
         flops_backward=2 * b * 3.64e9 * (48 * 48) / (224 * 224),
-        bytes_backward=0.0,
+        bytes_backward=4.0 * (2 * 11.7e6 + b * 4 * 110e3),
         build=lambda device: module_case(device, lambda: resnet18_tripse(), lambda: resnet18_tripse(reference=True),
                                          "eager_blocks", lambda _: (b, 1, 48, 48)),
         peers=("eager_blocks",),
