@@ -108,6 +108,10 @@ def _raw_calls() -> dict:
     xs, ws_, adj = r(2, 3, 4, 5), r(2, 6, 3), torch.rand(2, 5, 5, generator=g)
     xl, gl = r(1, 2, 9, 9), r(1, 2, 9, 9)
     p, d = r(12, 4), r(12, 4)
+    xt = r(2, 3, 5, 6).contiguous(memory_format=torch.channels_last)
+    pooled = f.axis_pool(xt)
+    maps = [r(2, 5, 6), r(2, 3, 6), r(2, 5, 3), r(2, 3)]
+    xm, wm = r(2, 2, 5, 6), r(1, 2, 7, 7)
     calls = {
         "circular_conv": lambda: f.circular_conv(x4, w, r(3), 3),
         "_circular_conv_backward": lambda: f._circular_conv_backward(torch.ones_like(x4), x4, w, 3, True, True, True),
@@ -128,6 +132,13 @@ def _raw_calls() -> dict:
         "_local_mean_var_backward": lambda: f._local_mean_var_backward(torch.ones_like(xl), None, xl, 5),
         "alignment_energy": lambda: f.alignment_energy(p, d, MODES.index("knn"), 3,
                                                        METRICS.index("euclidean")),
+        "axis_pool": lambda: f.axis_pool(xt),
+        "_axis_pool_backward": lambda: f._axis_pool_backward(*(torch.ones_like(t) for t in pooled[:3]), *pooled[3:],
+                                                             True),
+        "triplet_gate": lambda: f.triplet_gate(xt, maps[0], None, maps[2], maps[3]),
+        "_triplet_gate_backward": lambda: f._triplet_gate_backward(torch.ones_like(xt), xt, *maps, True),
+        "gate_conv": lambda: f.gate_conv(xm, wm),
+        "_gate_conv_backward": lambda: f._gate_conv_backward(r(2, 1, 5, 6), xm, wm, True, True),
     }
     return calls
 
@@ -136,6 +147,7 @@ RAW_OPS = sorted([
     "circular_conv", "_circular_conv_backward", "_diff_attention_forward", "_diff_attention_backward", "cosine_topk",
     "edge_conv_max", "_edge_conv_max_backward", "st_graph_conv", "_st_graph_conv_backward", "local_stat_transform",
     "_local_stat_transform_backward", "local_mean_var", "_local_mean_var_backward", "alignment_energy",
+    "axis_pool", "_axis_pool_backward", "triplet_gate", "_triplet_gate_backward", "gate_conv", "_gate_conv_backward",
 ])
 
 
@@ -171,6 +183,7 @@ def _public_calls() -> dict:
     xs, wst, adj = r(2, 3, 4, 5), r(2, 6, 3), torch.rand(2, 5, 5, generator=g).requires_grad_()
     xl, gl = r(1, 2, 9, 9), r(1, 2, 9, 9)
     p, d = r(12, 4, grad=False), r(12, 4, grad=False)
+    triplet_block = facekernels.nn.TripSE(3, variant=1, reduction=1)
 
     def edge():
         _, idx = ops.cosine_topk(xe.detach(), 3)
@@ -184,11 +197,12 @@ def _public_calls() -> dict:
         "local_stat_transform": lambda: facekernels.local_stat_transform(xl, gl, 3).sum().backward(),
         "local_mean_var": lambda: sum(t.sum() for t in ops.local_mean_var(xl, 3)).backward(),
         "alignment_energy": lambda: facekernels.alignment_energy(p, d, mode="knn", k=3, metric="euclidean"),
+        "triplet_attention": lambda: triplet_block(x4).sum().backward(),
     }
 
 
 FAMILIES = ["alignment_energy", "circular_conv", "diff_attention", "edge_conv", "local_mean_var",
-            "local_stat_transform", "st_graph_conv"]
+            "local_stat_transform", "st_graph_conv", "triplet_attention"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -5,5 +5,7 @@ from .diff_attention import MD2A, MultiheadDiffAttention
 from .fcc import FCC
 from .local_sfft import LocalSFFT, dafe_alignment_loss
 from .stgcn import STGCNBlock
+from .triplet_attention import TripletAttention, TripSE
 
-__all__ = ["CCC", "F5C", "FCC", "MD2A", "LocalSFFT", "MultiheadDiffAttention", "STGCNBlock", "dafe_alignment_loss"]
+__all__ = ["CCC", "F5C", "FCC", "MD2A", "LocalSFFT", "MultiheadDiffAttention", "STGCNBlock", "TripSE", "TripletAttention",
+           "dafe_alignment_loss"]

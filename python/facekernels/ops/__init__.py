@@ -14,6 +14,7 @@ FAMILIES = (
     "edge_conv",
     "local_stats",
     "st_graph_conv",
+    "triplet_attention",
 )
 
 __all__: list[str] = []
