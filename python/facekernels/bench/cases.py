@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 import torch
 
 
+class WorkloadUnavailable(RuntimeError):
+    """Raised by a workload's ``build`` when an optional dependency it needs is missing (e.g. timm): the
+    harness reports the workload as skipped and goes on."""
+
+
 @dataclass
 class Case:
     """Inputs and candidates of one workload on one device, ready to time."""

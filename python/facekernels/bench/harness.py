@@ -23,7 +23,7 @@ import torch
 
 from .._json import write_json
 from .._timing import summarize, synchronize, time_once
-from .cases import Case, Workload
+from .cases import Case, Workload, WorkloadUnavailable
 
 # ---- timing ------------------------------------------------------------------------------------------
 
@@ -446,12 +446,17 @@ def run(workloads: list[Workload], device: str, quick: bool, out_dir: Path | Non
     ceilings = measure_ceilings(device, quick)
     progress.step("ceilings")
     rows: list[dict] = []
+    skipped: dict[str, str] = {}
     for w in workloads:
-        rows.extend(run_workload(w, device, repeats, compile_peers,
-                                 on_step=lambda w, mode: progress.step(f"{w.name} {mode}"),
-                                 noisy_threshold=noisy_threshold))
+        try:
+            rows.extend(run_workload(w, device, repeats, compile_peers,
+                                     on_step=lambda w, mode: progress.step(f"{w.name} {mode}"),
+                                     noisy_threshold=noisy_threshold))
+        except WorkloadUnavailable as e:
+            skipped[w.name] = str(e)
+            print(f"skipped {w.name}: {e}", flush=True)
     result = {"meta": metadata(device), "ceilings": ceilings, "repeats": repeats,
-              "noisy_iqr_over_median": noisy_threshold, "results": rows}
+              "noisy_iqr_over_median": noisy_threshold, "results": rows, "skipped": skipped}
     print(format_table(rows, ceilings, noisy_threshold))
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,10 +11,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..models.fer import resnet18_tripse
+from ..models.fer import convnext_tripse, resnet18_tripse
 from ..nn.triplet_attention import TripletAttention, TripSE
 from ..ops.triplet_attention import axis_pool, triplet_gate
-from .cases import Case, Workload, module_case
+from .cases import Case, Workload, WorkloadUnavailable, module_case
 
 STAGES = {"stage1": (32, 96, 56, 56), "stage3": (32, 384, 14, 14)}
 
@@ -146,7 +146,40 @@ def _model_workload(b: int) -> Workload:
     )
 
 
+def _convnext_case(b: int) -> Callable[[str], Case]:
+    def build(device: str) -> Case:
+        try:
+            import timm  # noqa: F401
+        except Exception as e:  # noqa: BLE001 - also a torchvision built for another torch
+            raise WorkloadUnavailable(f"convnext_tripse needs timm (pip install 'facekernels[fer]'): {e!r}") from e
+        return module_case(device, lambda: convnext_tripse(num_classes=7),
+                           lambda: convnext_tripse(num_classes=7, reference=True), "eager_blocks",
+                           lambda _: (b, 3, 224, 224))
+
+    return build
+
+
+def _convnext_workload(b: int) -> Workload:
+    """The issue's model goal: a convnext_tripse (ConvNeXt-T, variant 1) training step's forward+backward
+    on 224x224 RGB, fused TripSE blocks against the same model with the eager blocks (needs timm)."""
+    return Workload(
+        op="tripse",
+        name="convnext_tripse_train",
+        description=f"convnext_tripse (ConvNeXt-T, variant 1) training forward+backward vs eager TripSE blocks, "
+                    f"B={b}, 3x224x224",
+        flops_forward=b * 2 * 4.47e9,  # ConvNeXt-T: 4.47 GMAC at 224x224 (the TripSE blocks add ~1%)
+        # weights (28.6 M) read once; roughly 25 M activations per image written and read again
+        bytes_forward=4.0 * (28.6e6 + b * 2 * 25e6),
+        flops_backward=2 * b * 2 * 4.47e9,
+        bytes_backward=4.0 * (2 * 28.6e6 + b * 4 * 25e6),
+        build=_convnext_case(b),
+        peers=("eager_blocks",),
+        compile_peers=(),
+        modes=("forward+backward",),
+    )
+
+
 WORKLOADS: list[Workload] = [*_workloads("stage1"), *_workloads("stage3"), *_tripse_workloads("stage1"),
-                             *_tripse_workloads("stage3"), _model_workload(32)]
+                             *_tripse_workloads("stage3"), _model_workload(32), _convnext_workload(16)]
 
 QUICK = {"triplet_attention_stage1", "triplet_attention_stage3"}
