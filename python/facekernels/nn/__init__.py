@@ -4,6 +4,8 @@ from .ccc import CCC, F5C
 from .diff_attention import MD2A, MultiheadDiffAttention
 from .fcc import FCC
 from .local_sfft import LocalSFFT, dafe_alignment_loss
+from .losses import flow_epe, landmark_nme_loss
 from .stgcn import STGCNBlock
 
-__all__ = ["CCC", "F5C", "FCC", "MD2A", "LocalSFFT", "MultiheadDiffAttention", "STGCNBlock", "dafe_alignment_loss"]
+__all__ = ["CCC", "F5C", "FCC", "MD2A", "LocalSFFT", "MultiheadDiffAttention", "STGCNBlock", "dafe_alignment_loss", "flow_epe",
+           "landmark_nme_loss"]
