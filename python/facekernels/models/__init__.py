@@ -1,5 +1,6 @@
-"""Whole networks built from facekernels.nn (later issues)."""
+"""Whole networks built from facekernels.nn."""
 
 from .landmark_stgcn import LandmarkSTGCN
+from .mol import MOL, MOLLoss, mol_loss
 
-__all__ = ["LandmarkSTGCN"]
+__all__ = ["MOL", "LandmarkSTGCN", "MOLLoss", "mol_loss"]
