@@ -8,8 +8,10 @@ BENCH_ARGS ?=
 PYTEST_ARGS ?=
 # Build tools and test/bench dependencies (torch is pinned separately: any other request can pull a
 # multi-GB CUDA build). scipy and scikit-learn only cross-check facekernels.me (scipy.signal.find_peaks) and
-# facekernels.metrics (sklearn.metrics.roc_curve) in tests.
-DEPS := numpy scikit-build-core pybind11 cmake ninja pytest expecttest pytest-benchmark matplotlib scipy scikit-learn
+# facekernels.metrics (sklearn.metrics.roc_curve) in tests; opencv-contrib-python-headless is the [data] extra
+# (facekernels.data's TV-L1 flows), tested when present.
+DEPS := numpy scikit-build-core pybind11 cmake ninja pytest expecttest pytest-benchmark matplotlib scipy scikit-learn \
+        opencv-contrib-python-headless
 
 .PHONY: all venv install test bench bench-pytest gpu-check cuda-emu wheel clean
 
