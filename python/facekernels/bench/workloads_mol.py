@@ -133,15 +133,27 @@ def _case(b: int) -> Callable[[str], Case]:
     return build
 
 
+# FLOPs of the released forward and backward per clip, counted by torch.utils.flop_counter.FlopCounterMode
+# (convolutions and matmuls; FlowNet is nearly all of it). MOL's parameters: 44.1 M.
+_FLOPS_FORWARD_PER_CLIP = 31.8e9
+_FLOPS_BACKWARD_PER_CLIP = 64.7e9
+_PARAMETERS = 44.1e6
+
+
+def _clip_bytes(b: int) -> float:
+    """Inputs, targets and outputs of b clips, float32."""
+    return 4.0 * b * (8 * 128 * 128 + 2 * 2 * 128 * 128 * 7 + 136 * 8 + 136 * 7 + 5)
+
+
 WORKLOADS: list[Workload] = [
     Workload(
         op="mol",
         name="mol_train_step",
         description="MOL training step (forward, the three losses, backward): B=8 clips of 8 frames, 128x128",
-        flops_forward=0.0,
-        bytes_forward=0.0,
-        flops_backward=0.0,
-        bytes_backward=0.0,
+        flops_forward=8 * _FLOPS_FORWARD_PER_CLIP,
+        bytes_forward=4.0 * _PARAMETERS + _clip_bytes(8),
+        flops_backward=8 * _FLOPS_BACKWARD_PER_CLIP,
+        bytes_backward=8.0 * _PARAMETERS + _clip_bytes(8),
         build=_case(8),
         peers=("released",),
         compile_peers=(),
