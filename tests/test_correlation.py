@@ -7,7 +7,7 @@ CUDA-only checks where a GPU is present.
 import facekernels
 import pytest
 import torch
-from devices import DEVICE_DTYPES, assert_close
+from devices import DEVICE_DTYPES, DEVICES, assert_close
 from helpers import (
     arguments,
     assert_compiled_matches_eager,
@@ -131,7 +131,7 @@ def test_partial_gradients():
     torch.testing.assert_close(only2[1], full[1])
 
 
-@pytest.mark.parametrize("device", ["cpu"])  # CUDA kernels: issue 18, item 2, not written yet
+@pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     x1 = torch.randn(2, 3, 7, 6, device=device, requires_grad=True)
     x2 = torch.randn(2, 3, 7, 6, device=device, requires_grad=True)
@@ -286,12 +286,10 @@ def test_build_info_names_the_kernel_level():
     assert info["cpu_kernels"]["correlation"].upper() in [c.upper() for c in info["cpu_capabilities_compiled"]]
 
 
-# ---- CUDA (the kernels are issue 18's item 2, not written yet: these tests say what they must pass) ------
+# ---- CUDA (cuda/correlation; without a GPU these skip, and the kernels run under the emulator instead:
+# tests/cudaemu/test_correlation*_emu.py) ------------------------------------------------------------------
 
-NO_CUDA_KERNELS = pytest.mark.skip(reason="correlation has no CUDA kernels yet (issue 18, item 2)")
 
-
-@NO_CUDA_KERNELS
 @pytest.mark.parametrize("device,dtype", [p for p in DEVICE_DTYPES if p.id.startswith("cuda")])
 def test_cuda_matches_reference(device, dtype):
     g = torch.Generator().manual_seed(4)
@@ -308,7 +306,6 @@ def test_cuda_matches_reference(device, dtype):
         assert_close(x2.grad, g2, scale * p)
 
 
-@NO_CUDA_KERNELS
 @pytest.mark.cuda
 def test_cuda_mixed_devices_refused():
     with pytest.raises(RuntimeError, match=r"correlation: x2 must be on the same device as x1 \(cuda:0\), got cpu"):
