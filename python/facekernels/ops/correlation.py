@@ -27,8 +27,8 @@ def correlation(x1: Tensor, x2: Tensor, patch_size: int = 21, dilation_patch: in
     C and applies a LeakyReLU.
 
     Args:
-        x1, x2: ``[B, C, H, W]`` of the same shape, dtype and device; float32/float64 on CPU (no CUDA
-            kernels yet); any strides.
+        x1, x2: ``[B, C, H, W]`` of the same shape, dtype and device; float32/float64 on CPU,
+            float32/float16/bfloat16 on CUDA (float32 accumulation); any strides.
         patch_size: odd, ``>= 1`` (the displacements per axis).
         dilation_patch: ``>= 1``, the step between displacements, in pixels.
         kernel_size: must be 1 (one-pixel windows, the only kind FlowNetC and MOL use).
