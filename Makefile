@@ -7,9 +7,13 @@ PIP := $(PY) -m pip
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 # Build tools and test/bench dependencies (torch is pinned separately: any other request can pull a
-# multi-GB CUDA build). pytest-xdist lets CI spread each test run over the machine's cores. scipy and scikit-learn only cross-check facekernels.me (scipy.signal.find_peaks) and
-# facekernels.metrics (sklearn.metrics.roc_curve) in tests.
-DEPS := numpy scikit-build-core pybind11 cmake ninja pytest pytest-xdist expecttest pytest-benchmark matplotlib scipy scikit-learn
+# multi-GB CUDA build). pytest-xdist lets CI spread each test run over the machine's cores. scipy and
+# scikit-learn only cross-check facekernels.me (scipy.signal.find_peaks) and facekernels.metrics
+# (sklearn.metrics.roc_curve) in tests; opencv-contrib-python-headless is the [data] extra (facekernels.data's
+# TV-L1 flows), tested when present. timm (the [fer] extra) is not here: it needs a torchvision built for this
+# torch, and the only one for the CPU torch 2.13 is a CUDA build that cannot load (CI tests timm in .venv-cuda).
+DEPS := numpy scikit-build-core pybind11 cmake ninja pytest pytest-xdist expecttest pytest-benchmark matplotlib scipy \
+        scikit-learn opencv-contrib-python-headless
 
 .PHONY: all venv install test bench bench-pytest gpu-check cuda-emu wheel clean
 

@@ -115,6 +115,8 @@ def _raw_calls() -> dict:
     calls = {
         "circular_conv": lambda: f.circular_conv(x4, w, r(3), 3),
         "_circular_conv_backward": lambda: f._circular_conv_backward(torch.ones_like(x4), x4, w, 3, True, True, True),
+        "correlation": lambda: f.correlation(x4, x4, 5, 2, 1),
+        "_correlation_backward": lambda: f._correlation_backward(torch.ones(2, 5, 5, 5, 6), x4, x4, 5, 2, True, True),
         "_diff_attention_forward": lambda: f._diff_attention_forward(*q, lam, True, 0.5),
         "_diff_attention_backward": lambda: f._diff_attention_backward(torch.ones_like(out), *q, lam, lse1, lse2,
                                                                        True, None),
@@ -144,7 +146,7 @@ def _raw_calls() -> dict:
 
 
 RAW_OPS = sorted([
-    "circular_conv", "_circular_conv_backward", "_diff_attention_forward", "_diff_attention_backward", "cosine_topk",
+    "circular_conv", "_circular_conv_backward", "correlation", "_correlation_backward", "_diff_attention_forward", "_diff_attention_backward", "cosine_topk",
     "edge_conv_max", "_edge_conv_max_backward", "st_graph_conv", "_st_graph_conv_backward", "local_stat_transform",
     "_local_stat_transform_backward", "local_mean_var", "_local_mean_var_backward", "alignment_energy",
     "axis_pool", "_axis_pool_backward", "triplet_gate", "_triplet_gate_backward", "gate_conv", "_gate_conv_backward",
@@ -191,6 +193,7 @@ def _public_calls() -> dict:
 
     return {
         "circular_conv": lambda: facekernels.circular_conv(x4, w, None, 3).sum().backward(),
+        "correlation": lambda: ops.correlation(x4, x4, 5, 2).sum().backward(),
         "diff_attention": lambda: ops.diff_attention(*q, lam, causal=True).sum().backward(),
         "edge_conv": edge,
         "st_graph_conv": lambda: facekernels.st_graph_conv(xs, wst, adj).sum().backward(),
@@ -201,7 +204,7 @@ def _public_calls() -> dict:
     }
 
 
-FAMILIES = ["alignment_energy", "circular_conv", "diff_attention", "edge_conv", "local_mean_var",
+FAMILIES = ["alignment_energy", "circular_conv", "correlation", "diff_attention", "edge_conv", "local_mean_var",
             "local_stat_transform", "st_graph_conv", "triplet_attention"]
 
 

@@ -32,8 +32,8 @@ echo "== CPU tests under this machine's torch (short)"
 timeout 30 $py -m pytest -q -x -p no:cacheprovider tests -m "not cuda" -k "not capabilities and not compile and not bench" 2>&1 \
   | tail -5 | tee -a "$out/summary.log"
 
-echo "== emulator vs GPU on the same inputs (tools/cudaemu, circular_conv and local_stats, every dtype)"
-( timeout 90 python3 tools/cudaemu/build.py plain circular_conv local_stats \
+echo "== emulator vs GPU on the same inputs (tools/cudaemu, circular_conv, local_stats and correlation, every dtype)"
+( timeout 120 python3 tools/cudaemu/build.py plain circular_conv local_stats correlation \
   && CUDAEMU_BUILD=build/cudaemu/plain timeout 60 $py tests/cudaemu/gpu_agreement.py ) 2>&1 | tee "$out/emu_vs_gpu.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 

@@ -10,6 +10,7 @@ from importlib import import_module
 FAMILIES = (
     "alignment_energy",
     "circular_conv",
+    "correlation",
     "diff_attention",
     "edge_conv",
     "local_stats",
