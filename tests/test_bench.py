@@ -9,25 +9,25 @@ from facekernels import cli
 from facekernels.bench import harness, workloads
 
 
-def test_workloads_declare_costs():
-    for w in workloads.WORKLOADS:
-        assert set(w.compiled_peers) <= set(w.peers), w.name
-        assert w.flops_forward > 0 and w.bytes_forward > 0, w.name
-        assert w.flops_backward > 0 or w.modes == ("forward",), w.name
-        if w.flops_forward > 1e11:
-            continue  # the largest (seconds per peer call): the harness records their max |diff| itself
-        case = w.build("cpu")
-        assert w.peers and set(case.candidates) == set(w.candidates_on("cpu")), w.name  # declared = built
-        assert set(w.cpu_only_peers) <= set(w.peers), w.name
-        with torch.no_grad():
-            ours = case.candidates["facekernels"](*case.inputs)
-            for peer in w.peers:
-                # the peers compute the same function, in float32 and some less accurately (one-pass
-                # variances, integral images, which near-flat windows amplify): all but a few elements
-                # agree relative to the output's scale
-                err = (case.candidates[peer](*case.inputs) - ours).abs()
-                off = float((err > 1e-3 * max(1.0, float(ours.abs().max()))).float().mean())
-                assert off <= 1e-4, (w.name, peer, off, float(err.max()))
+@pytest.mark.parametrize("w", workloads.WORKLOADS, ids=lambda w: w.name)  # one test each: xdist spreads them
+def test_workloads_declare_costs(w):
+    assert set(w.compiled_peers) <= set(w.peers), w.name
+    assert w.flops_forward > 0 and w.bytes_forward > 0, w.name
+    assert w.flops_backward > 0 or w.modes == ("forward",), w.name
+    if w.flops_forward > 1e11:
+        return  # the largest (seconds per peer call): the harness records their max |diff| itself
+    case = w.build("cpu")
+    assert w.peers and set(case.candidates) == set(w.candidates_on("cpu")), w.name  # declared = built
+    assert set(w.cpu_only_peers) <= set(w.peers), w.name
+    with torch.no_grad():
+        ours = case.candidates["facekernels"](*case.inputs)
+        for peer in w.peers:
+            # the peers compute the same function, in float32 and some less accurately (one-pass
+            # variances, integral images, which near-flat windows amplify): all but a few elements
+            # agree relative to the output's scale
+            err = (case.candidates[peer](*case.inputs) - ours).abs()
+            off = float((err > 1e-3 * max(1.0, float(ours.abs().max()))).float().mean())
+            assert off <= 1e-4, (w.name, peer, off, float(err.max()))
 
 
 def test_workloads_are_discovered_from_the_family_modules():
