@@ -93,6 +93,29 @@ def test_vertex_mse_gradient_equals_vertex_space(correctives):
     torch.testing.assert_close(ours, w1.grad, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_losses_gradcheck(reduction):
+    rig = small_rig(True)
+    w1, w2 = weights(3, 5, 7).requires_grad_(), weights(3, 5, 7, seed=6).requires_grad_()
+    torch.autograd.gradcheck(lambda a, b: rig.vertex_mse(a, b, region="soft", reduction=reduction), (w1, w2))
+    torch.autograd.gradcheck(lambda a: temporal_smoothness(a, 2, rig, translation_invariant=True), (w1,))
+
+
+def test_vertex_mse_compiles():
+    rig = small_rig(True)
+    w1, w2 = weights(4, 7).requires_grad_(), weights(4, 7, seed=7)
+
+    def loss(a, b):
+        return rig.vertex_mse(a, b) + temporal_smoothness(a[None], 1, rig)
+
+    torch._dynamo.reset()
+    expected = loss(w1, w2)
+    (grad,) = torch.autograd.grad(expected, w1)
+    out = torch.compile(loss, fullgraph=True)(w1, w2)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(torch.autograd.grad(out, w1)[0], grad)
+
+
 def test_vertex_mse_float32_relative_error():
     rig = toy_rig(correctives=True)
     w1, w2 = torch.rand(64, 52), torch.rand(64, 52)
@@ -139,6 +162,11 @@ def test_gram_cache_follows_in_place_changes():
     with torch.no_grad():
         rig.deltas.mul_(2)
     torch.testing.assert_close(rig.vertex_mse(w1, w2), 4 * before)
+    front = rig.vertex_mse(w1, w2, region="front")
+    with torch.no_grad():
+        rig.region_front.fill_(1.0)  # the region becomes every vertex
+    torch.testing.assert_close(rig.vertex_mse(w1, w2, region="front"), rig.vertex_mse(w1, w2))
+    assert not torch.allclose(front, rig.vertex_mse(w1, w2))
 
 
 def test_rig_evaluation_and_clamp():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .rig import Rig, _fail, _quadratic, _shape
+from .rig import Rig, _fail, _shape, _summed_quadratic
 
 __all__ = ["range_penalty", "temporal_smoothness", "vertex_mse"]
 
@@ -50,7 +50,7 @@ def temporal_smoothness(w: Tensor, order: int = 1, rig: Rig | None = None, *, re
     d = _difference(rig.features(w), order)
     mask = rig._mask(where, region)
     g = rig.gram(region, translation_invariant, d.dtype).to(d.device)
-    return _quadratic(d, g).mean() / rig._normaliser(mask)
+    return _summed_quadratic(d, g, 1.0 / (rig._normaliser(mask) * d[..., 0].numel()))
 
 
 def range_penalty(w: Tensor, lower: Tensor | float = 0.0, upper: Tensor | float = 1.0) -> Tensor:

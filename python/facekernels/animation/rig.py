@@ -234,11 +234,15 @@ class Rig(nn.Module):
         """
         mask = self._mask("Rig.gram", region)
         dtype = dtype or self.neutral.dtype
-        stamp = tuple((id(t), t._version) for t in (self.deltas, self.corrective_deltas, self.corrective_pairs))
-        key = (region if isinstance(region, str) or region is None else (id(region), region._version),
+        compiling = torch.compiler.is_compiling()
+        # Under torch.compile the version counters cannot be read: a cached matrix is used as it is (an
+        # eager call before compiling fills the cache), a missing one is computed in the graph.
+        stamp = None if compiling else tuple((id(t), t._version) for t in
+                                             (self.deltas, self.corrective_deltas, self.corrective_pairs))
+        key = (region if isinstance(region, str) or region is None else id(region),
                bool(translation_invariant), dtype, self.neutral.device)
         hit = self._grams.get(key)
-        if hit is not None and hit[0] == stamp:
+        if hit is not None and (compiling or (hit[0] == stamp and hit[2] == self._region_version(region))):
             return hit[1]
         with torch.no_grad():
             basis = self.basis().to(torch.float64)
@@ -252,8 +256,15 @@ class Rig(nn.Module):
             flat = basis.reshape(basis.shape[0], -1)
             weighted = flat if m is None else (basis * m[None, :, None]).reshape(basis.shape[0], -1)
             g = (weighted @ flat.T).to(dtype)
-        self._grams[key] = (stamp, g)
+        if not compiling:
+            self._grams[key] = (stamp, g, self._region_version(region))
         return g
+
+    def _region_version(self, region: str | Tensor | None) -> int | None:
+        """The version counter of the region's mask (in-place edits invalidate its cached Gram matrix)."""
+        if region is None:
+            return None
+        return (getattr(self, f"region_{region}") if isinstance(region, str) else region)._version
 
     def _normaliser(self, mask: Tensor | None) -> float:
         return 3.0 * (self.num_vertices if mask is None else float(mask.sum()))
@@ -282,6 +293,11 @@ class Rig(nn.Module):
         mask = self._mask(where, region)
         d = self.features(w_pred) - self.features(w_target)
         g = self.gram(region, translation_invariant, d.dtype).to(d.device)
+        if reduction in ("mean", "sum"):
+            frames = d[..., 0].numel() if reduction == "mean" else 1
+            if frames == 0:
+                return d.new_full((), float("nan") if reduction == "mean" else 0.0)
+            return _summed_quadratic(d, g, 1.0 / (self._normaliser(mask) * frames))
         return _reduce(where, _quadratic(d, g) / self._normaliser(mask), reduction)
 
     def region_vertex_mse(self, w_pred: Tensor, w_target: Tensor, *, translation_invariant: bool = False,
@@ -390,6 +406,29 @@ class Rig(nn.Module):
 def _quadratic(d: Tensor, g: Tensor) -> Tensor:
     """``d^T G d`` over the last dimension: ``[..., F]`` -> ``[...]`` (an [N, F] x [F, F] product)."""
     return ((d @ g) * d).sum(-1)
+
+
+class _SummedQuadratic(torch.autograd.Function):
+    """``scale * sum_n d_n^T G d_n`` for a symmetric ``G`` (not differentiated): the forward keeps
+    ``q = d G`` and the backward is one product, ``grad_d = 2 scale grad q``, instead of autograd's five
+    [N, F] ops through the matmul, the product and the sums."""
+
+    @staticmethod
+    def forward(ctx, d: Tensor, g: Tensor, scale: float) -> Tensor:
+        q = d @ g
+        ctx.save_for_backward(q)
+        ctx.scale = scale
+        return torch.vdot(q.reshape(-1), d.reshape(-1)) * scale
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (q,) = ctx.saved_tensors
+        return q * (grad * (2.0 * ctx.scale)), None, None
+
+
+def _summed_quadratic(d: Tensor, g: Tensor, scale: float) -> Tensor:
+    """``scale * sum`` over every frame of ``d^T G d`` (``G`` symmetric)."""
+    return _SummedQuadratic.apply(d, g, scale)
 
 
 def _reduce(where: str, per_frame: Tensor, reduction: str, dims: int = 0) -> Tensor:
