@@ -411,3 +411,17 @@ def test_emotion_transfer():
         EmotionTransfer(rig, backbone=torch.nn.Identity())
     with pytest.raises(ValueError, match=r"EmotionTransfer.forward: image must be a \[B, C, H, W\] tensor, got \[3, 8, 8\]"):
         model(torch.rand(3, 8, 8))
+
+
+def test_retarget_example_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("matplotlib")
+    script = Path(__file__).resolve().parents[1] / "examples" / "retarget.py"
+    out = tmp_path / "strip.png"
+    run = subprocess.run([sys.executable, str(script), "--steps", "2", "--frames", "30", "--out", str(out)],
+                         capture_output=True, text=True, check=True)
+    assert "adapter + One Euro filter" in run.stdout and "jitter" in run.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
