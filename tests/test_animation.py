@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from devices import DEVICES
 from facekernels.animation import (
     ARKIT_52,
     ExponentialSmoother,
@@ -425,3 +426,20 @@ def test_retarget_example_runs(tmp_path):
                          capture_output=True, text=True, check=True)
     assert "adapter + One Euro filter" in run.stdout and "jitter" in run.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_losses_and_filters_on_every_device(device):
+    """The losses run on the weights' device (the Gram matrix moves there once); the filters take CUDA
+    tensors through the CPU kernel and hand results back on the input's device."""
+    rig = small_rig(True, dtype=torch.float32).to(device)
+    w1, w2 = weights(4, 9, 7).float().to(device), weights(4, 9, 7, seed=8).float().to(device)
+    loss = rig.vertex_mse(w1, w2, region="soft") + temporal_smoothness(w1, 2, rig)
+    cpu = small_rig(True, dtype=torch.float32)
+    expected = cpu.vertex_mse(w1.cpu(), w2.cpu(), region="soft") + temporal_smoothness(w1.cpu(), 2, cpu)
+    assert loss.device.type == device
+    torch.testing.assert_close(loss.cpu(), expected, rtol=1e-5, atol=1e-7)
+    filt = OneEuroFilter(1.0, 0.3)
+    y = filt.filter(w1)
+    assert y.device.type == device
+    assert torch.equal(y.cpu(), filt.filter(w1.cpu()))
