@@ -107,7 +107,9 @@ def test_vertex_mse_compiles():
     w1, w2 = weights(4, 7).requires_grad_(), weights(4, 7, seed=7)
 
     def loss(a, b):
-        return rig.vertex_mse(a, b) + temporal_smoothness(a[None], 1, rig)
+        return (rig.vertex_mse(a, b) + temporal_smoothness(a[None], 1, rig)
+                + rig.vertex_mse(a, b, region="soft", translation_invariant=True)
+                + rig.region_vertex_mse(a, b).sum())
 
     torch._dynamo.reset()
     expected = loss(w1, w2)

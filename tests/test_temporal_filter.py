@@ -279,14 +279,17 @@ def test_cpu_capabilities_agree(tmp_path):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_thread_count_does_not_change_results(threads):
-    x = noisy(1, 64, 52, torch.float32)
+@pytest.mark.parametrize("shape", [(1, 64, 52), (1, 6000, 52), (5, 1500, 40)])  # serial; channel and batch splits
+def test_thread_count_does_not_change_results(threads, shape):
+    x = noisy(*shape, dtype=torch.float32)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        base, _ = one_euro_filter(x, 1.0, 0.3, 1.0)
+        base, base_state = one_euro_filter(x, 1.0, 0.3, 1.0)
+        base_ema, _ = exponential_smoothing(x, 0.2)
         torch.set_num_threads(threads)
-        y, _ = one_euro_filter(x, 1.0, 0.3, 1.0)
+        y, state = one_euro_filter(x, 1.0, 0.3, 1.0)
+        ema, _ = exponential_smoothing(x, 0.2)
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(y, base)
+    assert torch.equal(y, base) and torch.equal(state, base_state) and torch.equal(ema, base_ema)

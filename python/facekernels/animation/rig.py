@@ -239,9 +239,11 @@ class Rig(nn.Module):
         # eager call before compiling fills the cache), a missing one is computed in the graph.
         stamp = None if compiling else tuple((id(t), t._version) for t in
                                              (self.deltas, self.corrective_deltas, self.corrective_pairs))
-        key = (region if isinstance(region, str) or region is None else id(region),
-               bool(translation_invariant), dtype, self.neutral.device)
-        hit = self._grams.get(key)
+        # Named regions and the whole mesh are cached; a mask passed as a tensor is not (name it with
+        # add_region to cache its matrix).
+        cached = region is None or isinstance(region, str)
+        key = (region, bool(translation_invariant), dtype, self.neutral.device)
+        hit = self._grams.get(key) if cached else None
         if hit is not None and (compiling or (hit[0] == stamp and hit[2] == self._region_version(region))):
             return hit[1]
         with torch.no_grad():
@@ -256,18 +258,17 @@ class Rig(nn.Module):
             flat = basis.reshape(basis.shape[0], -1)
             weighted = flat if m is None else (basis * m[None, :, None]).reshape(basis.shape[0], -1)
             g = (weighted @ flat.T).to(dtype)
-        if not compiling:
+        if cached and not compiling:
             self._grams[key] = (stamp, g, self._region_version(region))
         return g
 
-    def _region_version(self, region: str | Tensor | None) -> int | None:
+    def _region_version(self, region: str | None) -> int | None:
         """The version counter of the region's mask (in-place edits invalidate its cached Gram matrix)."""
-        if region is None:
-            return None
-        return (getattr(self, f"region_{region}") if isinstance(region, str) else region)._version
+        return None if region is None else getattr(self, f"region_{region}")._version
 
-    def _normaliser(self, mask: Tensor | None) -> float:
-        return 3.0 * (self.num_vertices if mask is None else float(mask.sum()))
+    def _normaliser(self, mask: Tensor | None) -> float | Tensor:
+        """3 x the number of vertices, or 3 x the mask's sum (a 0-d tensor: no host sync, traceable)."""
+        return 3.0 * self.num_vertices if mask is None else 3.0 * mask.sum()
 
     # ---- losses through the Gram matrix ------------------------------------------------------------------
     def vertex_mse(self, w_pred: Tensor, w_target: Tensor, *, region: str | Tensor | None = None,
@@ -310,7 +311,7 @@ class Rig(nn.Module):
             _fail(ValueError, where, "the rig", "one with regions (Rig(..., regions=...))", "no regions")
         d = self.features(w_pred) - self.features(w_target)
         grams = torch.stack([self.gram(r, translation_invariant, d.dtype) for r in self.region_names]).to(d.device)
-        norms = d.new_tensor([self._normaliser(self.region_mask(r)) for r in self.region_names])
+        norms = torch.stack([self._normaliser(self.region_mask(r)) for r in self.region_names]).to(d)
         per = torch.einsum("...a,rab,...b->...r", d, grams, d) / norms
         return _reduce(where, per, reduction, dims=1)
 
@@ -414,11 +415,11 @@ class _SummedQuadratic(torch.autograd.Function):
     [N, F] ops through the matmul, the product and the sums."""
 
     @staticmethod
-    def forward(ctx, d: Tensor, g: Tensor, scale: float) -> Tensor:
+    def forward(ctx, d: Tensor, g: Tensor, scale: float | Tensor) -> Tensor:
         q = d @ g
         ctx.save_for_backward(q)
         ctx.scale = scale
-        return torch.vdot(q.reshape(-1), d.reshape(-1)) * scale
+        return torch.vdot(q.reshape(-1), d.reshape(-1)) * scale  # scale: a float or a 0-d tensor
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -426,9 +427,9 @@ class _SummedQuadratic(torch.autograd.Function):
         return q * (grad * (2.0 * ctx.scale)), None, None
 
 
-def _summed_quadratic(d: Tensor, g: Tensor, scale: float) -> Tensor:
+def _summed_quadratic(d: Tensor, g: Tensor, scale: float | Tensor) -> Tensor:
     """``scale * sum`` over every frame of ``d^T G d`` (``G`` symmetric)."""
-    return _SummedQuadratic.apply(d, g, scale)
+    return _SummedQuadratic.apply(d, g, scale.to(d.dtype) if isinstance(scale, Tensor) else scale)
 
 
 def _reduce(where: str, per_frame: Tensor, reduction: str, dims: int = 0) -> Tensor:
