@@ -120,6 +120,7 @@ def _raw_calls() -> dict:
     pooled = f.axis_pool(xt)
     maps = [r(2, 5, 6), r(2, 3, 6), r(2, 5, 3), r(2, 3)]
     xm, wm = r(2, 2, 5, 6), r(1, 2, 7, 7)
+    xf = r(2, 7, 5)
     calls = {
         "circular_conv": lambda: f.circular_conv(x4, w, r(3), 3),
         "_circular_conv_backward": lambda: f._circular_conv_backward(torch.ones_like(x4), x4, w, 3, True, True, True),
@@ -149,6 +150,9 @@ def _raw_calls() -> dict:
         "_triplet_gate_backward": lambda: f._triplet_gate_backward(torch.ones_like(xt), xt, *maps, True),
         "gate_conv": lambda: f.gate_conv(xm, wm),
         "_gate_conv_backward": lambda: f._gate_conv_backward(r(2, 1, 5, 6), xm, wm, True, True),
+        "one_euro_filter": lambda: f.one_euro_filter(xf, torch.full((2, 7), 0.02), r(2, 3, 5), 30.0, 1.0, 0.3,
+                                                     1.0, False),
+        "exponential_smoothing": lambda: f.exponential_smoothing(xf, r(2, 5), 0.4),
     }
     return calls
 
@@ -158,6 +162,7 @@ RAW_OPS = sorted([
     "edge_conv_max", "_edge_conv_max_backward", "st_graph_conv", "_st_graph_conv_backward", "local_stat_transform",
     "_local_stat_transform_backward", "local_mean_var", "_local_mean_var_backward", "alignment_energy",
     "axis_pool", "_axis_pool_backward", "triplet_gate", "_triplet_gate_backward", "gate_conv", "_gate_conv_backward",
+    "one_euro_filter", "exponential_smoothing",
 ])
 
 
@@ -194,6 +199,7 @@ def _public_calls() -> dict:
     xl, gl = r(1, 2, 9, 9), r(1, 2, 9, 9)
     p, d = r(12, 4, grad=False), r(12, 4, grad=False)
     triplet_block = facekernels.nn.TripSE(3, variant=1, reduction=1)
+    one_euro_state = torch.zeros(6, 3, 5)
 
     def edge():
         _, idx = ops.cosine_topk(xe.detach(), 3)
@@ -209,11 +215,12 @@ def _public_calls() -> dict:
         "local_mean_var": lambda: sum(t.sum() for t in ops.local_mean_var(xl, 3)).backward(),
         "alignment_energy": lambda: facekernels.alignment_energy(p, d, mode="knn", k=3, metric="euclidean"),
         "triplet_attention": lambda: triplet_block(x4).sum().backward(),
+        "temporal_filter": lambda: ops.one_euro_filter(xs.detach().flatten(0, 1), 1.0, 0.3, state=one_euro_state),
     }
 
 
 FAMILIES = ["alignment_energy", "circular_conv", "correlation", "diff_attention", "edge_conv", "local_mean_var",
-            "local_stat_transform", "st_graph_conv", "triplet_attention"]
+            "local_stat_transform", "st_graph_conv", "temporal_filter", "triplet_attention"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

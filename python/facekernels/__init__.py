@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (torch's libraries must be loaded before the extension)
 
-from . import _C, graphs, me, metrics, models, nn, ops
+from . import _C, animation, graphs, me, metrics, models, nn, ops
 from .ops import *  # the ops' own __all__: a new op family adds nothing here
 
 __version__: str = _C.build_info()["version"]
@@ -37,6 +37,6 @@ def set_huge_page_threshold(min_bytes: int) -> int:
     return _C._set_huge_page_min_bytes(min_bytes)
 
 
-__all__ = ["__version__", "build_info", "set_huge_page_threshold", "graphs", "me", "metrics", "models", "nn",
-           "ops"]
+__all__ = ["__version__", "build_info", "set_huge_page_threshold", "animation", "graphs", "me", "metrics", "models",
+           "nn", "ops"]
 __all__ += ops.__all__

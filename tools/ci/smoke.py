@@ -34,5 +34,7 @@ facekernels.ops.edge_conv_max(torch.randn(2, 6, 10, requires_grad=True), nn_idx,
                               torch.randn(7, 10)).sum().backward()
 facekernels.st_graph_conv(torch.randn(2, 3, 4, 5, requires_grad=True), torch.randn(2, 6, 3),
                           torch.rand(2, 5, 5)).sum().backward()
+facekernels.one_euro_filter(torch.randn(1, 20, 3), 1.0, 0.1)
+facekernels.animation.toy_rig(num_shapes=4, resolution=3).vertex_mse(torch.rand(5, 4), torch.rand(5, 4))
 print(f"facekernels {facekernels.__version__} OK from {where} on torch {torch.__version__} "
       f"({info['cpu_capability']}, families {','.join(info['families'])})")

@@ -15,6 +15,7 @@ FAMILIES = (
     "edge_conv",
     "local_stats",
     "st_graph_conv",
+    "temporal_filter",
     "triplet_attention",
 )
 

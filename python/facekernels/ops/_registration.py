@@ -8,18 +8,24 @@ import torch
 _LIB = torch.library.Library("facekernels", "FRAGMENT")
 
 
-def refuse_double_backward(backward_op: str, public_name: str) -> None:
-    """Make differentiating ``backward_op`` (a backward kernel op) raise: without an autograd kernel torch
-    would treat it as a constant and only warn, giving silently wrong second derivatives."""
+def refuse_backward(op_name: str, message: str) -> None:
+    """Make differentiating ``facekernels::op_name`` raise ``RuntimeError(message)``: without an autograd
+    kernel torch would treat the op as a constant and only warn, giving silently wrong gradients."""
 
     def backward(ctx, *grads):
-        raise RuntimeError(
-            f"{public_name}: double backward (differentiating its gradient, e.g. a gradient penalty through this "
-            "op) is not implemented"
-        )
+        raise RuntimeError(message)
 
     torch.library.register_autograd(
-        f"facekernels::{backward_op}", backward, setup_context=lambda ctx, inputs, output: None
+        f"facekernels::{op_name}", backward, setup_context=lambda ctx, inputs, output: None
+    )
+
+
+def refuse_double_backward(backward_op: str, public_name: str) -> None:
+    """Make differentiating ``backward_op`` (a backward kernel op) raise."""
+    refuse_backward(
+        backward_op,
+        f"{public_name}: double backward (differentiating its gradient, e.g. a gradient penalty through this "
+        "op) is not implemented",
     )
 
 

@@ -1,0 +1,27 @@
+// temporal_filter: argument checks of the causal per-channel filters (One Euro, exponential smoothing).
+#pragma once
+
+#include <torch/csrc/stable/tensor.h>
+
+#include <cstdint>
+#include <optional>
+
+namespace facekernels {
+
+struct TemporalFilterProblem {
+  int64_t batch, frames, channels;
+};
+
+// one_euro_filter: x [B, T, C]; periods [B, T] (any strides) or absent; state [B, 3, C] or absent; the
+// rate and the three cutoff parameters positive and finite (beta >= 0).
+TemporalFilterProblem check_one_euro_filter(const torch::stable::Tensor& x,
+                                            const std::optional<torch::stable::Tensor>& periods,
+                                            const std::optional<torch::stable::Tensor>& state, double rate,
+                                            double min_cutoff, double beta, double d_cutoff);
+
+// exponential_smoothing: x [B, T, C]; state [B, C] or absent; 0 < alpha <= 1.
+TemporalFilterProblem check_exponential_smoothing(const torch::stable::Tensor& x,
+                                                  const std::optional<torch::stable::Tensor>& state,
+                                                  double alpha);
+
+}  // namespace facekernels
