@@ -47,7 +47,7 @@ wheel: install
 	$(PIP) wheel -q --no-build-isolation --no-deps -w dist .
 
 # The CUDA emulation stage (no GPU): cuda/'s kernels compiled as host C++ and run on the CPU against the
-# CPU ops (plain with thread orders varied, race checker, ASan+UBSan, grid-capped), the seeded-bug negative
+# CPU ops (plain, race checker, ASan+UBSan, grid-capped with a random thread order), the seeded-bug negative
 # controls and the 32-bit index lint (tools/cudaemu/stage.sh; logs in build/cudaemu/logs).
 cuda-emu: install
 	bash tools/cudaemu/stage.sh $(PY)

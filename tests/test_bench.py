@@ -9,6 +9,7 @@ from facekernels import cli
 from facekernels.bench import harness, workloads
 
 
+@pytest.mark.slow  # every workload built and run at its full size (a minute of CPU)
 @pytest.mark.parametrize("w", workloads.WORKLOADS, ids=lambda w: w.name)  # one test each: xdist spreads them
 def test_workloads_declare_costs(w):
     assert set(w.compiled_peers) <= set(w.peers), w.name

@@ -140,6 +140,7 @@ def test_parameter_names_and_shapes_are_the_released_ones():
     assert sd["ldm_predictor.fc1.weight"].shape == (512, 6272)
 
 
+@pytest.mark.slow
 def test_eval_matches_released(pair):
     released, ours, x = pair
     released.eval(); ours.eval()
@@ -157,6 +158,7 @@ def test_eval_matches_released(pair):
         ours.shared_batchnorm = False
 
 
+@pytest.mark.slow
 def test_train_matches_released_with_per_pair_batchnorm(pair):
     released, ours, x = pair
     released = ReleasedMOL().double()

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # CI cross-version stage: the manylinux wheel that tools/ci/wheel.sh built on torch 2.13 (dist/), installed
-# next to another torch (.venv-cuda's 2.14.1, a CUDA build; no GPU needed), runs the whole CPU suite there.
+# next to another torch (.venv-cuda's 2.14.1, a CUDA build; no GPU needed), runs the CPU suite there but the
+# tests marked slow (whole-model float64 comparisons and every benchmark workload at full size: they run the
+# same ops as the op tests, at larger shapes, and the normal and sanitizer suites run them).
 # The wheel goes into its own folder (pip --target) first on PYTHONPATH, and pytest runs from outside the
 # tree, so the tests import the wheel: neither the source tree nor the CUDA build installed in that venv.
 #   tools/ci/cross_version.sh [PYTHON]   (PYTHON: the other torch's interpreter, with pytest)
@@ -26,5 +28,5 @@ stamp "the CPU suite on torch $torch_version, importing the wheel"
 cd "$OUTSIDE"
 sdist=$(ls "$ROOT"/dist/facekernels-*.tar.gz)  # tests/test_packaging.py checks both artefacts here too
 PYTHONPATH=$TARGET FACEKERNELS_WHEEL=$ROOT/$wheel FACEKERNELS_SDIST=$sdist \
-  "$PY" -m pytest -q -p no:cacheprovider --rootdir "$ROOT" -c "$ROOT/pyproject.toml" -m "not cuda" "$ROOT/tests"
+  "$PY" -m pytest -q -p no:cacheprovider --rootdir "$ROOT" -c "$ROOT/pyproject.toml" -m "not cuda and not slow" "$ROOT/tests"
 stamp "done"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole pytest suite on an ASan + UBSan build of our C++ (the CPU kernels at every SIMD level and the
-# binding; FACEKERNELS_SANITIZE=ON), then the normal build put back so that later steps see it.
+# binding; FACEKERNELS_SANITIZE=ON), then the normal build put back so that later steps see it (unless
+# FK_SANITIZE_RESTORE=0: CI runs this last).
 #   tools/ci/sanitize.sh PYTHON      (PYTHON: an interpreter whose env has torch and the build tools)
 # Fails on any failed test and on any sanitizer report. ASan reports go to build/sanitize/logs/asan.<pid>
 # (log_path: pytest's capture, and the tests that run python in a subprocess, would hide them on stderr).
@@ -25,7 +26,7 @@ restore() {
   stamp "restore the normal build"
   "${PIP_INSTALL[@]}" .
 }
-trap restore EXIT
+if [ "${FK_SANITIZE_RESTORE:-1}" != 0 ]; then trap restore EXIT; fi  # CI's last step passes 0: nothing follows
 rm -rf "$LOGS" && mkdir -p "$LOGS"
 
 # libasan must come first in the process (python itself is not instrumented); libstdc++ with it, so that
