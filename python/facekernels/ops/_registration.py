@@ -3,9 +3,30 @@ argument checks are in ops/_checks.py)."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 _LIB = torch.library.Library("facekernels", "FRAGMENT")
+
+
+@functools.cache
+def _schema_defaults(op_name: str) -> tuple:
+    """The schema's arguments of ``facekernels::op_name`` as (name, has default, default) triples."""
+    schema = getattr(torch.ops.facekernels, op_name).default._schema
+    return tuple((a.name, a.has_default_value(), a.default_value) for a in schema.arguments)
+
+
+def with_defaults(op_name: str, inputs: tuple) -> tuple:
+    """``inputs`` of an autograd setup_context with the trailing arguments the dispatcher dropped (those
+    equal to their schema defaults) filled back in from the op's schema, so every op reads its arguments
+    one way, at their schema positions."""
+    arguments = _schema_defaults(op_name)
+    missing = arguments[len(inputs):]
+    for name, has_default, _ in missing:
+        if not has_default:
+            raise RuntimeError(f"facekernels::{op_name}: autograd got no value for {name}, which has no default")
+    return tuple(inputs) + tuple(default for _, _, default in missing)
 
 
 def refuse_backward(op_name: str, message: str) -> None:

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, fail
 from ._checks import same_shape, shape_string, sym_and
-from ._registration import register_autocast
+from ._registration import register_autocast, with_defaults
 
 __all__ = ["circular_conv"]
 
@@ -87,7 +87,7 @@ def _circular_conv_backward_fake(
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, weight, bias, dim = inputs
+    x, weight, bias, dim = with_defaults("circular_conv", inputs)
     ctx.save_for_backward(x, weight)
     ctx.dim = dim
     ctx.has_bias = bias is not None

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, fail
 from ._checks import same_shape, shape_string, sym_and
-from ._registration import refuse_double_backward, register_autocast
+from ._registration import refuse_double_backward, register_autocast, with_defaults
 
 __all__ = ["correlation"]
 
@@ -85,12 +85,9 @@ def _correlation_backward_fake(grad_out: Tensor, x1: Tensor, x2: Tensor, patch_s
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x1, x2 = inputs[:2]
-    # The dispatcher drops trailing arguments equal to their defaults.
-    defaults = (21, 2, 1)
-    rest = tuple(inputs[2:]) + defaults[len(inputs) - 2:]
+    x1, x2, patch_size, dilation_patch, _ = with_defaults("correlation", inputs)
     ctx.save_for_backward(x1, x2)
-    ctx.patch_size, ctx.dilation_patch = rest[0], rest[1]
+    ctx.patch_size, ctx.dilation_patch = patch_size, dilation_patch
 
 
 def _backward(ctx, grad_out: Tensor):

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, dtype_name
 from ._checks import shape_string, sym_and, sym_or
-from ._registration import refuse_double_backward, register_autocast
+from ._registration import refuse_double_backward, register_autocast, with_defaults
 
 __all__ = ["diff_attention"]
 
@@ -216,13 +216,11 @@ def _diff_attention_backward_fake(
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    q1, k1, q2, k2, v, lam = inputs[:6]
+    q1, k1, q2, k2, v, lam, causal, scale = with_defaults("_diff_attention_forward", inputs)
     _, lse1, lse2 = output
     ctx.mark_non_differentiable(lse1, lse2)
     ctx.save_for_backward(q1, k1, q2, k2, v, lam, lse1, lse2)
-    # The dispatcher drops trailing arguments equal to their defaults; fill them back in.
-    ctx.causal = inputs[6] if len(inputs) > 6 else False
-    ctx.scale = inputs[7] if len(inputs) > 7 else None
+    ctx.causal, ctx.scale = causal, scale
 
 
 def _backward(ctx, grad_out: Tensor, grad_lse1: Tensor | None, grad_lse2: Tensor | None):

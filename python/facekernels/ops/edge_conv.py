@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ._checks import check, check_dim, check_floating_dtype, check_index_limit, check_same_device
 from ._checks import check_same_dtype, dtype_name, shape_string, sym_and
-from ._registration import refuse_double_backward, register_autocast
+from ._registration import refuse_double_backward, register_autocast, with_defaults
 
 __all__ = ["cosine_topk", "edge_conv_max"]
 
@@ -199,8 +199,7 @@ torch.library.register_autograd("facekernels::cosine_topk", _topk_backward, setu
 
 
 def _edge_setup_context(ctx, inputs, output) -> None:
-    x, idx, w_self, w_edge = inputs[:4]
-    bias = inputs[4] if len(inputs) > 4 else None
+    x, idx, w_self, w_edge, bias = with_defaults("edge_conv_max", inputs)
     winner = output[1]
     ctx.mark_non_differentiable(winner)
     ctx.save_for_backward(x, idx, w_self, w_edge, winner)

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, fail
 from ._checks import same_shape, shape_string
-from ._registration import refuse_double_backward, register_autocast
+from ._registration import refuse_double_backward, register_autocast, with_defaults
 
 __all__ = ["local_mean_var", "local_stat_transform"]
 
@@ -122,11 +122,9 @@ def _local_mean_var_backward_fake(
 
 
 def _transform_setup_context(ctx, inputs, output) -> None:
-    x, guide = inputs[:2]
+    x, guide, kernel_size, eps = with_defaults("local_stat_transform", inputs)
     ctx.save_for_backward(x, guide)
-    # The dispatcher drops trailing arguments equal to their defaults; fill them back in.
-    ctx.kernel_size = inputs[2] if len(inputs) > 2 else 7
-    ctx.eps = inputs[3] if len(inputs) > 3 else 1e-5
+    ctx.kernel_size, ctx.eps = kernel_size, eps
 
 
 def _transform_backward(ctx, grad_out: Tensor):
@@ -148,8 +146,9 @@ torch.library.register_autograd(
 
 
 def _mean_var_setup_context(ctx, inputs, output) -> None:
-    ctx.save_for_backward(inputs[0])
-    ctx.kernel_size = inputs[1] if len(inputs) > 1 else 7
+    x, kernel_size = with_defaults("local_mean_var", inputs)
+    ctx.save_for_backward(x)
+    ctx.kernel_size = kernel_size
 
 
 def _mean_var_backward(ctx, grad_mean: Tensor | None, grad_var: Tensor | None):

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, fail
 from ._checks import shape_string, sym_and
-from ._registration import refuse_double_backward, register_autocast
+from ._registration import refuse_double_backward, register_autocast, with_defaults
 
 __all__ = ["st_graph_conv"]
 
@@ -119,9 +119,7 @@ def _st_graph_conv_backward_fake(
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, weight, adjacency = inputs[:3]
-    # The dispatcher drops a trailing bias=None; fill it back in.
-    bias = inputs[3] if len(inputs) > 3 else None
+    x, weight, adjacency, bias = with_defaults("st_graph_conv", inputs)
     ctx.has_bias = bias is not None
     ctx.save_for_backward(x, weight, adjacency, bias)
 

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, fail
 from ._checks import same_shape, shape_string, sym_and
-from ._registration import refuse_double_backward, register_autocast
+from ._registration import refuse_double_backward, register_autocast, with_defaults
 
 __all__ = ["axis_pool", "gate_conv", "triplet_gate"]
 
@@ -297,7 +297,7 @@ torch.library.register_autograd(
 
 
 def _gate_setup_context(ctx, inputs, output) -> None:
-    x, gate_c, gate_h, gate_w, scale = (list(inputs) + [None] * 5)[:5]
+    x, gate_c, gate_h, gate_w, scale = with_defaults("triplet_gate", inputs)
     ctx.save_for_backward(x, gate_c, gate_h, gate_w, scale)
 
 
