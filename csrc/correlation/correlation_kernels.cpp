@@ -238,16 +238,23 @@ void forward_task(const CorrelationForwardArgs<T>& a, const Geometry& g, int64_t
   }
 }
 
-template <typename T>
-void forward(const CorrelationForwardArgs<T>& a) {
-  const Geometry g = plan(a);
+// Runs task(b, rh, blk) for every (sample, residue row, block of class rows) of the plan, over the threads:
+// the split both directions use (each task writes only its own output rows).
+template <typename Task>
+void for_each_task(const Geometry& g, const Task& task) {
   const int64_t per_sample = g.residues_h * g.blocks;
   parallel_for(0, g.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t b = t / per_sample, rest = t % per_sample;
-      forward_task(a, g, b, rest / g.blocks, rest % g.blocks);
+      task(b, rest / g.blocks, rest % g.blocks);
     }
   });
+}
+
+template <typename T>
+void forward(const CorrelationForwardArgs<T>& a) {
+  const Geometry g = plan(a);
+  for_each_task(g, [&](int64_t b, int64_t rh, int64_t blk) { forward_task(a, g, b, rh, blk); });
 }
 
 // ---- backward ----------------------------------------------------------------------------------------
@@ -372,13 +379,7 @@ void backward_task(const CorrelationBackwardArgs<T>& a, const Geometry& g, int64
 template <typename T>
 void backward(const CorrelationBackwardArgs<T>& a) {
   const Geometry g = plan(a);
-  const int64_t per_sample = g.residues_h * g.blocks;
-  parallel_for(0, g.batch * per_sample, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t / per_sample, rest = t % per_sample;
-      backward_task(a, g, b, rest / g.blocks, rest % g.blocks);
-    }
-  });
+  for_each_task(g, [&](int64_t b, int64_t rh, int64_t blk) { backward_task(a, g, b, rh, blk); });
 }
 
 template <typename T>
