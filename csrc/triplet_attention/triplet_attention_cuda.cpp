@@ -83,6 +83,29 @@ Tensor axis_pool_backward_cuda(const Tensor& grad_c, const Tensor& grad_h, const
   return gx;
 }
 
+// The gate maps and scale made contiguous (kept alive here while a launch reads them) and the inputs
+// both gate kernels read.
+struct GateOperands {
+  std::optional<Tensor> gate_c, gate_h, gate_w, scale;
+  cuda::TripletGateInputs inputs;
+  GateOperands(const Tensor& x, const std::optional<Tensor>& gc, const std::optional<Tensor>& gh,
+               const std::optional<Tensor>& gw, const std::optional<Tensor>& s, bool channels_last,
+               const TripletProblem& p)
+      : gate_c(contiguous_or_none(gc)),
+        gate_h(contiguous_or_none(gh)),
+        gate_w(contiguous_or_none(gw)),
+        scale(contiguous_or_none(s)),
+        inputs{.x = x.data_ptr(),
+               .x_strides = strides_of(x),
+               .gate_c = data_or_null(gate_c),
+               .gate_h = data_or_null(gate_h),
+               .gate_w = data_or_null(gate_w),
+               .scale = data_or_null(scale),
+               .channels_last = channels_last,
+               .shape = cuda_shape(p),
+               .dtype = cuda_dtype(x)} {}
+};
+
 Tensor triplet_gate_cuda(const Tensor& x, const std::optional<Tensor>& gate_c, const std::optional<Tensor>& gate_h,
                          const std::optional<Tensor>& gate_w, const std::optional<Tensor>& scale) {
   const TripletProblem p = check_triplet_gate("triplet_gate", x, gate_c, gate_h, gate_w, scale);
@@ -90,18 +113,8 @@ Tensor triplet_gate_cuda(const Tensor& x, const std::optional<Tensor>& gate_c, c
   const bool cl = writes_channels_last(x);
   Tensor y = new_4d_output(x, p.batch, p.channels, p.height, p.width, cl);
   if (y.numel() == 0) return y;
-  const std::optional<Tensor> gc = contiguous_or_none(gate_c), gh = contiguous_or_none(gate_h),
-                              gw = contiguous_or_none(gate_w), s = contiguous_or_none(scale);
-  const cuda::TripletGateParams params{.x = x.data_ptr(),
-                                       .x_strides = strides_of(x),
-                                       .gate_c = data_or_null(gc),
-                                       .gate_h = data_or_null(gh),
-                                       .gate_w = data_or_null(gw),
-                                       .scale = data_or_null(s),
-                                       .y = y.data_ptr(),
-                                       .channels_last = cl,
-                                       .shape = cuda_shape(p),
-                                       .dtype = cuda_dtype(x)};
+  const GateOperands ops(x, gate_c, gate_h, gate_w, scale, cl, p);
+  const cuda::TripletGateParams params{.in = ops.inputs, .y = y.data_ptr()};
   check_launch(cuda::triplet_gate_forward(params, current_cuda_stream(x.get_device_index())), "triplet_gate");
   return y;
 }
@@ -123,24 +136,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> triplet_gate_backward_cuda(
     for (Tensor* t : {&dgc, &dgh, &dgw, &ds}) torch::stable::zero_(*t);
     return {gx, dgc, dgh, dgw, ds};
   }
-  const std::optional<Tensor> gc = contiguous_or_none(gate_c), gh = contiguous_or_none(gate_h),
-                              gw = contiguous_or_none(gate_w), s = contiguous_or_none(scale);
-  const cuda::TripletGateBackwardParams params{.grad_y = grad_y.data_ptr(),
+  const GateOperands ops(x, gate_c, gate_h, gate_w, scale, cl, p);
+  const cuda::TripletGateBackwardParams params{.in = ops.inputs,
+                                               .grad_y = grad_y.data_ptr(),
                                                .grad_y_strides = strides_of(grad_y),
-                                               .x = x.data_ptr(),
-                                               .x_strides = strides_of(x),
-                                               .gate_c = data_or_null(gc),
-                                               .gate_h = data_or_null(gh),
-                                               .gate_w = data_or_null(gw),
-                                               .scale = data_or_null(s),
                                                .grad_x = need_x ? gx.data_ptr() : nullptr,
-                                               .channels_last = cl,
                                                .grad_gate_c = gate_c.has_value() ? dgc.data_ptr() : nullptr,
                                                .grad_gate_h = gate_h.has_value() ? dgh.data_ptr() : nullptr,
                                                .grad_gate_w = gate_w.has_value() ? dgw.data_ptr() : nullptr,
-                                               .grad_scale = scale.has_value() ? ds.data_ptr() : nullptr,
-                                               .shape = cuda_shape(p),
-                                               .dtype = cuda_dtype(x)};
+                                               .grad_scale = scale.has_value() ? ds.data_ptr() : nullptr};
   check_launch(cuda::triplet_gate_backward(params, current_cuda_stream(x.get_device_index())),
                "_triplet_gate_backward");
   return {gx, dgc, dgh, dgw, ds};

@@ -289,7 +289,8 @@ cudaError_t axis_pool_backward(const AxisPoolBackwardParams& p, cudaStream_t str
   });
 }
 
-cudaError_t triplet_gate_forward(const TripletGateParams& p, cudaStream_t stream) {
+cudaError_t triplet_gate_forward(const TripletGateParams& params, cudaStream_t stream) {
+  const TripletGateInputs& p = params.in;
   const TripletShape& n = p.shape;
   if (n.batch < 0 || n.channels < 0 || n.height < 0 || n.width < 0) return cudaErrorInvalidValue;
   if (count(n) == 0) return cudaSuccess;
@@ -297,35 +298,36 @@ cudaError_t triplet_gate_forward(const TripletGateParams& p, cudaStream_t stream
     using T = std::remove_pointer_t<decltype(tag)>;
     return launch(gate_kernel<T>, count(n), kThreads, stream, static_cast<const T*>(p.x), p.x_strides,
                   static_cast<const T*>(p.gate_c), static_cast<const T*>(p.gate_h), static_cast<const T*>(p.gate_w),
-                  static_cast<const T*>(p.scale), static_cast<T*>(p.y), p.channels_last, n);
+                  static_cast<const T*>(p.scale), static_cast<T*>(params.y), p.channels_last, n);
   });
 }
 
-cudaError_t triplet_gate_backward(const TripletGateBackwardParams& p, cudaStream_t stream) {
+cudaError_t triplet_gate_backward(const TripletGateBackwardParams& params, cudaStream_t stream) {
+  const TripletGateInputs& p = params.in;
   const TripletShape& n = p.shape;
   if (n.batch < 0 || n.channels < 0 || n.height < 0 || n.width < 0) return cudaErrorInvalidValue;
   if (n.batch == 0 || n.channels == 0) return cudaSuccess;
   return dispatch_dtype(p.dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    const T *gy = static_cast<const T*>(p.grad_y), *x = static_cast<const T*>(p.x);
+    const T *gy = static_cast<const T*>(params.grad_y), *x = static_cast<const T*>(p.x);
     const T *gc = static_cast<const T*>(p.gate_c), *gh = static_cast<const T*>(p.gate_h),
             *gw = static_cast<const T*>(p.gate_w), *sc = static_cast<const T*>(p.scale);
     cudaError_t err = cudaSuccess;
-    if (p.grad_x != nullptr && count(n) > 0)
-      err = launch(gate_kernel<T>, count(n), kThreads, stream, gy, p.grad_y_strides, gc, gh, gw, sc,
-                   static_cast<T*>(p.grad_x), p.channels_last, n);
-    if (err == cudaSuccess && p.grad_gate_c != nullptr && n.height * n.width > 0)
-      err = launch(gate_map_grad_kernel<T, 1>, n.batch * n.height * n.width, kThreads, stream, gy, p.grad_y_strides,
-                   x, p.x_strides, sc, static_cast<T*>(p.grad_gate_c), n);
-    if (err == cudaSuccess && p.grad_gate_h != nullptr && n.width > 0)
+    if (params.grad_x != nullptr && count(n) > 0)
+      err = launch(gate_kernel<T>, count(n), kThreads, stream, gy, params.grad_y_strides, gc, gh, gw, sc,
+                   static_cast<T*>(params.grad_x), p.channels_last, n);
+    if (err == cudaSuccess && params.grad_gate_c != nullptr && n.height * n.width > 0)
+      err = launch(gate_map_grad_kernel<T, 1>, n.batch * n.height * n.width, kThreads, stream, gy, params.grad_y_strides,
+                   x, p.x_strides, sc, static_cast<T*>(params.grad_gate_c), n);
+    if (err == cudaSuccess && params.grad_gate_h != nullptr && n.width > 0)
       err = launch(gate_map_grad_kernel<T, 2>, n.batch * n.channels * n.width, kThreads, stream, gy,
-                   p.grad_y_strides, x, p.x_strides, sc, static_cast<T*>(p.grad_gate_h), n);
-    if (err == cudaSuccess && p.grad_gate_w != nullptr && n.height > 0)
+                   params.grad_y_strides, x, p.x_strides, sc, static_cast<T*>(params.grad_gate_h), n);
+    if (err == cudaSuccess && params.grad_gate_w != nullptr && n.height > 0)
       err = launch(gate_map_grad_kernel<T, 3>, n.batch * n.height * n.channels, kThreads, stream, gy,
-                   p.grad_y_strides, x, p.x_strides, sc, static_cast<T*>(p.grad_gate_w), n);
-    if (err == cudaSuccess && p.grad_scale != nullptr)
+                   params.grad_y_strides, x, p.x_strides, sc, static_cast<T*>(params.grad_gate_w), n);
+    if (err == cudaSuccess && params.grad_scale != nullptr)
       err = launch(gate_scale_grad_kernel<T>, n.batch * n.channels * kWarpSize, kThreads, stream, gy,
-                   p.grad_y_strides, x, p.x_strides, gc, gh, gw, static_cast<T*>(p.grad_scale), n);
+                   params.grad_y_strides, x, p.x_strides, gc, gh, gw, static_cast<T*>(params.grad_scale), n);
     return err;
   });
 }

@@ -56,19 +56,24 @@ struct AxisPoolBackwardParams {
 };
 cudaError_t axis_pool_backward(const AxisPoolBackwardParams& params, cudaStream_t stream);
 
-// y = x * scale[b, c] * (gate_c[b, h, w] + gate_h[b, c, w] + gate_w[b, h, c]); a null gate counts as 0,
-// a null scale as 1.
-struct TripletGateParams {
+// What the gate's forward and backward both read: x, the three gate maps and the scale (a null gate counts
+// as 0, a null scale as 1), the layout the outputs are written in, the shape and the dtype.
+struct TripletGateInputs {
   const void* x;
   Strides4 x_strides;
   const void* gate_c;
   const void* gate_h;
   const void* gate_w;
   const void* scale;
-  void* y;
-  bool channels_last;
+  bool channels_last;  // of the outputs shaped like x
   TripletShape shape;
   DType dtype;
+};
+
+// y = x * scale[b, c] * (gate_c[b, h, w] + gate_h[b, c, w] + gate_w[b, h, c]).
+struct TripletGateParams {
+  TripletGateInputs in;
+  void* y;
 };
 cudaError_t triplet_gate_forward(const TripletGateParams& params, cudaStream_t stream);
 
@@ -76,22 +81,14 @@ cudaError_t triplet_gate_forward(const TripletGateParams& params, cudaStream_t s
 // grad_gate_h = scale sum_h p, grad_gate_w = scale sum_w p, grad_scale = sum_{h,w} p G; a null output is
 // not computed.
 struct TripletGateBackwardParams {
+  TripletGateInputs in;
   const void* grad_y;
   Strides4 grad_y_strides;
-  const void* x;
-  Strides4 x_strides;
-  const void* gate_c;
-  const void* gate_h;
-  const void* gate_w;
-  const void* scale;
   void* grad_x;
-  bool channels_last;
   void* grad_gate_c;
   void* grad_gate_h;
   void* grad_gate_w;
   void* grad_scale;
-  TripletShape shape;
-  DType dtype;
 };
 cudaError_t triplet_gate_backward(const TripletGateBackwardParams& params, cudaStream_t stream);
 

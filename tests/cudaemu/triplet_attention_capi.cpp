@@ -6,6 +6,21 @@
 
 using namespace facekernels::cuda;
 
+// The gate inputs both entry points pass.
+static TripletGateInputs gate_inputs(const void* x, int64_t sb, int64_t sc, int64_t sh, int64_t sw, const void* gc,
+                                     const void* gh, const void* gw, const void* s, int64_t channels_last, int64_t B,
+                                     int64_t C, int64_t H, int64_t W, int64_t dtype) {
+  return {.x = x,
+          .x_strides = {sb, sc, sh, sw},
+          .gate_c = gc,
+          .gate_h = gh,
+          .gate_w = gw,
+          .scale = s,
+          .channels_last = channels_last != 0,
+          .shape = {B, C, H, W},
+          .dtype = static_cast<DType>(dtype)};
+}
+
 extern "C" {
 
 int emu_axis_pool(const void* x, int64_t sb, int64_t sc, int64_t sh, int64_t sw, void* pc, void* ph, void* pw,
@@ -45,16 +60,8 @@ int emu_triplet_gate(const void* x, int64_t sb, int64_t sc, int64_t sh, int64_t 
                      const void* gw, const void* s, void* y, int64_t channels_last, int64_t B, int64_t C, int64_t H,
                      int64_t W, int64_t dtype) {
   TripletGateParams p{};
-  p.x = x;
-  p.x_strides = {sb, sc, sh, sw};
-  p.gate_c = gc;
-  p.gate_h = gh;
-  p.gate_w = gw;
-  p.scale = s;
+  p.in = gate_inputs(x, sb, sc, sh, sw, gc, gh, gw, s, channels_last, B, C, H, W, dtype);
   p.y = y;
-  p.channels_last = channels_last != 0;
-  p.shape = {B, C, H, W};
-  p.dtype = static_cast<DType>(dtype);
   return triplet_gate_forward(p, nullptr);
 }
 
@@ -63,22 +70,14 @@ int emu_triplet_gate_backward(const void* gy, int64_t ysb, int64_t ysc, int64_t 
                               const void* gw, const void* s, void* gx, int64_t channels_last, void* dgc, void* dgh,
                               void* dgw, void* ds, int64_t B, int64_t C, int64_t H, int64_t W, int64_t dtype) {
   TripletGateBackwardParams p{};
+  p.in = gate_inputs(x, sb, sc, sh, sw, gc, gh, gw, s, channels_last, B, C, H, W, dtype);
   p.grad_y = gy;
   p.grad_y_strides = {ysb, ysc, ysh, ysw};
-  p.x = x;
-  p.x_strides = {sb, sc, sh, sw};
-  p.gate_c = gc;
-  p.gate_h = gh;
-  p.gate_w = gw;
-  p.scale = s;
   p.grad_x = gx;
-  p.channels_last = channels_last != 0;
   p.grad_gate_c = dgc;
   p.grad_gate_h = dgh;
   p.grad_gate_w = dgw;
   p.grad_scale = ds;
-  p.shape = {B, C, H, W};
-  p.dtype = static_cast<DType>(dtype);
   return triplet_gate_backward(p, nullptr);
 }
 
