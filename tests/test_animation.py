@@ -269,6 +269,17 @@ def test_exponential_smoother_streaming_equals_offline():
     assert torch.equal(torch.stack(frames, 1), offline)
 
 
+@pytest.mark.parametrize("shape", [(0, 5), (2, 0, 5), (0, 6, 5), (2, 0, 6, 5), (3, 5, 0)])
+def test_filters_empty_sequences(shape):
+    x = torch.randn(shape)
+    for filt in (OneEuroFilter(), ExponentialSmoother(0.5)):
+        assert filt.filter(x).shape == x.shape
+        assert filt(x).shape == x.shape
+        filt.reset()
+    ts = torch.arange(shape[-2], dtype=F64) / 30
+    assert OneEuroFilter().filter(x, ts).shape == x.shape
+
+
 def test_filter_bad_inputs():
     with pytest.raises(ValueError, match=r"OneEuroFilter: min_cutoff must be > 0, got 0"):
         OneEuroFilter(min_cutoff=0.0)
@@ -279,8 +290,12 @@ def test_filter_bad_inputs():
     filt = OneEuroFilter()
     with pytest.raises(ValueError, match=r"OneEuroFilter: timestamps must be strictly increasing"):
         filt.filter(torch.randn(5, 2), torch.tensor([0.0, 0.1, 0.1, 0.2, 0.3]))
-    with pytest.raises(ValueError, match=r"OneEuroFilter: timestamps must be \[T\] or \[..., T\] with T = 5"):
+    with pytest.raises(ValueError, match=r"OneEuroFilter: timestamps must be \[T\] or \[..., T\] = \[5\] with T = 5"):
         filt.filter(torch.randn(5, 2), torch.arange(4.0))
+    # a [..., T] of the wrong leading shape with as many elements as x's [B, T] was taken for it
+    with pytest.raises(ValueError, match=r"OneEuroFilter: timestamps must be \[T\] or \[..., T\] = \[2, 3, 4\] "
+                                         r"with T = 4 \(x's frames\), got \[3, 2, 4\]"):
+        filt.filter(torch.randn(2, 3, 4, 1), torch.arange(4.0).expand(3, 2, 4))
     filt(torch.randn(2, 4, 3))
     with pytest.raises(ValueError, match=r"OneEuroFilter.__call__: x must be \[..., T, C\] with the stream's leading"):
         filt(torch.randn(3, 4, 3))
