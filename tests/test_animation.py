@@ -219,6 +219,25 @@ def test_obj_folder_round_trip(tmp_path):
     assert subset.names == ["jawOpen", "eyeBlinkLeft"] and subset.num_shapes == 2
 
 
+def test_obj_folder_round_trip_keeps_any_order(tmp_path):
+    """Ten shapes named out of ARKit order, some not ARKit names: names.txt keeps their order."""
+    names = ["jawOpen", "zeta", "eyeBlinkLeft", "alpha", "mouthClose", "tongueOut", "browInnerUp", "mid",
+             "cheekPuff", "eyeWideLeft"]
+    g = torch.Generator().manual_seed(4)
+    rig = Rig(torch.randn(9, 3, generator=g, dtype=F64), torch.randn(10, 9, 3, generator=g, dtype=F64), names,
+              correctives=(torch.tensor([[1, 3]]), torch.randn(1, 9, 3, generator=g, dtype=F64)))
+    rig.save_obj_folder(tmp_path / "rig")
+    loaded = Rig.from_obj_folder(tmp_path / "rig", dtype=F64)
+    assert loaded.names == names
+    w = weights(4, 10)
+    torch.testing.assert_close(explicit_vertices(loaded, w), explicit_vertices(rig, w), rtol=0, atol=1e-7)
+    # without names.txt: the ARKit names in ARKit order, then the others sorted
+    (tmp_path / "rig" / "names.txt").unlink()
+    assert Rig.from_obj_folder(tmp_path / "rig").names == [
+        "eyeBlinkLeft", "eyeWideLeft", "jawOpen", "mouthClose", "browInnerUp", "cheekPuff", "tongueOut", "alpha",
+        "mid", "zeta"]
+
+
 def test_toy_rig():
     rig = toy_rig()
     assert rig.num_shapes == 52 and rig.names == list(ARKIT_52) and rig.num_vertices == 24 * 24

@@ -24,6 +24,9 @@ ARKIT_52 = (
     "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "noseSneerLeft", "noseSneerRight", "tongueOut",
 )
 
+# The shape order of an OBJ folder (Rig.save_obj_folder writes it, Rig.from_obj_folder reads it).
+NAMES_FILE = "names.txt"
+
 
 def _fail(exc: type[Exception], where: str, arg: str, expected: str, got: object) -> None:
     raise exc(f"{where}: {arg} must be {expected}, got {got}")
@@ -377,8 +380,12 @@ class Rig(nn.Module):
         base, faces = read_obj(folder / neutral, dtype)
         stems = sorted(p.stem for p in folder.glob("*.obj") if p.name != neutral)
         keys = [s for s in stems if "+" not in s]
+        if names is None and (folder / NAMES_FILE).is_file():
+            names = [n.strip() for n in (folder / NAMES_FILE).read_text().splitlines() if n.strip()]
         if names is None:
-            names = list(ARKIT_52) if set(ARKIT_52) <= set(keys) else keys
+            arkit = {n: i for i, n in enumerate(ARKIT_52)}
+            names = sorted((k for k in keys if k in arkit), key=arkit.__getitem__) + \
+                [k for k in keys if k not in arkit]
         missing = [n for n in names if n not in keys]
         if missing:
             _fail(FileNotFoundError, where, "names", "shapes with an OBJ file each", f"missing {missing}")
@@ -394,9 +401,11 @@ class Rig(nn.Module):
         return cls(base, deltas, names, correctives=correctives, faces=faces)
 
     def save_obj_folder(self, folder: str | Path, neutral: str = "neutral.obj") -> None:
-        """Write the layout :meth:`from_obj_folder` reads (bounds and regions are not part of it)."""
+        """Write the layout :meth:`from_obj_folder` reads, with ``names.txt`` keeping the shapes' order (bounds
+        and regions are not part of it)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / NAMES_FILE).write_text("".join(f"{n}\n" for n in self.names))
         write_obj(folder / neutral, self.neutral, self.faces)
         for name, delta in zip(self.names, self.deltas, strict=True):
             write_obj(folder / f"{name}.obj", self.neutral + delta, self.faces)
