@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .rig import Rig, _fail, _shape, _summed_quadratic
+from .rig import Rig, _fail, _shape
 
 __all__ = ["range_penalty", "temporal_smoothness", "vertex_mse"]
 
@@ -48,9 +48,7 @@ def temporal_smoothness(w: Tensor, order: int = 1, rig: Rig | None = None, *, re
         _fail(TypeError, where, "rig", "a facekernels.animation.Rig or None", type(rig).__name__)
     rig._check_weights(where, "w", w)
     d = _difference(rig.features(w), order)
-    mask = rig._mask(where, region)
-    g = rig.gram(region, translation_invariant, d.dtype).to(d.device)
-    return _summed_quadratic(d, g, 1.0 / (rig._normaliser(mask) * d[..., 0].numel()))
+    return rig._feature_loss(where, d, region, translation_invariant, "mean")
 
 
 def range_penalty(w: Tensor, lower: Tensor | float = 0.0, upper: Tensor | float = 1.0) -> Tensor:
