@@ -519,6 +519,12 @@ def test_loss_bad_inputs():
          lambda: temporal_smoothness(weights(4, 5), 1, rig)),
         (TypeError, r"temporal_smoothness: rig must be a facekernels.animation.Rig or None, got str",
          lambda: temporal_smoothness(w, 1, "rig")),
+        (ValueError, (r"temporal_smoothness: region must be None without a rig \(regions are the rig's vertices\), "
+                      r"got a region"), lambda: temporal_smoothness(w, 1, region="front")),
+        (ValueError, (r"temporal_smoothness: translation_invariant must be False without a rig \(a vertex-space "
+                      r"option\), got True"), lambda: temporal_smoothness(w, 1, translation_invariant=True)),
+        (TypeError, r"temporal_smoothness: w must be a floating tensor, got torch.int64",
+         lambda: temporal_smoothness(torch.ones(4, 7, dtype=torch.long), 1)),
     ]
     for exc, match, fn in cases:
         with pytest.raises(exc, match=match):

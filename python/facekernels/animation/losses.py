@@ -38,11 +38,17 @@ def temporal_smoothness(w: Tensor, order: int = 1, rig: Rig | None = None, *, re
     where = "temporal_smoothness"
     if not isinstance(w, Tensor):
         _fail(TypeError, where, "w", "a tensor [..., T, K]", type(w).__name__)
+    if not w.is_floating_point():
+        _fail(TypeError, where, "w", "a floating tensor", w.dtype)
     if order not in (1, 2):
         _fail(ValueError, where, "order", "1 or 2", order)
     if w.dim() < 2 or w.shape[-2] <= order:
         _fail(ValueError, where, "w", f"[..., T, K] with T > order = {order} frames", _shape(w))
     if rig is None:
+        if region is not None:
+            _fail(ValueError, where, "region", "None without a rig (regions are the rig's vertices)", "a region")
+        if translation_invariant:
+            _fail(ValueError, where, "translation_invariant", "False without a rig (a vertex-space option)", True)
         return _difference(w, order).pow(2).mean()
     if not isinstance(rig, Rig):
         _fail(TypeError, where, "rig", "a facekernels.animation.Rig or None", type(rig).__name__)
