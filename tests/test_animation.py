@@ -18,6 +18,7 @@ from facekernels.animation import (
     toy_rig,
     vertex_mse,
 )
+from facekernels.animation.rig import read_obj, write_obj
 from facekernels.models import BlendshapeAdapter, EmotionTransfer, adapter_loss
 
 F64 = torch.float64
@@ -376,6 +377,21 @@ def test_obj_folder_round_trip_keeps_any_order(tmp_path):
     assert Rig.from_obj_folder(tmp_path / "rig").names == [
         "eyeBlinkLeft", "eyeWideLeft", "jawOpen", "mouthClose", "browInnerUp", "cheekPuff", "tongueOut", "alpha",
         "mid", "zeta"]
+
+
+def test_read_obj_relative_indices(tmp_path):
+    """OBJ faces may count back from the last vertex read (-1); both forms give the same triangles."""
+    path = tmp_path / "quad.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nf 1 2 3\nv 0 1 0\nf -4/1 -2/2 -1/3\n")
+    vertices, faces = read_obj(path)
+    assert vertices.shape == (4, 3) and faces.tolist() == [[0, 1, 2], [0, 2, 3]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_write_obj_round_trips_exactly(tmp_path, dtype):
+    vertices = torch.randn(50, 3, generator=torch.Generator().manual_seed(0), dtype=F64).to(dtype) / 3
+    write_obj(tmp_path / "m.obj", vertices, None)
+    assert torch.equal(read_obj(tmp_path / "m.obj", dtype)[0], vertices)
 
 
 def test_toy_rig():

@@ -536,13 +536,16 @@ def read_obj(path: Path, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Te
         if parts[0] == "v":
             vertices.append([float(p) for p in parts[1:4]])
         elif parts[0] == "f":
-            idx = [int(p.split("/")[0]) - 1 for p in parts[1:]]
+            # 1-based, or negative: relative to the vertices read so far (-1 is the last one)
+            idx = [i - 1 if i > 0 else len(vertices) + i for i in (int(p.split("/")[0]) for p in parts[1:])]
             faces += [[idx[0], idx[i], idx[i + 1]] for i in range(1, len(idx) - 1)]
     return torch.tensor(vertices, dtype=dtype).reshape(-1, 3), torch.tensor(faces).reshape(-1, 3) if faces else None
 
 
 def write_obj(path: Path, vertices: Tensor, faces: Tensor | None) -> None:
-    lines = [f"v {x:.9g} {y:.9g} {z:.9g}" for x, y, z in vertices.detach().cpu().double().tolist()]
+    # As many digits as read back to the same value: 17 for float64, 9 for float32 (and below).
+    digits = 17 if vertices.dtype == torch.float64 else 9
+    lines = [f"v {x:.{digits}g} {y:.{digits}g} {z:.{digits}g}" for x, y, z in vertices.detach().cpu().double().tolist()]
     if faces is not None:
         lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces.tolist()]
     Path(path).write_text("\n".join(lines) + "\n")
