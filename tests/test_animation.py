@@ -346,6 +346,14 @@ def test_npz_round_trip(tmp_path):
     assert loaded.names == rig.names and loaded.num_features == 12
 
 
+def test_npz_path_without_suffix(tmp_path):
+    rig = toy_rig(num_shapes=3, resolution=4)
+    rig.save_npz(tmp_path / "rig")  # numpy writes rig.npz
+    assert (tmp_path / "rig.npz").is_file()
+    assert_same_rig(rig, Rig.from_npz(tmp_path / "rig"))
+    assert_same_rig(rig, Rig.from_npz(str(tmp_path / "rig.npz")))
+
+
 def test_obj_folder_round_trip(tmp_path):
     rig = toy_rig(num_shapes=52, resolution=5, correctives=True, dtype=F64)
     rig.save_obj_folder(tmp_path / "rig")

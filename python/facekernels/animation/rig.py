@@ -389,9 +389,10 @@ class Rig(nn.Module):
         ``corrective_pairs`` + ``corrective_deltas``, ``faces`` and ``region_<name>`` masks."""
         import numpy as np
 
-        with np.load(Path(path), allow_pickle=False) as data:
+        path = _npz_path(path)
+        with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-        where = f"Rig.from_npz({Path(path).name})"
+        where = f"Rig.from_npz({path.name})"
         if "neutral" not in arrays or ("deltas" not in arrays and "shapes" not in arrays):
             _fail(ValueError, where, "the file", "an archive with 'neutral' and 'deltas' (or 'shapes')",
                   sorted(arrays))
@@ -421,7 +422,7 @@ class Rig(nn.Module):
         arrays |= {f"region_{r}": self.region_mask(r) for r in self.region_names}
         out = {k: v.detach().cpu().numpy() for k, v in arrays.items()}
         out["names"] = np.array(self.names)
-        np.savez(Path(path), **out)
+        np.savez(_npz_path(path), **out)
 
     @classmethod
     def from_obj_folder(cls, folder: str | Path, neutral: str = "neutral.obj",
@@ -511,6 +512,12 @@ class _SummedSquares(torch.autograd.Function):
         scale = rest[0] if ctx.scale_is_tensor else ctx.scale
         with _no_autocast(d):  # backward() called inside autocast: the forward's precision
             return (d @ product) * (grad * (2.0 * scale)), None, None, None
+
+
+def _npz_path(path: str | Path) -> Path:
+    """numpy's savez appends ``.npz`` to a path without it; loading the same path must find that file."""
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
 def _reduce(where: str, per_frame: Tensor, reduction: str, dims: int = 0) -> Tensor:
