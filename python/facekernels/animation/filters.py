@@ -143,13 +143,6 @@ class OneEuroFilter(_StreamingFilter):
             self._last_time = self._pending_time
         return y
 
-    def filter(self, x: Tensor, timestamps: Tensor | None = None) -> Tensor:
-        saved = self._last_time
-        try:
-            return super().filter(x, timestamps)
-        finally:
-            self._last_time = saved
-
 
 class ExponentialSmoother(_StreamingFilter):
     """Exponential smoothing ``y_t = alpha x_t + (1 - alpha) y_{t-1}`` per channel (the first frame passes
