@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..ops._checks import shape_string as _shape
+
 __all__ = ["ARKIT_52", "Rig", "toy_rig"]
 
 # The 52 ARKit face-tracking blendshape names, in Apple's ARFaceAnchor.BlendShapeLocation order.
@@ -30,11 +32,9 @@ NAMES_FILE = "names.txt"
 
 
 def _fail(exc: type[Exception], where: str, arg: str, expected: str, got: object) -> None:
+    # The Python API's typed errors (ValueError, TypeError, KeyError); ops._checks.fail raises the native
+    # ops' RuntimeError.
     raise exc(f"{where}: {arg} must be {expected}, got {got}")
-
-
-def _shape(t: Tensor) -> str:
-    return "[" + ", ".join(str(s) for s in t.shape) + "]"
 
 
 def _as_tensor(where: str, arg: str, value: object) -> Tensor:
@@ -411,7 +411,8 @@ class Rig(nn.Module):
                    faces=torch.from_numpy(arrays["faces"]) if "faces" in arrays else None)
 
     def save_npz(self, path: str | Path) -> None:
-        """Save everything :meth:`from_npz` reads."""
+        """Save everything :meth:`from_npz` reads (to ``path``, with ``.npz`` appended unless it ends so, as
+        :meth:`from_npz` reads it)."""
         import numpy as np
 
         arrays = {"neutral": self.neutral, "deltas": self.deltas, "lower": self.lower, "upper": self.upper}
