@@ -275,8 +275,8 @@ class Rig(nn.Module):
 
     def _forms(self, where: str, region: str | Tensor | None, translation_invariant: bool,
                dtype: torch.dtype | None) -> tuple[Tensor, Tensor, Tensor]:
-        """``(G, L, L L^T)`` in ``dtype``: the Gram matrix, its factor and the factor's product (the
-        gradient's matrix, equal to ``G`` but for the eigenvalues clamped at 0), cached."""
+        """``(G, L, [L, L L^T])`` in ``dtype``: the Gram matrix, its factor, and the factor beside the
+        factor's product (the gradient's matrix, equal to ``G`` but for the eigenvalues clamped at 0), cached."""
         mask = self._mask(where, region)
         dtype = dtype or self.neutral.dtype
         compiling = torch.compiler.is_compiling()
@@ -305,7 +305,7 @@ class Rig(nn.Module):
             g = (g + g.T) / 2
             eigenvalues, eigenvectors = torch.linalg.eigh(g)
             factor = eigenvectors * eigenvalues.clamp_min(0).sqrt()
-            forms = (g.to(dtype), factor.to(dtype), (factor @ factor.T).to(dtype))
+            forms = (g.to(dtype), factor.to(dtype), torch.cat([factor, factor @ factor.T], dim=1).to(dtype))
         if cached and not compiling:
             self._grams[key] = (stamp, forms)
         return forms
@@ -346,7 +346,7 @@ class Rig(nn.Module):
             _reduce(where, d, reduction)
         with _no_autocast(d):
             d = _full_precision(d)
-            _, factor, product = (f.to(d.device) for f in self._forms(where, region, translation_invariant,
+            _, factor, factors = (f.to(d.device) for f in self._forms(where, region, translation_invariant,
                                                                       d.dtype))
             normaliser = self._normaliser(mask)
             if isinstance(normaliser, Tensor):
@@ -356,7 +356,7 @@ class Rig(nn.Module):
             frames = d[..., 0].numel() if reduction == "mean" else 1
             if frames == 0:
                 return d.new_full((), float("nan") if reduction == "mean" else 0.0)
-            return _SummedSquares.apply(d, factor, product, 1.0 / (normaliser * frames))
+            return _SummedSquares.apply(d, factors, 1.0 / (normaliser * frames))[0]
 
     def region_vertex_mse(self, w_pred: Tensor, w_target: Tensor, *, translation_invariant: bool = False,
                           reduction: str = "mean") -> Tensor:
@@ -489,30 +489,38 @@ def _full_precision(d: Tensor) -> Tensor:
 
 class _SummedSquares(torch.autograd.Function):
     """``scale * sum_n |d_n L|^2`` = ``scale * sum_n d_n^T G d_n`` with ``G = L L^T`` (neither
-    differentiated). The backward is one product from the saved ``d``, ``grad_d = 2 scale grad d G``,
-    instead of autograd's ops through the matmul, the square and the sums; it is written in differentiable
-    ops, so double backward (``create_graph=True``) and torch.func transforms work."""
+    differentiated), from ``factors = [L, L L^T]`` ``[F, 2F]``: one product ``d @ factors`` gives both
+    ``y = d L`` (the loss, a sum of squares) and ``q = d L L^T``, so the backward is one elementwise op,
+    ``grad_d = 2 scale grad q``, instead of autograd's ops through the matmul, the square and the sums.
+    With grad mode on in the backward (``create_graph=True``, torch.func) it recomputes ``q`` from the saved
+    ``d`` in differentiable ops instead, so double backward and torch.func transforms are exact."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(d: Tensor, factor: Tensor, product: Tensor, scale: float | Tensor) -> Tensor:
-        y = (d @ factor).reshape(-1)
-        return torch.dot(y, y) * scale  # scale: a float or a 0-d tensor
+    def forward(d: Tensor, factors: Tensor, scale: float | Tensor) -> tuple[Tensor, Tensor]:
+        features = d.shape[-1]
+        yq = d @ factors
+        y, q = yq[..., :features], yq[..., features:]
+        y = y.reshape(-1)
+        return torch.dot(y, y) * scale, q  # scale: a float or a 0-d tensor
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        d, _, product, scale = inputs
+        d, factors, scale = inputs
+        ctx.mark_non_differentiable(output[1])
         ctx.scale_is_tensor = isinstance(scale, Tensor)
-        ctx.save_for_backward(d, product, *((scale,) if ctx.scale_is_tensor else ()))
+        ctx.save_for_backward(d, factors, output[1], *((scale,) if ctx.scale_is_tensor else ()))
         ctx.scale = None if ctx.scale_is_tensor else scale
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        d, product, *rest = ctx.saved_tensors
+    def backward(ctx, grad: Tensor, _grad_q: Tensor | None):
+        d, factors, q, *rest = ctx.saved_tensors
         scale = rest[0] if ctx.scale_is_tensor else ctx.scale
-        with _no_autocast(d):  # backward() called inside autocast: the forward's precision
-            return (d @ product) * (grad * (2.0 * scale)), None, None, None
+        if torch.is_grad_enabled():  # a graph of the gradient is asked for: q as a function of d
+            with _no_autocast(d):  # backward() called inside autocast: the forward's precision
+                q = d @ factors[:, d.shape[-1]:]
+        return q * (grad * (2.0 * scale)), None, None
 
 
 def _npz_path(path: str | Path) -> Path:
