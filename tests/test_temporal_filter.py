@@ -248,6 +248,27 @@ def test_bad_input_mixed_devices():
         one_euro_filter(torch.randn(1, 4, 2), periods=torch.ones(1, 4, device="meta"))
 
 
+@pytest.mark.parametrize("bad", [0.0, -0.02, float("nan"), float("inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_euro_bad_period_values(bad, dtype):
+    x = torch.randn(2, 6, 3, dtype=dtype)
+    periods = torch.full((2, 6), 0.02, dtype=dtype)
+    periods[1, 4] = bad
+    with pytest.raises(RuntimeError, match=r"one_euro_filter: periods must be positive and finite \(seconds between "
+                                           r"frames; periods\[:, 0\] is unused without a state\), got .* at "
+                                           r"periods\[1, 4\]"):
+        one_euro_filter(x, periods=periods)
+    with pytest.raises(RuntimeError, match=r"at periods\[0, 4\]"):  # an expanded [T] row: stride 0 over B
+        one_euro_filter(x, periods=periods[1].expand(2, 6))
+    # the first column is read only when a state continues a stream
+    first = torch.full((2, 6), 0.02, dtype=dtype)
+    first[0, 0] = bad
+    y, state = one_euro_filter(x, periods=first)
+    assert bool(torch.isfinite(y).all())
+    with pytest.raises(RuntimeError, match=r"at periods\[0, 0\]"):
+        one_euro_filter(x, periods=first, state=state)
+
+
 def test_autocast_cpu():
     x = noisy(1, 12, 3, torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -76,8 +76,8 @@ def main() -> None:
     for name, t in times.items():
         print(f"  {name:16s} {t * 1e3:10.3f} ms   einsum / this {times['einsum'] / t:9.1f}x   "
               f"einsum+compile / this {times['einsum+compile'] / t:9.1f}x")
-    print(f"  extra memory: Gram {k * k * 4} bytes (float32, cached) + [N, K] temporaries; "
-          f"einsum: two [N, V, 3] meshes, {2 * n * v * 3 * 4 / 2**20:.0f} MiB, plus their difference")
+    print(f"  extra memory: the Gram matrix G, its factor L and [L, L L^T] {4 * k * k * 4} bytes (float32, "
+          f"cached) + [N, K] temporaries; einsum: two [N, V, 3] meshes, {2 * n * v * 3 * 4 / 2**20:.0f} MiB, plus their difference")
 
     x = torch.randn(1, 1_000_000, 52)
     fns = {f"one_euro raw_derivative={raw}": (lambda raw=raw: one_euro_filter(x, 1.0, 0.3, 1.0, rate=60.0,

@@ -66,6 +66,24 @@ TemporalFilterProblem check_one_euro_filter(const Tensor& x, const std::optional
   return p;
 }
 
+template <typename T>
+void check_periods_values(const char* op, const T* periods, int64_t stride_b, int64_t stride_t, int64_t batch,
+                          int64_t frames, int64_t first) {
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t t = first; t < frames; ++t) {
+      const double value = static_cast<double>(periods[b * stride_b + t * stride_t]);
+      // A zero, negative, NaN or infinite period makes alpha, the derivative and every later output NaN.
+      if (!(std::isfinite(value) && value > 0.0)) {
+        fail(op, "periods must be positive and finite (seconds between frames; periods[:, 0] is unused without "
+             "a state), got ", value, " at periods[", b, ", ", t, "]");
+      }
+    }
+  }
+}
+
+template void check_periods_values<float>(const char*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t);
+template void check_periods_values<double>(const char*, const double*, int64_t, int64_t, int64_t, int64_t, int64_t);
+
 TemporalFilterProblem check_exponential_smoothing(const Tensor& x, const std::optional<Tensor>& state,
                                                   double alpha) {
   const char* op = "exponential_smoothing";

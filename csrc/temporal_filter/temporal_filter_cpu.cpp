@@ -44,6 +44,10 @@ std::tuple<Tensor, Tensor> one_euro_filter_cpu(const Tensor& x, const std::optio
   const std::optional<Tensor> sc = contiguous_or_none(state);
   dispatch_cpu_dtype(xc.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
+    if (periods.has_value()) {
+      check_periods_values("one_euro_filter", data_of<const T>(periods), periods->stride(0), periods->stride(1),
+                           p.batch, p.frames, state.has_value() ? 0 : 1);
+    }
     cpu::OneEuroArgs<T> a{.x = data_of<const T>(xc),
                           .periods = data_of<const T>(periods),
                           .state_in = data_of<const T>(sc),

@@ -4,6 +4,8 @@ The recurrences run in the CPU kernels of :mod:`facekernels.ops.temporal_filter`
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -21,7 +23,8 @@ def _as_sequences(where: str, x: Tensor, min_dim: int) -> tuple[Tensor, torch.Si
         _fail(TypeError, where, "x", "a floating tensor", x.dtype)
     if x.dim() < min_dim:
         _fail(ValueError, where, "x", "[..., T, C]" if min_dim == 2 else "[..., C]", _shape(x))
-    return x.reshape(-1, x.shape[-2], x.shape[-1]), x.shape[:-2]
+    # math.prod, not -1: reshape cannot infer a -1 dimension of an empty tensor (T = 0 or a 0 leading size).
+    return x.reshape(math.prod(x.shape[:-2]), x.shape[-2], x.shape[-1]), x.shape[:-2]
 
 
 class _StreamingFilter:
@@ -33,6 +36,7 @@ class _StreamingFilter:
     def __init__(self) -> None:
         self.state: Tensor | None = None
         self._lead: torch.Size | None = None
+        self._call_lead = torch.Size()  # the leading shape of the call being filtered
 
     def reset(self) -> None:
         """Start a new stream (the next frame passes through)."""
@@ -52,6 +56,7 @@ class _StreamingFilter:
                   _shape(x))
         if self.state is not None and self.state.shape[-1] != seq.shape[-1]:
             _fail(ValueError, where, "x", f"C = {self.state.shape[-1]} channels (the stream's)", _shape(x))
+        self._call_lead = lead
         y, state = self._run(seq, timestamps, self.state)
         if seq.shape[1] > 0:
             self.state, self._lead = state, lead
@@ -66,7 +71,7 @@ class _StreamingFilter:
 
     def filter(self, x: Tensor, timestamps: Tensor | None = None) -> Tensor:
         """Filter whole sequences ``[..., T, C]`` (a fresh stream, leaving this one untouched)."""
-        seq, _ = _as_sequences(f"{self._name}.filter", x, 2)
+        seq, self._call_lead = _as_sequences(f"{self._name}.filter", x, 2)
         return self._run(seq, timestamps, None)[0].reshape(x.shape)
 
 
@@ -108,9 +113,13 @@ class OneEuroFilter(_StreamingFilter):
         where = f"{self._name}"
         b, t = x.shape[0], x.shape[1]
         ts = torch.as_tensor(timestamps, dtype=torch.float64).to(x.device)
-        if ts.shape[-1:] != (t,) or ts.numel() not in (t, b * t):
-            _fail(ValueError, where, "timestamps", f"[T] or [..., T] with T = {t} (x's frames)", _shape(ts))
-        ts = ts.reshape(-1, t).expand(b, t)
+        lead = tuple(self._call_lead)
+        if ts.shape not in ((t,), (*lead, t)):
+            _fail(ValueError, where, "timestamps", f"[T] or [..., T] = {[*lead, t]} with T = {t} (x's frames)",
+                  _shape(ts))
+        ts = ts.expand(*lead, t).reshape(b, t)
+        if t == 0:  # no frames: no periods (and the stream's last time stays)
+            return ts.to(x.dtype)
         previous = self._last_time if continuing else None
         full = ts if previous is None else torch.cat([previous[:, None], ts], dim=1)
         gaps = full[:, 1:] - full[:, :-1]
@@ -133,13 +142,6 @@ class OneEuroFilter(_StreamingFilter):
         if self._pending_time is not None:
             self._last_time = self._pending_time
         return y
-
-    def filter(self, x: Tensor, timestamps: Tensor | None = None) -> Tensor:
-        saved = self._last_time
-        try:
-            return super().filter(x, timestamps)
-        finally:
-            self._last_time = saved
 
 
 class ExponentialSmoother(_StreamingFilter):

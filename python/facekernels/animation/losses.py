@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .rig import Rig, _fail, _shape, _summed_quadratic
+from .rig import Rig, _fail, _shape
 
 __all__ = ["range_penalty", "temporal_smoothness", "vertex_mse"]
 
@@ -38,19 +38,23 @@ def temporal_smoothness(w: Tensor, order: int = 1, rig: Rig | None = None, *, re
     where = "temporal_smoothness"
     if not isinstance(w, Tensor):
         _fail(TypeError, where, "w", "a tensor [..., T, K]", type(w).__name__)
+    if not w.is_floating_point():
+        _fail(TypeError, where, "w", "a floating tensor", w.dtype)
     if order not in (1, 2):
         _fail(ValueError, where, "order", "1 or 2", order)
     if w.dim() < 2 or w.shape[-2] <= order:
         _fail(ValueError, where, "w", f"[..., T, K] with T > order = {order} frames", _shape(w))
     if rig is None:
+        if region is not None:
+            _fail(ValueError, where, "region", "None without a rig (regions are the rig's vertices)", "a region")
+        if translation_invariant:
+            _fail(ValueError, where, "translation_invariant", "False without a rig (a vertex-space option)", True)
         return _difference(w, order).pow(2).mean()
     if not isinstance(rig, Rig):
         _fail(TypeError, where, "rig", "a facekernels.animation.Rig or None", type(rig).__name__)
     rig._check_weights(where, "w", w)
     d = _difference(rig.features(w), order)
-    mask = rig._mask(where, region)
-    g = rig.gram(region, translation_invariant, d.dtype).to(d.device)
-    return _summed_quadratic(d, g, 1.0 / (rig._normaliser(mask) * d[..., 0].numel()))
+    return rig._feature_loss(where, d, region, translation_invariant, "mean")
 
 
 def range_penalty(w: Tensor, lower: Tensor | float = 0.0, upper: Tensor | float = 1.0) -> Tensor:

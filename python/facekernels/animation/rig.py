@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from ..ops._checks import shape_string as _shape
 
 __all__ = ["ARKIT_52", "Rig", "toy_rig"]
 
@@ -24,13 +27,14 @@ ARKIT_52 = (
     "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "noseSneerLeft", "noseSneerRight", "tongueOut",
 )
 
+# The shape order of an OBJ folder (Rig.save_obj_folder writes it, Rig.from_obj_folder reads it).
+NAMES_FILE = "names.txt"
+
 
 def _fail(exc: type[Exception], where: str, arg: str, expected: str, got: object) -> None:
+    # The Python API's typed errors (ValueError, TypeError, KeyError); ops._checks.fail raises the native
+    # ops' RuntimeError.
     raise exc(f"{where}: {arg} must be {expected}, got {got}")
-
-
-def _shape(t: Tensor) -> str:
-    return "[" + ", ".join(str(s) for s in t.shape) + "]"
 
 
 def _as_tensor(where: str, arg: str, value: object) -> Tensor:
@@ -131,6 +135,7 @@ class Rig(nn.Module):
         self.register_buffer("corrective_pairs", pairs.clone())
         self.register_buffer("corrective_deltas", corrective_deltas.clone())
         self.region_names: list[str] = []
+        self._grams: dict = {}
         for name, mask in (regions or {}).items():
             self.add_region(name, mask)
         if faces is not None:
@@ -139,7 +144,6 @@ class Rig(nn.Module):
                 _fail(ValueError, where, "faces", "an integer [F, 3] tensor", f"{faces.dtype} {_shape(faces)}")
             faces = faces.long()
         self.register_buffer("faces", faces)
-        self._grams: dict = {}
 
     # ---- sizes and features -------------------------------------------------------------------------
     @property
@@ -159,15 +163,30 @@ class Rig(nn.Module):
 
     def add_region(self, name: str, mask: Tensor) -> None:
         """Add (or replace) a named vertex region: ``mask`` ``[V]`` bool, or float weights >= 0."""
-        mask = _as_tensor("Rig.add_region", "mask", mask)
-        if mask.shape != (self.num_vertices,):
-            _fail(ValueError, "Rig.add_region", "mask", f"a [V] = [{self.num_vertices}] tensor", _shape(mask))
-        mask = mask.to(self.neutral.dtype)
-        if bool((mask < 0).any()) or not bool((mask > 0).any()):
-            _fail(ValueError, "Rig.add_region", "mask", "weights >= 0, not all zero", "a negative or empty mask")
+        mask = self._checked_mask("Rig.add_region", "mask", mask)
         self.register_buffer(f"region_{name}", mask.clone())
         if name not in self.region_names:
             self.region_names.append(name)
+        self._grams.clear()  # a replaced region's old matrices must not be served for the new mask
+
+    def _checked_mask(self, where: str, arg: str, mask: object) -> Tensor:
+        """A ``[V]`` bool mask or float weights ``>= 0``, not all zero, in the rig's dtype and device."""
+        mask = _as_tensor(where, arg, mask)
+        if mask.shape != (self.num_vertices,):
+            _fail(ValueError, where, arg, f"a [V] = [{self.num_vertices}] tensor", _shape(mask))
+        mask = mask.to(self.neutral)
+        # The value check needs a host sync, which a compiled graph cannot hold: an eager call checks.
+        if not torch.compiler.is_compiling() and (bool((mask < 0).any()) or not bool((mask > 0).any())):
+            _fail(ValueError, where, arg, "weights >= 0, not all zero", "a negative or empty mask")
+        return mask
+
+    def _apply(self, *args, **kwargs):  # .to(), .cuda(), .double(), ...: new tensors, new matrices
+        self._grams.clear()
+        return super()._apply(*args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._grams.clear()
+        super()._load_from_state_dict(*args, **kwargs)
 
     def region_mask(self, name: str) -> Tensor:
         if name not in self.region_names:
@@ -215,10 +234,7 @@ class Rig(nn.Module):
             if region not in self.region_names:
                 _fail(KeyError, where, "region", f"None, a [V] mask or one of {self.region_names}", repr(region))
             return getattr(self, f"region_{region}")
-        mask = _as_tensor(where, "region", region)
-        if mask.shape != (self.num_vertices,):
-            _fail(ValueError, where, "region", f"a [V] = [{self.num_vertices}] mask", _shape(mask))
-        return mask.to(self.neutral)
+        return self._checked_mask(where, "region", region)
 
     def gram(self, region: str | Tensor | None = None, translation_invariant: bool = False,
              dtype: torch.dtype | None = None) -> Tensor:
@@ -229,22 +245,50 @@ class Rig(nn.Module):
         With ``translation_invariant`` the basis is first mean-centred over the (weighted) vertices,
         ``B_a[v] - sum_u m_u B_a[u] / sum_u m_u``, so ``G`` measures the error left after removing the mean
         translation of the vertex difference. Computed in float64 once and cached per (region,
-        translation_invariant, dtype, device); the cache is rebuilt when a basis tensor is replaced or changed
-        in place (its version counter moves). Not differentiable in the rig.
+        translation_invariant, dtype, device) with the factor the losses use (:meth:`gram_factor`); the
+        cache is rebuilt when a basis tensor or a named region's mask is replaced (attribute, ``.data``,
+        ``add_region``, ``load_state_dict``, ``.to()``) or changed in place. Not differentiable in the rig.
         """
-        mask = self._mask("Rig.gram", region)
+        return self._forms("Rig.gram", region, translation_invariant, dtype)[0]
+
+    def gram_factor(self, region: str | Tensor | None = None, translation_invariant: bool = False,
+                    dtype: torch.dtype | None = None) -> Tensor:
+        r"""``L`` ``[K+P, K+P]`` with ``L L^T = G`` (:meth:`gram`), from G's eigendecomposition in float64,
+        ``L = U sqrt(max(lambda, 0))``: the losses compute ``d^T G d`` as ``|d L|^2``, which is never
+        negative and, in float32, accurate to about ``eps sqrt(cond G)`` instead of ``eps cond G``."""
+        return self._forms("Rig.gram_factor", region, translation_invariant, dtype)[1]
+
+    def _stamp(self, region: str | Tensor | None) -> tuple:
+        """What the cached matrices were computed from: each tensor itself (compared with ``is``, so a
+        replaced tensor never matches, even at a reused ``id``), its version counter (in-place edits) and its
+        data pointer, with its storage kept alive so that no other tensor can take that address (``.data``
+        swaps)."""
+        tensors = [self.deltas, self.corrective_deltas, self.corrective_pairs]
+        if isinstance(region, str):
+            tensors.append(getattr(self, f"region_{region}"))
+        return tuple((t, t.untyped_storage(), t._version, t.data_ptr()) for t in tensors)
+
+    @staticmethod
+    def _stamp_matches(old: tuple, new: tuple) -> bool:
+        return len(old) == len(new) and all(a[0] is b[0] and a[2] == b[2] and a[3] == b[3]
+                                            for a, b in zip(old, new, strict=True))
+
+    def _forms(self, where: str, region: str | Tensor | None, translation_invariant: bool,
+               dtype: torch.dtype | None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(G, L, [L, L L^T])`` in ``dtype``: the Gram matrix, its factor, and the factor beside the
+        factor's product (the gradient's matrix, equal to ``G`` but for the eigenvalues clamped at 0), cached."""
+        mask = self._mask(where, region)
         dtype = dtype or self.neutral.dtype
         compiling = torch.compiler.is_compiling()
-        # Under torch.compile the version counters cannot be read: a cached matrix is used as it is (an
-        # eager call before compiling fills the cache), a missing one is computed in the graph.
-        stamp = None if compiling else tuple((id(t), t._version) for t in
-                                             (self.deltas, self.corrective_deltas, self.corrective_pairs))
+        # Under torch.compile the version counters cannot be read: cached matrices are used as they are (an
+        # eager call before compiling fills the cache), missing ones are computed in the graph.
+        stamp = None if compiling else self._stamp(region)
         # Named regions and the whole mesh are cached; a mask passed as a tensor is not (name it with
-        # add_region to cache its matrix).
+        # add_region to cache its matrices).
         cached = region is None or isinstance(region, str)
         key = (region, bool(translation_invariant), dtype, self.neutral.device)
         hit = self._grams.get(key) if cached else None
-        if hit is not None and (compiling or (hit[0] == stamp and hit[2] == self._region_version(region))):
+        if hit is not None and (compiling or self._stamp_matches(hit[0], stamp)):
             return hit[1]
         with torch.no_grad():
             basis = self.basis().to(torch.float64)
@@ -257,14 +301,14 @@ class Rig(nn.Module):
                     basis = basis - mean[:, None, :]
             flat = basis.reshape(basis.shape[0], -1)
             weighted = flat if m is None else (basis * m[None, :, None]).reshape(basis.shape[0], -1)
-            g = (weighted @ flat.T).to(dtype)
+            g = weighted @ flat.T
+            g = (g + g.T) / 2
+            eigenvalues, eigenvectors = torch.linalg.eigh(g)
+            factor = eigenvectors * eigenvalues.clamp_min(0).sqrt()
+            forms = (g.to(dtype), factor.to(dtype), torch.cat([factor, factor @ factor.T], dim=1).to(dtype))
         if cached and not compiling:
-            self._grams[key] = (stamp, g, self._region_version(region))
-        return g
-
-    def _region_version(self, region: str | None) -> int | None:
-        """The version counter of the region's mask (in-place edits invalidate its cached Gram matrix)."""
-        return None if region is None else getattr(self, f"region_{region}")._version
+            self._grams[key] = (stamp, forms)
+        return forms
 
     def _normaliser(self, mask: Tensor | None) -> float | Tensor:
         """3 x the number of vertices, or 3 x the mask's sum (a 0-d tensor: no host sync, traceable)."""
@@ -291,15 +335,28 @@ class Rig(nn.Module):
         """
         where = "Rig.vertex_mse"
         self._check_pair(where, w_pred, w_target)
-        mask = self._mask(where, region)
         d = self.features(w_pred) - self.features(w_target)
-        g = self.gram(region, translation_invariant, d.dtype).to(d.device)
-        if reduction in ("mean", "sum"):
+        return self._feature_loss(where, d, region, translation_invariant, reduction)
+
+    def _feature_loss(self, where: str, d: Tensor, region: str | Tensor | None, translation_invariant: bool,
+                      reduction: str) -> Tensor:
+        """``d^T G d / normaliser`` per frame of the feature differences ``d`` ``[..., F]``, reduced."""
+        mask = self._mask(where, region)
+        if reduction not in ("mean", "sum", "none"):
+            _reduce(where, d, reduction)
+        with _no_autocast(d):
+            d = _full_precision(d)
+            _, factor, factors = (f.to(d.device) for f in self._forms(where, region, translation_invariant,
+                                                                      d.dtype))
+            normaliser = self._normaliser(mask)
+            if isinstance(normaliser, Tensor):
+                normaliser = normaliser.to(d)
+            if reduction == "none":
+                return ((d @ factor) ** 2).sum(-1) / normaliser
             frames = d[..., 0].numel() if reduction == "mean" else 1
             if frames == 0:
                 return d.new_full((), float("nan") if reduction == "mean" else 0.0)
-            return _summed_quadratic(d, g, 1.0 / (self._normaliser(mask) * frames))
-        return _reduce(where, _quadratic(d, g) / self._normaliser(mask), reduction)
+            return _SummedSquares.apply(d, factors, 1.0 / (normaliser * frames))[0]
 
     def region_vertex_mse(self, w_pred: Tensor, w_target: Tensor, *, translation_invariant: bool = False,
                           reduction: str = "mean") -> Tensor:
@@ -310,10 +367,13 @@ class Rig(nn.Module):
         if not self.region_names:
             _fail(ValueError, where, "the rig", "one with regions (Rig(..., regions=...))", "no regions")
         d = self.features(w_pred) - self.features(w_target)
-        grams = torch.stack([self.gram(r, translation_invariant, d.dtype) for r in self.region_names]).to(d.device)
-        norms = torch.stack([self._normaliser(self.region_mask(r)) for r in self.region_names]).to(d)
-        per = torch.einsum("...a,rab,...b->...r", d, grams, d) / norms
-        return _reduce(where, per, reduction, dims=1)
+        with _no_autocast(d):
+            d = _full_precision(d)
+            factors = torch.stack([self._forms(where, r, translation_invariant, d.dtype)[1]
+                                   for r in self.region_names]).to(d.device)
+            norms = torch.stack([self._normaliser(self.region_mask(r)) for r in self.region_names]).to(d)
+            per = (torch.einsum("...a,rab->...rb", d, factors) ** 2).sum(-1) / norms
+            return _reduce(where, per, reduction, dims=1)
 
     def _check_pair(self, where: str, w_pred: Tensor, w_target: Tensor) -> None:
         self._check_weights(where, "w_pred", w_pred)
@@ -329,9 +389,10 @@ class Rig(nn.Module):
         ``corrective_pairs`` + ``corrective_deltas``, ``faces`` and ``region_<name>`` masks."""
         import numpy as np
 
-        with np.load(Path(path), allow_pickle=False) as data:
+        path = _npz_path(path)
+        with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-        where = f"Rig.from_npz({Path(path).name})"
+        where = f"Rig.from_npz({path.name})"
         if "neutral" not in arrays or ("deltas" not in arrays and "shapes" not in arrays):
             _fail(ValueError, where, "the file", "an archive with 'neutral' and 'deltas' (or 'shapes')",
                   sorted(arrays))
@@ -350,7 +411,8 @@ class Rig(nn.Module):
                    faces=torch.from_numpy(arrays["faces"]) if "faces" in arrays else None)
 
     def save_npz(self, path: str | Path) -> None:
-        """Save everything :meth:`from_npz` reads."""
+        """Save everything :meth:`from_npz` reads (to ``path``, with ``.npz`` appended unless it ends so, as
+        :meth:`from_npz` reads it)."""
         import numpy as np
 
         arrays = {"neutral": self.neutral, "deltas": self.deltas, "lower": self.lower, "upper": self.upper}
@@ -361,15 +423,17 @@ class Rig(nn.Module):
         arrays |= {f"region_{r}": self.region_mask(r) for r in self.region_names}
         out = {k: v.detach().cpu().numpy() for k, v in arrays.items()}
         out["names"] = np.array(self.names)
-        np.savez(Path(path), **out)
+        np.savez(_npz_path(path), **out)
 
     @classmethod
     def from_obj_folder(cls, folder: str | Path, neutral: str = "neutral.obj",
                         names: Sequence[str] | None = None, dtype: torch.dtype = torch.float32) -> Rig:
         """Load a rig from a folder of OBJ meshes with one vertex order: ``neutral`` and one ``<name>.obj``
         per shape key (the shape itself, not its delta). Correctives are ``<a>+<b>.obj`` (the neutral plus
-        the corrective delta of the pair of shapes ``a`` and ``b``). ``names`` picks and orders the shapes
-        (default: ARKit-52 order when all 52 are there, else sorted). Faces come from the neutral OBJ."""
+        the corrective delta of the pair of shapes ``a`` and ``b``). ``names`` picks and orders the shapes;
+        by default the order of the folder's ``names.txt`` (one name a line, as :meth:`save_obj_folder`
+        writes it) when there is one, else the ARKit-52 names present in ARKit order followed by the other
+        shapes sorted. Faces come from the neutral OBJ."""
         folder = Path(folder)
         where = f"Rig.from_obj_folder({folder.name})"
         if not (folder / neutral).is_file():
@@ -377,8 +441,12 @@ class Rig(nn.Module):
         base, faces = read_obj(folder / neutral, dtype)
         stems = sorted(p.stem for p in folder.glob("*.obj") if p.name != neutral)
         keys = [s for s in stems if "+" not in s]
+        if names is None and (folder / NAMES_FILE).is_file():
+            names = [n.strip() for n in (folder / NAMES_FILE).read_text().splitlines() if n.strip()]
         if names is None:
-            names = list(ARKIT_52) if set(ARKIT_52) <= set(keys) else keys
+            arkit = {n: i for i, n in enumerate(ARKIT_52)}
+            names = sorted((k for k in keys if k in arkit), key=arkit.__getitem__) + \
+                [k for k in keys if k not in arkit]
         missing = [n for n in names if n not in keys]
         if missing:
             _fail(FileNotFoundError, where, "names", "shapes with an OBJ file each", f"missing {missing}")
@@ -394,9 +462,11 @@ class Rig(nn.Module):
         return cls(base, deltas, names, correctives=correctives, faces=faces)
 
     def save_obj_folder(self, folder: str | Path, neutral: str = "neutral.obj") -> None:
-        """Write the layout :meth:`from_obj_folder` reads (bounds and regions are not part of it)."""
+        """Write the layout :meth:`from_obj_folder` reads, with ``names.txt`` keeping the shapes' order (bounds
+        and regions are not part of it)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / NAMES_FILE).write_text("".join(f"{n}\n" for n in self.names))
         write_obj(folder / neutral, self.neutral, self.faces)
         for name, delta in zip(self.names, self.deltas, strict=True):
             write_obj(folder / f"{name}.obj", self.neutral + delta, self.faces)
@@ -404,32 +474,59 @@ class Rig(nn.Module):
             write_obj(folder / f"{self.names[a]}+{self.names[b]}.obj", self.neutral + delta, self.faces)
 
 
-def _quadratic(d: Tensor, g: Tensor) -> Tensor:
-    """``d^T G d`` over the last dimension: ``[..., F]`` -> ``[...]`` (an [N, F] x [F, F] product)."""
-    return ((d @ g) * d).sum(-1)
+def _no_autocast(d: Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off on ``d``'s device: the quadratic forms cancel a lot (``cond G``), so like torch's
+    ``mse_loss`` under autocast they run in float32 (:func:`_full_precision`) and return a float32 loss."""
+    device = d.device.type
+    return torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else \
+        contextlib.nullcontext()
 
 
-class _SummedQuadratic(torch.autograd.Function):
-    """``scale * sum_n d_n^T G d_n`` for a symmetric ``G`` (not differentiated): the forward keeps
-    ``q = d G`` and the backward is one product, ``grad_d = 2 scale grad q``, instead of autograd's five
-    [N, F] ops through the matmul, the product and the sums."""
+def _full_precision(d: Tensor) -> Tensor:
+    """``d``, a float16/bfloat16 one cast to float32 (its gradient flows back in its own dtype)."""
+    return d.float() if d.dtype in (torch.float16, torch.bfloat16) else d
+
+
+class _SummedSquares(torch.autograd.Function):
+    """``scale * sum_n |d_n L|^2`` = ``scale * sum_n d_n^T G d_n`` with ``G = L L^T`` (neither
+    differentiated), from ``factors = [L, L L^T]`` ``[F, 2F]``: one product ``d @ factors`` gives both
+    ``y = d L`` (the loss, a sum of squares) and ``q = d L L^T``, so the backward is one elementwise op,
+    ``grad_d = 2 scale grad q``, instead of autograd's ops through the matmul, the square and the sums.
+    With grad mode on in the backward (``create_graph=True``, torch.func) it recomputes ``q`` from the saved
+    ``d`` in differentiable ops instead, so double backward and torch.func transforms are exact."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, d: Tensor, g: Tensor, scale: float | Tensor) -> Tensor:
-        q = d @ g
-        ctx.save_for_backward(q)
-        ctx.scale = scale
-        return torch.vdot(q.reshape(-1), d.reshape(-1)) * scale  # scale: a float or a 0-d tensor
+    def forward(d: Tensor, factors: Tensor, scale: float | Tensor) -> tuple[Tensor, Tensor]:
+        features = d.shape[-1]
+        yq = d @ factors
+        y, q = yq[..., :features], yq[..., features:]
+        y = y.reshape(-1)
+        return torch.dot(y, y) * scale, q  # scale: a float or a 0-d tensor
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        (q,) = ctx.saved_tensors
-        return q * (grad * (2.0 * ctx.scale)), None, None
+    def setup_context(ctx, inputs, output) -> None:
+        d, factors, scale = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.scale_is_tensor = isinstance(scale, Tensor)
+        ctx.save_for_backward(d, factors, output[1], *((scale,) if ctx.scale_is_tensor else ()))
+        ctx.scale = None if ctx.scale_is_tensor else scale
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, _grad_q: Tensor | None):
+        d, factors, q, *rest = ctx.saved_tensors
+        scale = rest[0] if ctx.scale_is_tensor else ctx.scale
+        if torch.is_grad_enabled():  # a graph of the gradient is asked for: q as a function of d
+            with _no_autocast(d):  # backward() called inside autocast: the forward's precision
+                q = d @ factors[:, d.shape[-1]:]
+        return q * (grad * (2.0 * scale)), None, None
 
 
-def _summed_quadratic(d: Tensor, g: Tensor, scale: float | Tensor) -> Tensor:
-    """``scale * sum`` over every frame of ``d^T G d`` (``G`` symmetric)."""
-    return _SummedQuadratic.apply(d, g, scale.to(d.dtype) if isinstance(scale, Tensor) else scale)
+def _npz_path(path: str | Path) -> Path:
+    """numpy's savez appends ``.npz`` to a path without it; loading the same path must find that file."""
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
 def _reduce(where: str, per_frame: Tensor, reduction: str, dims: int = 0) -> Tensor:
@@ -455,13 +552,16 @@ def read_obj(path: Path, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Te
         if parts[0] == "v":
             vertices.append([float(p) for p in parts[1:4]])
         elif parts[0] == "f":
-            idx = [int(p.split("/")[0]) - 1 for p in parts[1:]]
+            # 1-based, or negative: relative to the vertices read so far (-1 is the last one)
+            idx = [i - 1 if i > 0 else len(vertices) + i for i in (int(p.split("/")[0]) for p in parts[1:])]
             faces += [[idx[0], idx[i], idx[i + 1]] for i in range(1, len(idx) - 1)]
     return torch.tensor(vertices, dtype=dtype).reshape(-1, 3), torch.tensor(faces).reshape(-1, 3) if faces else None
 
 
 def write_obj(path: Path, vertices: Tensor, faces: Tensor | None) -> None:
-    lines = [f"v {x:.9g} {y:.9g} {z:.9g}" for x, y, z in vertices.detach().cpu().double().tolist()]
+    # As many digits as read back to the same value: 17 for float64, 9 for float32 (and below).
+    digits = 17 if vertices.dtype == torch.float64 else 9
+    lines = [f"v {x:.{digits}g} {y:.{digits}g} {z:.{digits}g}" for x, y, z in vertices.detach().cpu().double().tolist()]
     if faces is not None:
         lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces.tolist()]
     Path(path).write_text("\n".join(lines) + "\n")
