@@ -620,6 +620,19 @@ def test_emotion_transfer():
         model(torch.rand(3, 8, 8))
 
 
+
+def test_emotion_transfer_timm_backbone():
+    """A timm model by name (the [fer] extra; CI's torch 2.14.1 suite has timm): its features feed the head."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    rig = toy_rig(num_shapes=6, resolution=4)
+    model = EmotionTransfer(rig, backbone="resnet10t", in_chans=1)
+    assert model.encoder.num_features == timm.create_model("resnet10t", num_classes=0).num_features
+    out = model(torch.rand(2, 1, 48, 48))
+    assert out.shape == (2, 6) and (out >= 0).all() and (out <= 1).all()
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.encoder.parameters() if p.requires_grad)
+
 def test_retarget_example_runs(tmp_path):
     import subprocess
     import sys
