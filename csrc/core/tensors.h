@@ -56,4 +56,9 @@ inline torch::stable::Tensor planes_contiguous(const torch::stable::Tensor& t) {
   return ok ? t : torch::stable::contiguous(t);
 }
 
+// An optional tensor argument made contiguous (the kernels take raw pointers), or none.
+inline std::optional<torch::stable::Tensor> contiguous_or_none(const std::optional<torch::stable::Tensor>& t) {
+  return t.has_value() ? std::optional<torch::stable::Tensor>(torch::stable::contiguous(*t)) : std::nullopt;
+}
+
 }  // namespace facekernels

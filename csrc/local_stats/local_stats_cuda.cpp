@@ -36,10 +36,6 @@ std::optional<Tensor> workspace_for(const Tensor& x, int64_t floats) {
   return torch::stable::new_empty(x, {floats}, ScalarType::Float);
 }
 
-std::optional<Tensor> contiguous_or_none(const std::optional<Tensor>& t) {
-  return t.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*t)) : std::nullopt;
-}
-
 Tensor local_stat_transform_cuda(const Tensor& x, const Tensor& guide, int64_t kernel_size, double eps) {
   const char* op = "local_stat_transform";
   const LocalStatsProblem p = check_local_stat_transform(op, x, guide, kernel_size, eps);

@@ -11,6 +11,7 @@
 
 #include "core/cpu_capability.h"
 #include "core/parallel.h"
+#include "core/tensors.h"
 #include "st_graph_conv/st_graph_conv.h"
 #include "st_graph_conv/st_graph_conv_kernels.h"
 
@@ -54,10 +55,6 @@ class CpuBackend final : public StGraphConvBackend<T> {
  private:
   const cpu::StGraphConvKernels<T>& k_;
 };
-
-std::optional<Tensor> contiguous_or_none(const std::optional<Tensor>& t) {
-  return t.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*t)) : std::nullopt;
-}
 
 Tensor st_graph_conv_cpu(const Tensor& x, const Tensor& weight, const Tensor& adjacency,
                          const std::optional<Tensor>& bias) {

@@ -16,10 +16,6 @@ namespace {
 
 using torch::stable::Tensor;
 
-std::optional<Tensor> contiguous_or_none(const std::optional<Tensor>& t) {
-  return t.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*t)) : std::nullopt;
-}
-
 // Empty inputs: with no frames the state passes through (an absent one becomes the zero state of a
 // stream that has seen nothing); returns whether the kernels have nothing left to do.
 bool nothing_to_filter(const TemporalFilterProblem& p, const std::optional<Tensor>& state, Tensor& state_out) {

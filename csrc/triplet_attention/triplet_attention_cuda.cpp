@@ -31,10 +31,6 @@ bool writes_channels_last(const Tensor& x) { return !is_planar(x) && is_channels
 
 const void* data_or_null(const std::optional<Tensor>& t) { return t.has_value() ? t->data_ptr() : nullptr; }
 
-std::optional<Tensor> contiguous_or_none(const std::optional<Tensor>& t) {
-  return t.has_value() ? std::optional<Tensor>(torch::stable::contiguous(*t)) : std::nullopt;
-}
-
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> axis_pool_cuda(const Tensor& x) {
   const TripletProblem p = check_axis_pool("axis_pool", x);
   const torch::stable::accelerator::DeviceGuard guard(x.get_device_index());
