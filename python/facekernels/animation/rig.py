@@ -274,10 +274,12 @@ class Rig(nn.Module):
                                             for a, b in zip(old, new, strict=True))
 
     def _forms(self, where: str, region: str | Tensor | None, translation_invariant: bool,
-               dtype: torch.dtype | None) -> tuple[Tensor, Tensor, Tensor]:
+               dtype: torch.dtype | None, mask: Tensor | None | bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """``(G, L, [L, L L^T])`` in ``dtype``: the Gram matrix, its factor, and the factor beside the
-        factor's product (the gradient's matrix, equal to ``G`` but for the eigenvalues clamped at 0), cached."""
-        mask = self._mask(where, region)
+        factor's product (the gradient's matrix, equal to ``G`` but for the eigenvalues clamped at 0), cached.
+        ``mask``: the region's mask when the caller has already resolved it (``_mask``), else resolved here."""
+        if mask is False:
+            mask = self._mask(where, region)
         dtype = dtype or self.neutral.dtype
         compiling = torch.compiler.is_compiling()
         # Under torch.compile the version counters cannot be read: cached matrices are used as they are (an
@@ -347,7 +349,7 @@ class Rig(nn.Module):
         with _no_autocast(d):
             d = _full_precision(d)
             _, factor, factors = (f.to(d.device) for f in self._forms(where, region, translation_invariant,
-                                                                      d.dtype))
+                                                                      d.dtype, mask))
             normaliser = self._normaliser(mask)
             if isinstance(normaliser, Tensor):
                 normaliser = normaliser.to(d)
