@@ -67,7 +67,13 @@ SHAPES = [  # (B, C, H, W, P, d)
     (1, 33, 23, 40, 7, 2),  # band narrower than the rows: per-row runs
     (1, 8, 5, 6, 3, 7),     # d larger than the image: only the centre meets anything
     (2, 20, 16, 16, 21, 2),  # MOL's geometry (fewer channels)
+    (2, 5, 7, 9, 11, 2),    # the window covers every class (BLAS plan), classes of unequal size
+    (3, 6, 6, 5, 7, 3),     # the same at d = 3, a class one column wide
 ]
+# The CPU op takes one of two plans by shape: when the window covers every residue class whole
+# (ceil(H / d) - 1 <= P // 2 and the same for W) the class GEMMs on the BLAS, else the register tiles.
+# Both are exercised above: (2, 3, 4, 4, 9, 2), (1, 3, 1, 1, 3, 2), (1, 8, 5, 6, 3, 7), MOL's geometry and
+# the last two take the BLAS plan, the others the tiles.
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
@@ -151,31 +157,33 @@ def test_torch_compile_fullgraph():
     assert_compiled_matches_eager(block, args)
 
 
-def test_strided_inputs():
+@pytest.mark.parametrize("patch", [5, 9], ids=["tiles", "class_gemm"])
+def test_strided_inputs(patch):
     """Channel slices, transposed planes and channels-last inputs are read in place; grad_out may be strided."""
     g = torch.Generator().manual_seed(3)
     big = torch.randn(2, 10, 9, 8, generator=g, dtype=torch.float64)
     x1 = big[:, 1:8:2]                                                               # channel stride 2
     x2 = torch.randn(2, 4, 8, 9, generator=g, dtype=torch.float64).transpose(2, 3)   # H and W swapped
     x1.requires_grad_(); x2.requires_grad_()
-    out = correlation(x1, x2, 5, 2)
-    torch.testing.assert_close(out, reference(x1, x2, 5, 2))
-    grad = torch.randn(2, 9, 5, 5, 8, generator=g, dtype=torch.float64).permute(0, 2, 3, 1, 4)  # strided grad
+    out = correlation(x1, x2, patch, 2)
+    torch.testing.assert_close(out, reference(x1, x2, patch, 2))
+    grad = torch.randn(2, 9, patch, patch, 8, generator=g, dtype=torch.float64).permute(0, 2, 3, 1, 4)  # strided
     out.backward(grad)
-    g1, g2 = reference_grads(x1, x2, grad, 5, 2)
+    g1, g2 = reference_grads(x1, x2, grad, patch, 2)
     torch.testing.assert_close(x1.grad, g1)
     torch.testing.assert_close(x2.grad, g2)
     cl1 = x1.detach().contiguous(memory_format=torch.channels_last)
     cl2 = x2.detach().contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(correlation(cl1, cl2, 5, 2), out.detach())
+    torch.testing.assert_close(correlation(cl1, cl2, patch, 2), out.detach())
 
 
+@pytest.mark.parametrize("patch", [3, 11], ids=["tiles", "class_gemm"])
 @pytest.mark.parametrize("shape", [(0, 3, 5, 5), (2, 0, 5, 5), (2, 3, 0, 5), (2, 3, 5, 0)], ids=str)
-def test_empty(shape):
+def test_empty(shape, patch):
     x1 = torch.randn(shape, requires_grad=True)
     x2 = torch.randn(shape, requires_grad=True)
-    out = correlation(x1, x2, 3, 1)
-    assert out.shape == (shape[0], 3, 3, shape[2], shape[3])
+    out = correlation(x1, x2, patch, 1)
+    assert out.shape == (shape[0], patch, patch, shape[2], shape[3])
     if shape[1] == 0:  # sums over no channels
         assert out.numel() > 0 and (out == 0).all()
     out.sum().backward()

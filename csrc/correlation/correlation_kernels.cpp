@@ -382,9 +382,172 @@ void backward(const CorrelationBackwardArgs<T>& a) {
   for_each_task(g, [&](int64_t b, int64_t rh, int64_t blk) { backward_task(a, g, b, rh, blk); });
 }
 
+// ---- the whole-class plan's data movement (the GEMMs run in the binding, on the BLAS) --------------------
+
+template <typename T>
+inline void zero(T* p, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) p[k] = T(0);
+}
+
+template <typename T>
+void parallel_zero(T* p, int64_t n) {
+  parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) { zero(p + begin, end - begin); });
+}
+
+template <typename T>
+T* class_matrix(const CorrelationClasses& k, T* base, int64_t b, int64_t rh, int64_t rw, int64_t size) {
+  return base + ((b * k.residues_h + rh) * k.residues_w + rw) * size;
+}
+
+// dst[rw][ws] = src[(ws d + rw) * step] for the row's column classes (rw < classes): one pass over the row.
+// Dilation 2 of a contiguous row, MOL's case, is a plain even/odd split the compiler vectorises.
+template <typename T>
+inline void split_row(T* const* dst, int64_t at, const T* src, int64_t width, int64_t d, int64_t step,
+                      int64_t classes) {
+  if (d == 2 && step == 1 && classes == 2) {
+    T* __restrict even = dst[0] + at;
+    T* __restrict odd = dst[1] + at;
+    const int64_t half = width / 2;
+    for (int64_t k = 0; k < half; ++k) {
+      even[k] = src[2 * k];
+      odd[k] = src[2 * k + 1];
+    }
+    if (width % 2) even[half] = src[width - 1];
+    return;
+  }
+  for (int64_t rw = 0; rw < classes; ++rw) gather_row(dst[rw] + at, src + rw * step, class_size(width, d, rw), d * step);
+}
+
+// The inverse: dst[ws d + rw] = src[rw][ws], dst contiguous.
+template <typename T>
+inline void merge_row(T* dst, const T* const* src, int64_t at, int64_t width, int64_t d, int64_t classes) {
+  if (d == 2 && classes == 2) {
+    const T* __restrict even = src[0] + at;
+    const T* __restrict odd = src[1] + at;
+    const int64_t half = width / 2;
+    for (int64_t k = 0; k < half; ++k) {
+      dst[2 * k] = even[k];
+      dst[2 * k + 1] = odd[k];
+    }
+    if (width % 2) dst[width - 1] = even[half];
+    return;
+  }
+  for (int64_t rw = 0; rw < classes; ++rw) scatter_row(dst + rw, src[rw] + at, class_size(width, d, rw), d);
+}
+
+constexpr int64_t kMaxClasses = 64;  // column classes per pass (pointer arrays on the stack); more take turns
+
+// Runs f(b, c, rh, rw0, classes, matrices) for every (sample, channel) plane, row class rh and turn of
+// column classes [rw0, rw0 + classes) over the threads; matrices[r] points at channel c's row of class
+// (b, rh, rw0 + r)'s [C, n] matrix in `packed`.
+template <typename T, typename F>
+void for_each_plane_class_row(const CorrelationClasses& k, T* packed, const F& f) {
+  const int64_t n = k.positions();
+  parallel_for(0, k.batch * k.channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / k.channels, c = t % k.channels;
+      for (int64_t rh = 0; rh < k.residues_h; ++rh) {
+        for (int64_t rw0 = 0; rw0 < k.residues_w; rw0 += kMaxClasses) {
+          const int64_t classes = min64(kMaxClasses, k.residues_w - rw0);
+          T* matrices[kMaxClasses];
+          for (int64_t r = 0; r < classes; ++r) matrices[r] = class_matrix(k, packed, b, rh, rw0 + r, k.channels * n) + c * n;
+          f(b, c, rh, rw0, classes, matrices);
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void pack_classes(const CorrelationClasses& k, const T* x, const int64_t* xs, T* packed) {
+  const int64_t d = k.dilation;
+  if (k.ragged()) parallel_zero(packed, k.count() * k.channels * k.positions());  // a smaller class's missing positions
+  for_each_plane_class_row(k, packed, [&](int64_t b, int64_t c, int64_t rh, int64_t rw0, int64_t classes, T* const* dst) {
+    const T* src = x + b * xs[0] + c * xs[1] + rh * xs[2] + rw0 * xs[3];
+    const int64_t rows = class_size(k.height, d, rh);
+    for (int64_t hs = 0; hs < rows; ++hs) split_row(dst, hs * k.cols, src + hs * d * xs[2], k.width - rw0, d, xs[3], classes);
+  });
+}
+
+template <typename T>
+void unpack_classes(const CorrelationClasses& k, const T* packed, T* x) {
+  const int64_t d = k.dilation, H = k.height, W = k.width;
+  for_each_plane_class_row(k, packed, [&](int64_t b, int64_t c, int64_t rh, int64_t rw0, int64_t classes,
+                                          const T* const* src) {
+    T* dst = x + ((b * k.channels + c) * H + rh) * W + rw0;
+    const int64_t rows = class_size(H, d, rh);
+    for (int64_t hs = 0; hs < rows; ++hs) merge_row(dst + hs * d * W, src, hs * k.cols, W - rw0, d, classes);
+  });
+}
+
+// Walks the output over the threads, a task per (sample, i). For each row h it calls rows(b, i, h) (about
+// to visit the P rows out[b, i, :, h, :]), then for each pixel w that meets anything run(b, i, h, w, j0, j1, offset): the
+// displacements j in [j0, j1) of pixel (h, w) pair it with positions whose products are the consecutive
+// entries offset, offset + 1, ... of the products [count, n, n] (one row of its class's matrix). For one
+// (h, i) the reads stay within two class rows and the writes within P output rows: both in L1. No
+// divisions in the loops (they ran per row and cost more than the moves).
+template <typename Rows, typename Run>
+void for_each_output_pixel(const CorrelationClasses& k, const Rows& rows, const Run& run) {
+  const int64_t P = k.patch, R = P / 2, d = k.dilation, n = k.positions();
+  Scratch<int64_t> class_rows(k.residues_h), class_cols(k.residues_w);
+  for (int64_t r = 0; r < k.residues_h; ++r) class_rows[r] = class_size(k.height, d, r);
+  for (int64_t r = 0; r < k.residues_w; ++r) class_cols[r] = class_size(k.width, d, r);
+  parallel_for(0, k.batch * P, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / P, i = t % P;
+      for (int64_t h = 0, hs = 0, rh = 0; h < k.height; ++h) {
+        rows(b, i, h);
+        const int64_t hs2 = hs + i - R;
+        if (hs2 >= 0 && hs2 < class_rows[rh]) {
+          const int64_t base = (b * k.residues_h + rh) * k.residues_w * n * n + hs * k.cols * n + hs2 * k.cols;
+          for (int64_t w = 0, ws = 0, rw = 0; w < k.width; ++w) {
+            const int64_t lo = max64(-R, -ws), hi = min64(R, class_cols[rw] - 1 - ws);  // dj, inclusive
+            if (lo <= hi) run(b, i, h, w, lo + R, hi + R + 1, base + rw * n * n + ws * n + ws + lo);
+            if (++rw == d) rw = 0, ++ws;
+          }
+        }
+        if (++rh == d) rh = 0, ++hs;
+      }
+    }
+  });
+}
+
+template <typename T>
+void scatter_products(const CorrelationClasses& k, const T* products, T* out) {
+  const int64_t P = k.patch, W = k.width, plane = k.height * W;
+  for_each_output_pixel(
+      k,
+      [&](int64_t b, int64_t i, int64_t h) {
+        if (h == 0) zero(out + (b * P + i) * P * plane, P * plane);  // the task's block, before any row of it
+      },
+      [&](int64_t b, int64_t i, int64_t h, int64_t w, int64_t j0, int64_t j1, int64_t offset) {
+        T* dst = out + ((b * P + i) * P + j0) * plane + h * W + w;
+        const T* src = products + offset;
+        for (int64_t m = 0; m < j1 - j0; ++m) dst[m * plane] = src[m];
+      });
+}
+
+template <typename T>
+void gather_products(const CorrelationClasses& k, const T* grad, const int64_t* gs, T* products) {
+  // Every entry of a full class is some output's; a smaller class's missing ones are zeroed first.
+  if (k.ragged()) parallel_zero(products, k.count() * k.positions() * k.positions());
+  for_each_output_pixel(
+      k, [](int64_t, int64_t, int64_t) {},
+      [&](int64_t b, int64_t i, int64_t h, int64_t w, int64_t j0, int64_t j1, int64_t offset) {
+        const T* src = grad + b * gs[0] + i * gs[1] + j0 * gs[2] + h * gs[3] + w * gs[4];
+        T* dst = products + offset;
+        for (int64_t m = 0; m < j1 - j0; ++m) dst[m] = src[m * gs[2]];
+      });
+}
+
 template <typename T>
 constexpr CorrelationKernels<T> make_table() {
-  return {.forward = &forward<T>, .backward = &backward<T>};
+  return {.forward = &forward<T>,
+          .backward = &backward<T>,
+          .pack_classes = &pack_classes<T>,
+          .unpack_classes = &unpack_classes<T>,
+          .scatter_products = &scatter_products<T>,
+          .gather_products = &gather_products<T>};
 }
 
 }  // namespace

@@ -32,10 +32,50 @@ struct CorrelationBackwardArgs {
   int64_t grad_stride[5] = {}, x1_stride[4] = {}, x2_stride[4] = {};
 };
 
+// The residue classes of a problem as matrices, for the whole-class plan: when every class fits inside
+// the window (ceil(H / d) - 1 <= P / 2 and the same for W; MOL's 16 x 16 maps at P = 21, d = 2), every
+// product of a class's positions with each other is one the output keeps, so the forward is one batched
+// GEMM S = A^T B per class (A, B: the class's x1, x2 positions packed channel-major, [C, n]) and the
+// backward two (dA = B dS^T, dB = A dS), run by the BLAS, and the kernels below only move data between the
+// image layouts and the class matrices. Class (b, rh, rw) is matrix g = (b * residues_h + rh) *
+// residues_w + rw; its position (hs, ws) (pixel (hs d + rh, ws d + rw)) is column hs * cols + ws of its
+// [C, n] matrix, n = rows * cols; columns a smaller class lacks hold zeros.
+struct CorrelationClasses {
+  int64_t batch = 0, channels = 0, height = 0, width = 0, patch = 1, dilation = 1;
+  int64_t residues_h = 0, residues_w = 0;  // min(d, H), min(d, W)
+  int64_t rows = 0, cols = 0;               // the largest class: ceil(H / d) x ceil(W / d)
+  int64_t count() const { return batch * residues_h * residues_w; }
+  int64_t positions() const { return rows * cols; }
+  // Whether some class is smaller than the largest (its matrices have zero columns).
+  bool ragged() const { return (dilation < height && height % dilation) || (dilation < width && width % dilation); }
+  // Whether the window covers every class whole (the plan applies).
+  bool fits_window() const { return rows - 1 <= patch / 2 && cols - 1 <= patch / 2; }
+};
+
+inline CorrelationClasses correlation_classes(int64_t batch, int64_t channels, int64_t height, int64_t width,
+                                              int64_t patch, int64_t dilation) {
+  CorrelationClasses c{batch, channels, height, width, patch, dilation};
+  c.residues_h = dilation < height ? dilation : height;
+  c.residues_w = dilation < width ? dilation : width;
+  c.rows = (height + dilation - 1) / dilation;
+  c.cols = (width + dilation - 1) / dilation;
+  return c;
+}
+
 template <typename T>
 struct CorrelationKernels {
   void (*forward)(const CorrelationForwardArgs<T>&);
   void (*backward)(const CorrelationBackwardArgs<T>&);
+  // The whole-class plan's data movement. pack: x (element strides x_stride) -> packed [count, C, n].
+  void (*pack_classes)(const CorrelationClasses&, const T* x, const int64_t* x_stride, T* packed);
+  // unpack: packed [count, C, n] -> x, contiguous [B, C, H, W] (every element written).
+  void (*unpack_classes)(const CorrelationClasses&, const T* packed, T* x);
+  // scatter: products [count, n, n] (S[u, q] = x1 at u . x2 at q) -> out, contiguous [B, P, P, H, W]
+  // (every element written: zero where the displaced position is outside).
+  void (*scatter_products)(const CorrelationClasses&, const T* products, T* out);
+  // gather: grad_out (element strides grad_stride) -> products [count, n, n], the inverse of scatter
+  // (zero at the columns a smaller class lacks).
+  void (*gather_products)(const CorrelationClasses&, const T* grad_out, const int64_t* grad_stride, T* products);
 };
 
 FK_DECLARE_CPU_KERNEL_TABLE(CorrelationKernels, correlation_kernels)
