@@ -16,12 +16,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         "and the decoder's timing.")
     ev = sub.add_parser("evaluate", help="MEGC spotting (and recognition, STRS) from CSV files",
                         description="CSV columns: video, onset, offset, apex, emotion; an optional "
-                        "dataset column splits the report (see docs/me.md).")
+                        "dataset column splits the report, an optional subject column keys videos by "
+                        "(subject, video) (see docs/me.md).")
     ev.add_argument("--pred", required=True, help="predicted intervals (CSV)")
     ev.add_argument("--gt", required=True, help="ground-truth intervals (CSV)")
     ev.add_argument("--iou", type=float, default=0.5, help="IoU threshold of a true positive (default 0.5)")
     ev.add_argument("--classes", action="append", help="comma-separated emotion classes for recognition, "
                     "each once (default: the distinct ground-truth emotions, sorted)")
+    ev.add_argument("--matching", choices=("megc", "strs"), default="megc",
+                    help="megc: MEGC's one-to-one matching (default); strs: the STRS reference code's rule, "
+                    "every prediction / ground-truth pair with IoU >= --iou is a true positive")
     ev.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH ('-': stdout, "
                     "instead of the table)")
     ev.set_defaults(run=_evaluate, parser=ev)
@@ -45,7 +49,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.parser.error(f"--iou must lie in [0, 1], got {args.iou}")
     try:
         classes = _classes(args.classes)
-        report = evaluate(args.pred, args.gt, args.iou, classes)
+        report = evaluate(args.pred, args.gt, args.iou, classes, args.matching)
     except InputError as error:
         print(f"{PROG} evaluate: {error}", file=sys.stderr)
         return 2

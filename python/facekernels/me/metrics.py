@@ -108,11 +108,7 @@ def match_intervals(pred_intervals: Any, gt_intervals: Any, iou_threshold: float
 def _match(pred: np.ndarray, gt: np.ndarray, threshold: float) -> list[int]:
     if len(gt) == 0:
         return [-1] * len(pred)
-    onset_p, offset_p = pred[:, None, 0], pred[:, None, 1]
-    onset_g, offset_g = gt[None, :, 0], gt[None, :, 1]
-    inter = np.maximum(0, np.minimum(offset_p, offset_g) - np.maximum(onset_p, onset_g) + 1)
-    union = (offset_p - onset_p + 1) + (offset_g - onset_g + 1) - inter
-    iou = inter / union  # float64 of exact integers: the same rounding as MEGC's and as Python's
+    iou = _iou_matrix(pred, gt)
     best = np.argmax(iou, axis=1)  # the first maximum
     matched = np.zeros(len(gt), dtype=bool)
     result = []
@@ -125,17 +121,58 @@ def _match(pred: np.ndarray, gt: np.ndarray, threshold: float) -> list[int]:
     return result
 
 
+MATCHING_RULES = ("megc", "strs")
+
+
+def _iou_matrix(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """IoU of every prediction with every ground truth over inclusive frame ranges, [len(pred), len(gt)]."""
+    onset_p, offset_p = pred[:, None, 0], pred[:, None, 1]
+    onset_g, offset_g = gt[None, :, 0], gt[None, :, 1]
+    inter = np.maximum(0, np.minimum(offset_p, offset_g) - np.maximum(onset_p, onset_g) + 1)
+    union = (offset_p - onset_p + 1) + (offset_g - onset_g + 1) - inter
+    return inter / union  # float64 of exact integers: the same rounding as MEGC's and as Python's
+
+
+def matched_pairs(pred: np.ndarray, gt: np.ndarray, threshold: float, matching: str) -> list[tuple[int, int]]:
+    """The (prediction, ground truth) index pairs credited as true positives of one video.
+
+    ``"megc"``: MEGC's one-to-one rule (``match_intervals``). ``"strs"``: the rule of the STRS reference
+    code: every pair with IoU >= threshold, so one prediction may be credited to several ground-truth
+    intervals and one ground truth to several predictions; each pair is a true positive.
+    """
+    if matching == "megc":
+        return [(i, g) for i, g in enumerate(_match(pred, gt, threshold)) if g >= 0]
+    if len(pred) == 0 or len(gt) == 0:
+        return []
+    rows, cols = np.nonzero(_iou_matrix(pred, gt) >= threshold)
+    return list(zip(rows.tolist(), cols.tolist(), strict=True))
+
+
+def pair_counts(pairs: list[tuple[int, int]], predictions: int, truths: int) -> tuple[int, int, int]:
+    """(TP, FP, FN) from the credited pairs: TP = the pairs, FP = the predictions in no pair, FN = the
+    ground truths in no pair (under MEGC's one-to-one rule these are the usual counts)."""
+    return len(pairs), predictions - len({i for i, _ in pairs}), truths - len({g for _, g in pairs})
+
+
+def check_matching(matching: Any, func: str) -> str:
+    if matching not in MATCHING_RULES:
+        raise ValueError(f"{func}: matching must be one of {MATCHING_RULES}, got {matching!r}")
+    return matching
+
+
 def spotting_counts(
-    pred_intervals: Any, gt_intervals: Any, iou_threshold: float = 0.5
+    pred_intervals: Any, gt_intervals: Any, iou_threshold: float = 0.5, matching: str = "megc"
 ) -> tuple[int, int, int]:
-    """(TP, FP, FN) of one video under MEGC's rule (see ``match_intervals``): TP = matched predictions,
-    FP = the other predictions, FN = len(gt_intervals) - TP. Empty lists are allowed on either side."""
+    """(TP, FP, FN) of one video. Under MEGC's rule (``matching="megc"``, see ``match_intervals``): TP =
+    matched predictions, FP = the other predictions, FN = len(gt_intervals) - TP. Under the STRS reference
+    code's rule (``"strs"``): TP = the (prediction, ground truth) pairs with IoU >= the threshold, FP = the
+    predictions in no such pair, FN = the ground truths in none. Empty lists are allowed on either side."""
     func = "spotting_counts"
     threshold = check_real(iou_threshold, func, "iou_threshold", 0.0, 1.0)
+    rule = check_matching(matching, func)
     pred = intervals_array(pred_intervals, func, "pred_intervals")
     gt = intervals_array(gt_intervals, func, "gt_intervals")
-    tp = sum(1 for g in _match(pred, gt, threshold) if g >= 0)
-    return tp, len(pred) - tp, len(gt) - tp
+    return pair_counts(matched_pairs(pred, gt, threshold, rule), len(pred), len(gt))
 
 
 def spotting_scores(tp: int, fp: int, fn: int) -> SpottingResult:
@@ -155,19 +192,24 @@ def spotting_scores(tp: int, fp: int, fn: int) -> SpottingResult:
     return SpottingResult(tp, fp, fn, precision, recall, f1)
 
 
-def spotting_metrics(pred_by_video: Any, gt_by_video: Any, iou_threshold: float = 0.5) -> SpottingResult:
-    """MEGC spotting over a dataset: per-video ``spotting_counts`` summed, then ``spotting_scores``.
+def spotting_metrics(pred_by_video: Any, gt_by_video: Any, iou_threshold: float = 0.5,
+                     matching: str = "megc") -> SpottingResult:
+    """MEGC spotting over a dataset: per-video ``spotting_counts`` (under ``matching``) summed, then
+    ``spotting_scores``.
 
     Args:
         pred_by_video, gt_by_video: either two mappings video -> intervals (a video missing on one side has
             no intervals there), or two sequences of per-video interval lists of the same length.
         iou_threshold: real in [0, 1].
+        matching: ``"megc"`` (one-to-one) or ``"strs"`` (every pair over the threshold), as in
+            ``spotting_counts``.
 
     Returns:
         SpottingResult(tp, fp, fn, precision, recall, f1).
     """
     func = "spotting_metrics"
     threshold = check_real(iou_threshold, func, "iou_threshold", 0.0, 1.0)
+    rule = check_matching(matching, func)
     if isinstance(pred_by_video, Mapping) and isinstance(gt_by_video, Mapping):
         videos = list(dict.fromkeys([*gt_by_video, *pred_by_video]))
         pairs = [(pred_by_video.get(v, ()), gt_by_video.get(v, ()), v) for v in videos]
@@ -185,10 +227,8 @@ def spotting_metrics(pred_by_video: Any, gt_by_video: Any, iou_threshold: float 
     for pred, gt, video in pairs:
         pred = intervals_array(pred, func, f"pred_by_video[{video!r}]")
         gt = intervals_array(gt, func, f"gt_by_video[{video!r}]")
-        hits = sum(1 for g in _match(pred, gt, threshold) if g >= 0)
-        tp += hits
-        fp += len(pred) - hits
-        fn += len(gt) - hits
+        counts = pair_counts(matched_pairs(pred, gt, threshold, rule), len(pred), len(gt))
+        tp, fp, fn = tp + counts[0], fp + counts[1], fn + counts[2]
     return spotting_scores(tp, fp, fn)
 
 
