@@ -245,7 +245,7 @@ def write_csv(path, table):
             f.write(",".join(cells) + "\n")
 
 
-def test_csv_and_parquet_read_in_chunks_as_the_table(tmp_path):
+def test_csv_reads_in_chunks_as_the_table(tmp_path):
     table = make_table(seed=7)
     expected = LandmarkWindows(table, COLUMNS, fps=10, window=0.7, stride=0.3, progress=False)
     write_csv(tmp_path / "t.csv", table)
@@ -253,6 +253,11 @@ def test_csv_and_parquet_read_in_chunks_as_the_table(tmp_path):
                                progress=False)
     assert torch.equal(from_csv.mask, expected.mask) and torch.equal(from_csv.x, expected.x)
     assert torch.equal(from_csv.labels, expected.labels)
+
+
+def test_parquet_reads_in_row_batches_as_the_table(tmp_path):
+    table = make_table(seed=7)
+    expected = LandmarkWindows(table, COLUMNS, fps=10, window=0.7, stride=0.3, progress=False)
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     pq.write_table(pa.table(table), tmp_path / "t.parquet", row_group_size=10)
@@ -322,6 +327,8 @@ def test_bad_input():
         LandmarkWindows(backwards, COLUMNS, fps=10, window=0.5, progress=False)
     with pytest.raises(ValueError, match="window and stride must be at least one frame"):
         LandmarkWindows(table, COLUMNS, fps=10, window=0.01, progress=False)
+    with pytest.raises(ValueError, match="store is for fixed windows"):
+        LandmarkWindows(table, COLUMNS, segments=[("s1", "a", 3, 9)], store="unused", progress=False)
     with pytest.raises(ValueError, match="cannot read"):
         LandmarkWindows("landmarks.xlsx", COLUMNS, progress=False)
 
@@ -346,3 +353,17 @@ def test_subject_splits_never_leak_a_subject():
     assert again == [test.tolist() for _, test in subject_kfold(subjects, 3, seed=1)]
     with pytest.raises(ValueError, match=r"k must be in \[2, 7\]"):
         list(subject_kfold(subjects, 8))
+
+
+def test_progress_line_for_long_reads(capsys, monkeypatch):
+    from facekernels import landmarks_data
+
+    monkeypatch.setitem(__import__("sys").modules, "tqdm", None)  # the plain stderr line, tqdm or not
+    bar = landmarks_data._Progress(True, 100, "reading t.parquet", delay=0.0)
+    bar.update(40)
+    bar.close()
+    assert "reading t.parquet: 40/100 rows" in capsys.readouterr().err
+    quiet = landmarks_data._Progress(False, 100, "reading", delay=0.0)
+    quiet.update(40)
+    quiet.close()
+    assert capsys.readouterr().err == ""

@@ -387,9 +387,8 @@ class _Reader:
         visibility = None
         if cmap.visibility is not None and any(n is not None and n in table for n in cmap.visibility):
             visibility = np.ones((n, cmap.num_nodes), dtype=np.float32)
-            for v, name in enumerate(cmap.visibility):
-                if name is not None and name in table:
-                    visibility[:, v] = _as_float(table[name])
+            present = [v for v, name in enumerate(cmap.visibility) if name is not None and name in table]
+            visibility[:, present] = np.stack([_as_float(table[cmap.visibility[v]]) for v in present], axis=1)
         return _Rows(_key_column(table, cmap.subject, n), _key_column(table, cmap.session, n), self._position(table),
                      points, visibility, _labels(table, cmap.label))
 
@@ -599,17 +598,15 @@ class _Windower:
                 stream.buffer[:, gaps] = 0
                 stream.valid[gaps] = False
                 stream.labels[gaps] = -1
-        steps = np.diff(rows)
-        breaks = np.flatnonzero(steps != 1) + 1
-        if (steps > 0).all() and len(breaks) <= max(8, len(rows) // 64):
-            # runs of consecutive frames (a few dropped frames between them): one pass, both threads,
-            # from the chunk into the buffer, zeroing the invalid points on the way
-            source, mask, buffer = torch.from_numpy(points), torch.from_numpy(valid), torch.from_numpy(stream.buffer)
-            for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
-                row = int(rows[a])
-                torch.where(mask[a:b], source[:, a:b], _ZERO, out=buffer[:, row:row + b - a])
-        else:  # many gaps, or frames out of order within the chunk
-            stream.buffer[:, rows] = np.where(valid, points, np.float32(0))
+        # whole-chunk operations only (both threads): many small ones stall on a busy machine
+        source, mask = torch.from_numpy(points), torch.from_numpy(valid)
+        low, high = int(rows.min()), int(rows.max()) + 1
+        target = torch.from_numpy(stream.buffer[:, low:high])
+        if high - low == len(rows) and (len(rows) < 2 or (np.diff(rows) == 1).all()):
+            torch.where(mask, source, _ZERO, out=target)  # consecutive frames: one pass, zeroing on the way
+        else:  # dropped frames between them (or out of order): zero in place, then whole frames by index
+            torch.where(mask, source, _ZERO, out=source)
+            target.index_copy_(1, torch.from_numpy(rows - low), source)
         stream.valid[rows] = valid
         stream.labels[rows] = labels
         stream.end = new_end
@@ -856,7 +853,10 @@ class LandmarkWindows(torch.utils.data.Dataset):
         self.channels = options.channel_names
         self.fps = options.fps
         batches: list[dict[str, Any]] = []
-        sink = _FileSink(Path(store), dtype) if store is not None and options.window is not None else None
+        if store is not None and options.window is None:
+            raise ValueError("LandmarkWindows: store is for fixed windows (segments are padded to the longest, "
+                             "known only at the end)")
+        sink = _FileSink(Path(store), dtype) if store is not None else None
         for batch in _samples(source, options):
             if sink is not None:
                 sink.write(batch)
