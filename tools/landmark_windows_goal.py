@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -121,6 +122,11 @@ def parquet_rate(pool: dict[str, np.ndarray], hours: float, chunk_rows: int) -> 
             "seconds": round(seconds, 2), "frames_per_second": round(rows / seconds)}
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss: KiB on Linux
 
@@ -147,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     normalize = Normalization(HOLISTIC_SHOULDERS, HOLISTIC_SHOULDERS) if args.normalize else None
     windows = valid = 0
     shape = None
+    cpu_before = cpu_seconds()
     start = time.perf_counter()
     for batch in iter_landmark_windows(synthetic_chunks(pool, args.hours, args.chunk_rows), ColumnMap.holistic(), fps=FPS,
                                        window=10.0, normalize=normalize, chunk_rows=args.chunk_rows):
@@ -154,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         valid += int(batch["mask"].sum())
         shape = tuple(batch["x"].shape[1:])
     total_s = time.perf_counter() - start
+    cpu_s = cpu_seconds() - cpu_before
     window_s = total_s - generate_s
     grid_frames = round(args.hours * 3600 * FPS)
     result = {
@@ -162,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads, "chunk_rows": args.chunk_rows, "normalize": args.normalize,
         "seconds_total": round(total_s, 2), "seconds_generating": round(generate_s, 2),
         "seconds_windowing": round(window_s, 2),
+        "cpu_seconds_total": round(cpu_s, 2),  # user + system, both threads: less sensitive to a busy machine
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "frames_per_second": round(generated / window_s), "windows_per_second": round(windows / window_s, 1),
         "output_gb_per_second": round(windows * 3 * 300 * 543 * 4 / window_s / 1e9, 2),
         "peak_rss_gb": round(peak_rss_gb(), 2), "peak_rss_gb_generation_only": round(rss_after_generation, 2),

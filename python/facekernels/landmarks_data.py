@@ -56,6 +56,7 @@ HOLISTIC_NODES = sum(count for _, count in HOLISTIC_PARTS)
 HOLISTIC_SHOULDERS = (HOLISTIC_PART_RANGES["pose"][0] + 11, HOLISTIC_PART_RANGES["pose"][0] + 12)
 
 _ZERO = torch.zeros((), dtype=torch.float32)
+_BATCH_BYTES = 24 << 20
 _KEY_FIELDS = ("frame", "time", "subject", "session", "label")
 
 
@@ -627,12 +628,17 @@ class _Windower:
                 self._pad(stream, first + span)
             lo = first - stream.start
             windows = np.lib.stride_tricks.sliding_window_view
-            view = windows(stream.buffer[:, lo:lo + span], t, axis=1, writeable=True)[:, ::s]
-            valid = windows(stream.valid[lo:lo + span], t, axis=0, writeable=True)[::s]
+            view = windows(stream.buffer[:, lo:lo + span], t, axis=1, writeable=True)[:, ::s].transpose(1, 0, 3, 2)
+            valid = windows(stream.valid[lo:lo + span], t, axis=0, writeable=True)[::s].transpose(0, 2, 1)
             labels = windows(stream.labels[lo:lo + span], t)[::s]
+            starts = first + s * np.arange(count)
             stream.next_window += count
-            yield _Batch(stream, view.transpose(1, 0, 3, 2), valid.transpose(0, 2, 1), labels,
-                         first + s * np.arange(count), np.full(count, t))
+            # batches under glibc's largest mmap threshold (32 MB): the memory of a freed batch is then
+            # reused for the next instead of being returned to the system and faulted in again
+            step = max(1, _BATCH_BYTES // (view[0].size * 4))
+            for i in range(0, count, step):
+                yield _Batch(stream, view[i:i + step], valid[i:i + step], labels[i:i + step], starts[i:i + step],
+                             np.full(len(starts[i:i + step]), t))
             return
         while stream.next_segment < len(stream.segments):
             start, length = (int(v) for v in stream.segments[stream.next_segment])
