@@ -3,6 +3,7 @@ frames, variable-length segments, labels, normalisation, the CSV / Parquet / lon
 with in-memory tables, the memory-mapped store, and subject-wise splits that never leak a subject."""
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -131,6 +132,9 @@ def test_streaming_iterator_and_memory_mapped_store_agree_with_the_dataset(tmp_p
     for i in range(len(data)):
         assert torch.equal(stored[i]["x"], data[i]["x"]) and torch.equal(stored[i]["mask"], data[i]["mask"])
         torch.testing.assert_close(half[i]["x"], data[i]["x"], rtol=1e-3, atol=1e-3)
+    copied = pickle.loads(pickle.dumps(stored))  # what a DataLoader worker receives: the path, not the data
+    assert copied.x._array is None and copied.mask._array is None  # mapped again on first use
+    assert torch.equal(copied[3]["x"], stored[3]["x"]) and torch.equal(copied[3]["mask"], stored[3]["mask"])
     batch = next(iter(torch.utils.data.DataLoader(stored, batch_size=4)))
     assert batch["x"].shape == (4, 3, 8, 5) and batch["mask"].shape == (4, 8, 5) and len(batch["subject"]) == 4
 

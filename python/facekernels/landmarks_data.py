@@ -901,7 +901,7 @@ class LandmarkWindows(torch.utils.data.Dataset):
 
     def __getitem__(self, item: int) -> dict[str, Any]:
         x, mask = self.x[item], self.mask[item]
-        if isinstance(x, np.ndarray):  # memory-mapped store
+        if isinstance(x, np.ndarray):  # a sample of the memory-mapped store
             x, mask = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(mask))
         return {"x": x.float(), "mask": mask, "label": self.labels[item], "subject": str(self.subjects[item]),
                 "session": str(self.sessions[item]), "start": float(self.starts[item]),
@@ -922,30 +922,37 @@ class _FileSink:
         batch["x"].to(self.dtype).numpy().tofile(self.x_file)
         batch["mask"].numpy().tofile(self.mask_file)
 
-    def close(self, order: np.ndarray, c: int, t: int, v: int) -> tuple[np.ndarray, np.ndarray]:
+    def close(self, order: np.ndarray, c: int, t: int, v: int) -> tuple[_StoredArray, _StoredArray]:
         self.x_file.close()
         self.mask_file.close()
         n = len(order)
-        x = np.memmap(self.folder / "x.raw", dtype=self.numpy_dtype, mode="r", shape=(n, c, t, v)) if n else \
-            np.zeros((0, c, t, v), self.numpy_dtype)
-        mask = np.memmap(self.folder / "mask.raw", dtype=np.bool_, mode="r", shape=(n, t, v)) if n else \
-            np.zeros((0, t, v), np.bool_)
-        return _Reordered(x, order), _Reordered(mask, order)
+        return (_StoredArray(self.folder / "x.raw", self.numpy_dtype, (n, c, t, v), order),
+                _StoredArray(self.folder / "mask.raw", np.dtype(np.bool_), (n, t, v), order))
 
 
-class _Reordered:
-    """A read-only array whose first index goes through a permutation (the store's rows are in the order
-    they were cut; the dataset's in (subject, session, start) order)."""
+class _StoredArray:
+    """A read-only memory-mapped array whose first index goes through a permutation (the store's rows are
+    in the order they were cut; the dataset's in (subject, session, start) order). Pickles as its path,
+    so DataLoader workers map the file instead of receiving a copy of it."""
 
-    def __init__(self, array: np.ndarray, order: np.ndarray) -> None:
-        self.array, self.order = array, order
-        self.shape = array.shape
+    def __init__(self, path: Path, dtype: Any, shape: tuple[int, ...], order: np.ndarray) -> None:
+        self.path, self.dtype, self.shape, self.order = path, np.dtype(dtype), shape, order
+        self._array: np.ndarray | None = None
+
+    def _open(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.memmap(self.path, dtype=self.dtype, mode="r", shape=self.shape) if self.shape[0] else \
+                np.zeros(self.shape, self.dtype)
+        return self._array
 
     def __getitem__(self, item: int) -> np.ndarray:
-        return self.array[self.order[item]]
+        return self._open()[self.order[item]]
 
     def __len__(self) -> int:
-        return len(self.order)
+        return self.shape[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_array": None}
 
 
 def leave_one_subject_out(subjects: Sequence[Any] | np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
