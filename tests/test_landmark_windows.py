@@ -93,14 +93,16 @@ def as_dict(data):
     return {(data[i]["subject"], data[i]["session"], int(data[i]["start"])): data[i] for i in range(len(data))}
 
 
-@pytest.mark.parametrize("window_frames,stride_frames,drop_last,chunk", [
-    (10, 10, True, 7), (10, 4, True, 1000), (6, 9, False, 5), (10, 10, False, 13), (1, 1, True, 11),
+@pytest.mark.parametrize("window_frames,stride_frames,drop_last,chunk,threshold", [
+    (10, 10, True, 7, 0.5), (10, 4, True, 1000, 0.5), (6, 9, False, 5, 0.5), (10, 10, False, 13, 0.5),
+    (1, 1, True, 11, 0.5),
+    (10, 10, True, 1000, 0.05),  # few invalid points: the placement zeroes them one by one
 ])
-def test_windows_and_masks_match_the_plain_reference(window_frames, stride_frames, drop_last, chunk):
+def test_windows_and_masks_match_the_plain_reference(window_frames, stride_frames, drop_last, chunk, threshold):
     table = make_table()
     data = LandmarkWindows(chunks(table, chunk), COLUMNS, fps=10, window=window_frames / 10, stride=stride_frames / 10,
-                           drop_last=drop_last, progress=False)
-    expected = reference_windows(table, window_frames, stride_frames, drop_last)
+                           drop_last=drop_last, visibility_threshold=threshold, progress=False)
+    expected = reference_windows(table, window_frames, stride_frames, drop_last, threshold)
     got = as_dict(data)
     assert sorted(got) == sorted(expected)
     assert data.x.shape == (len(expected), 3, window_frames, len(NAMES)) and data.mask.dtype == torch.bool

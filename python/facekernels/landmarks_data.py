@@ -600,13 +600,19 @@ class _Windower:
                 stream.valid[gaps] = False
                 stream.labels[gaps] = -1
         # whole-chunk operations only (both threads): many small ones stall on a busy machine
-        source, mask = torch.from_numpy(points), torch.from_numpy(valid)
+        source = torch.from_numpy(points)
+        invalid = ~valid
+        count = np.count_nonzero(invalid)
+        if 0 < count <= invalid.size // 4:
+            frame, node = np.nonzero(invalid)  # few invalid points: zero just those
+            points[:, frame, node] = 0.0
+        elif count:
+            torch.where(torch.from_numpy(valid), source, _ZERO, out=source)
         low, high = int(rows.min()), int(rows.max()) + 1
         target = torch.from_numpy(stream.buffer[:, low:high])
         if high - low == len(rows) and (len(rows) < 2 or (np.diff(rows) == 1).all()):
-            torch.where(mask, source, _ZERO, out=target)  # consecutive frames: one pass, zeroing on the way
-        else:  # dropped frames between them (or out of order): zero in place, then whole frames by index
-            torch.where(mask, source, _ZERO, out=source)
+            target.copy_(source)  # consecutive frames
+        else:  # dropped frames between them (or out of order): whole frames [C, V] by index
             target.index_copy_(1, torch.from_numpy(rows - low), source)
         stream.valid[rows] = valid
         stream.labels[rows] = labels
