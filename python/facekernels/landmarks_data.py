@@ -495,8 +495,10 @@ class _Windower:
             return
         options = self.options
         points = rows.points if options.channels == list(range(len(rows.points))) else rows.points[options.channels]
-        # a point is valid when its coordinates are finite (a NaN in one makes the sum NaN) and visible
-        valid = np.isfinite(torch.from_numpy(points).sum(dim=0).numpy())
+        # a point is valid when its coordinates are finite and it is visible
+        valid = np.isfinite(points[0])
+        for channel in points[1:]:
+            valid &= np.isfinite(channel)
         if rows.visibility is not None:
             valid &= rows.visibility >= options.visibility_threshold
         if options.visibility_channel:
