@@ -10,10 +10,11 @@ PYTEST_ARGS ?=
 # multi-GB CUDA build). pytest-xdist lets CI spread each test run over the machine's cores. scipy and
 # scikit-learn only cross-check facekernels.me (scipy.signal.find_peaks) and facekernels.metrics
 # (sklearn.metrics.roc_curve) in tests; opencv-contrib-python-headless is the [data] extra (facekernels.data's
-# TV-L1 flows), tested when present. timm (the [fer] extra) is not here: it needs a torchvision built for this
+# TV-L1 flows), tested when present; pyarrow is the [landmarks] extra (LandmarkWindows' Parquet reader; its
+# tests skip without it). timm (the [fer] extra) is not here: it needs a torchvision built for this
 # torch, and the only one for the CPU torch 2.13 is a CUDA build that cannot load (CI tests timm in .venv-cuda).
 DEPS := numpy scikit-build-core pybind11 cmake ninja pytest pytest-xdist expecttest pytest-benchmark matplotlib scipy \
-        scikit-learn opencv-contrib-python-headless
+        scikit-learn opencv-contrib-python-headless pyarrow
 
 .PHONY: all venv install test bench bench-pytest gpu-check cuda-emu wheel clean
 

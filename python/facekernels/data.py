@@ -1,6 +1,9 @@
 """MOL's training data: TV-L1 optical-flow targets (OpenCV's DualTVL1, as the released
 utils/compute_TVL1.py computes them, cached as .npy) and the ``MOLClips`` dataset over the released
-folder layout. Needs the ``[data]`` extra (``pip install facekernels[data]``: opencv-contrib-python-headless)."""
+folder layout. Needs the ``[data]`` extra (``pip install facekernels[data]``: opencv-contrib-python-headless).
+
+The landmark-window datasets (``LandmarkWindows`` and its helpers, facekernels.landmarks_data) are
+re-exported here; they need neither OpenCV nor, except for Parquet, pyarrow."""
 
 from __future__ import annotations
 
@@ -13,7 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import landmarks_data
+from .landmarks_data import *
+
 __all__ = ["MOLClips", "tvl1_flows"]
+__all__ += landmarks_data.__all__
 
 CLIP_LENGTH = 8
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
