@@ -1,13 +1,19 @@
-"""facekernels.graphs: the face and lip edge lists, hop distances and ST-GCN partition matrices, against a
-plainly written reference (matrix powers for the hops, per-entry loops for the partitions)."""
+"""facekernels.graphs: the edge lists (dlib, MediaPipe, OpenPose), hop distances and ST-GCN partition
+matrices, against a plainly written reference (matrix powers for the hops, per-entry loops for the
+partitions) on the small graphs and vectorised invariants on the large ones; sub-graphs, pictures, and
+the MediaPipe connection sets against the installed mediapipe package (skipped without it)."""
 
 import itertools
+import random
 
 import pytest
 import torch
 from facekernels import graphs
 
-NAMES = ["face68", "lips20"]
+# the graphs small enough for the entry-by-entry reference
+NAMES = ["face68", "lips20", "mediapipe_lips", "mediapipe_pose", "mediapipe_hand", "openpose_body25",
+         "openpose_coco18"]
+LARGE = ["mediapipe_face_mesh", "mediapipe_face_mesh_iris", "mediapipe_holistic"]
 
 
 def _dense(graph) -> torch.Tensor:
@@ -220,3 +226,296 @@ def test_bad_inputs():
         graphs.LandmarkGraph("bad", 3, ((1, 1),), 0, (0, 1, 2))
     with pytest.raises(ValueError, match="center must be in"):
         graphs.LandmarkGraph("bad", 3, ((0, 1),), 5, (0, 1, 2))
+
+
+# ---- MediaPipe and OpenPose graphs ---------------------------------------------------------------------
+
+def _components(num_nodes, pairs) -> int:
+    parent = list(range(num_nodes))
+
+    def root(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, j in pairs:
+        parent[root(i)] = root(j)
+    return len({root(x) for x in range(num_nodes)})
+
+
+def _undirected(pairs) -> set:
+    return {(min(i, j), max(i, j)) for i, j in pairs}
+
+
+GRAPH_COUNTS = [
+    # name, V, undirected edges, centre
+    ("mediapipe_face_mesh", 468, 1322, 1),
+    ("mediapipe_face_mesh_iris", 478, 1322 + 8 + 12, 1),
+    ("mediapipe_lips", 40, 40 + 4, 15),
+    ("mediapipe_pose", 33, 35 + 4, 0),
+    ("mediapipe_hand", 21, 21, 0),
+    ("mediapipe_holistic", 543, 1322 + 21 + 39 + 21 + 3, 489),
+    ("openpose_body25", 25, 24, 1),
+    ("openpose_coco18", 18, 17, 1),
+]
+
+
+@pytest.mark.parametrize("name, v, n_edges, center", GRAPH_COUNTS)
+def test_landmark_graph_counts(name, v, n_edges, center):
+    g = graphs.get_graph(name)
+    assert g.name == name and g.num_nodes == v and g.center == center
+    assert len(g.edges) == n_edges == len(set(g.edges))
+    assert all(0 <= i < j < v for i, j in g.edges)  # in range, ordered, no self-loops
+    assert len(g.landmarks) == v and (name == "mediapipe_lips" or g.landmarks == tuple(range(v)))
+    assert _components(v, g.edges) == 1
+    a = _dense(name)
+    assert torch.equal(a, a.T) and a.diagonal().sum() == 0
+
+
+def test_face_mesh_tesselation():
+    triangles = graphs.MEDIAPIPE_FACE_MESH_TRIANGLES
+    # MediaPipe lists 2556 connections, three per triangle; 1322 distinct undirected edges
+    assert len(triangles) == 852 and 3 * len(triangles) == 2556
+    assert all(len(set(t)) == 3 and all(0 <= n < 468 for n in t) for t in triangles)
+    assert len(set(map(frozenset, triangles))) == 852
+    sides = [frozenset(p) for a, b, c in triangles for p in ((a, b), (b, c), (c, a))]
+    counts = {}
+    for side in sides:
+        counts[side] = counts.get(side, 0) + 1
+    assert len(counts) == 1322 and set(counts.values()) == {1, 2}  # a surface: an edge borders one or two faces
+    assert {tuple(sorted(s)) for s in counts} == set(graphs.edges("mediapipe_face_mesh"))
+    # Euler characteristic V - E + F = -2: a disc with three holes (the mouth and the two eyes)
+    assert 468 - 1322 + 852 == -2
+    # the boundary edges (one face) form the outer rim and the three holes' rims
+    boundary = [tuple(s) for s, n in counts.items() if n == 1]
+    assert _components(468, boundary) - (468 - len({x for e in boundary for x in e})) == 4
+
+
+def test_face_mesh_regions():
+    mesh = graphs.MEDIAPIPE_FACE_MESH
+    sizes = {"lips": 40, "left_eye": 16, "right_eye": 16, "left_eyebrow": 10, "right_eyebrow": 10,
+             "face_oval": 36, "nose": 24}
+    assert {k: len(v) for k, v in graphs.MEDIAPIPE_FACE_REGIONS.items()} == sizes
+    for name, nodes in graphs.MEDIAPIPE_FACE_REGIONS.items():
+        assert len(set(nodes)) == len(nodes) and mesh.region(name) == nodes
+    # left and right: mirror sets of the same size, disjoint; the lips' four midpoints and corners
+    assert not set(mesh.region("left_eye")) & set(mesh.region("right_eye"))
+    assert {0, 13, 14, 17, 61, 291, 78, 308} <= set(mesh.region("lips"))
+    assert 1 in mesh.region("nose")
+
+
+def test_iris_pose_holistic_links():
+    mesh, iris = graphs.MEDIAPIPE_FACE_MESH, graphs.MEDIAPIPE_FACE_MESH_IRIS
+    assert set(iris.edges) - set(mesh.edges) == _undirected(graphs.MEDIAPIPE_IRIS_CONNECTIONS) | _undirected(
+        graphs.IRIS_LINKS)
+    assert iris.region("right_iris") == (468, 469, 470, 471, 472) and iris.region("left_iris")[0] == 473
+    pose = graphs.MEDIAPIPE_POSE
+    published = _undirected(graphs.MEDIAPIPE_POSE_CONNECTIONS)
+    assert len(published) == 35 and _components(33, published) == 3  # head, mouth, body
+    assert set(pose.edges) == published | _undirected(graphs.POSE_LINKS)
+    assert len(_undirected(graphs.MEDIAPIPE_HAND_CONNECTIONS)) == 21
+
+    holistic = graphs.MEDIAPIPE_HOLISTIC
+    parts = graphs.HOLISTIC_PARTS
+    assert parts == {"face": range(468), "left_hand": range(468, 489), "pose": range(489, 522),
+                     "right_hand": range(522, 543)}
+    part_graphs = {"face": mesh, "left_hand": graphs.MEDIAPIPE_HAND, "pose": pose,
+                   "right_hand": graphs.MEDIAPIPE_HAND}
+    part_of = {n: key for key, r in parts.items() for n in r}
+    cross = set()
+    for i, j in holistic.edges:
+        if part_of[i] != part_of[j]:
+            cross.add((i, j))
+    assert cross == {(1, 489), (468, 504), (505, 522)} == _undirected(graphs.HOLISTIC_LINKS)
+    for key, r in parts.items():
+        inside = {(i - r.start, j - r.start) for i, j in holistic.edges if i in r and j in r}
+        assert inside == set(part_graphs[key].edges), key
+        assert holistic.region(key) == tuple(r)
+    assert holistic.center == 489 and holistic.region("lips") == mesh.region("lips")
+    assert holistic.region("upper_body") == tuple(range(489, 489 + 25))
+
+
+def test_openpose_skeletons():
+    body25, coco18 = graphs.get_graph("openpose_body25"), graphs.get_graph("openpose_coco18")
+    # both are trees hanging from the neck (1)
+    for g in (body25, coco18):
+        assert len(g.edges) == g.num_nodes - 1 and _components(g.num_nodes, g.edges) == 1
+        assert {(0, 1), (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7)} <= set(g.edges)
+    # BODY_25: the mid hip (8) below the neck, the feet (19-24) on the ankles (11 right, 14 left)
+    assert {(1, 8), (8, 9), (8, 12), (14, 19), (14, 21), (11, 22), (11, 24), (19, 20), (22, 23)} <= set(body25.edges)
+    # COCO-18: the hips (8 right, 11 left) on the neck, eyes 14/15 and ears 16/17 on the nose
+    assert {(1, 8), (1, 11), (0, 14), (0, 15), (14, 16), (15, 17)} <= set(coco18.edges)
+
+
+# ---- partitions on the large graphs --------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", LARGE)
+def test_large_graph_partitions(name):
+    g = graphs.get_graph(name)
+    uniform = graphs.adjacency(name, "uniform", dtype=torch.float64)[0]
+    distance = graphs.adjacency(name, "distance", dtype=torch.float64)
+    spatial = graphs.adjacency(name, "spatial", dtype=torch.float64)
+    a = _dense(name)
+    eye = torch.eye(g.num_nodes, dtype=torch.float64)
+    # uniform = (A + I) D^-1, every column sums to 1
+    expected = (a + eye) / (a + eye).sum(0)
+    torch.testing.assert_close(uniform, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(distance[0], eye * expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(distance.sum(0), uniform)
+    assert spatial.shape == (3, g.num_nodes, g.num_nodes)
+    torch.testing.assert_close(spatial.sum(0), uniform)
+    torch.testing.assert_close(spatial[0], distance[0])
+    # centripetal: the neighbour is closer to the centre than the root; centrifugal: not closer
+    r = graphs.hop_distance(name)[:, g.center]
+    closer = r[:, None] < r[None, :]
+    assert torch.equal(spatial[1] > 0, (a > 0) & closer)
+    assert torch.equal(spatial[2] > 0, (a > 0) & ~closer)
+
+
+# ---- regions and sub-graphs ----------------------------------------------------------------------------
+
+def test_subgraph_renumbers_in_the_given_order():
+    rng = random.Random(0)
+    for name in ("mediapipe_face_mesh", "mediapipe_pose", "face68"):
+        g = graphs.get_graph(name)
+        nodes = rng.sample(range(g.num_nodes), min(g.num_nodes, 30))
+        sub = graphs.subgraph(g, nodes)
+        index = {n: k for k, n in enumerate(nodes)}
+        expected = {tuple(sorted((index[i], index[j]))) for i, j in g.edges if i in index and j in index}
+        assert sub.num_nodes == len(nodes) and set(sub.edges) == expected
+        assert sub.landmarks == tuple(nodes) and sub.name == f"{name}_sub{len(nodes)}"
+
+
+def test_subgraph_centre():
+    # kept when chosen
+    pose_upper = graphs.subgraph("mediapipe_pose", "upper_body")
+    assert pose_upper.num_nodes == 25 and pose_upper.center == 0 and _components(25, pose_upper.edges) == 1
+    # else the chosen node nearest the centre, the most central of those: the lips' upper-lip points are
+    # five hops from the nose tip
+    lips = graphs.subgraph("mediapipe_face_mesh", "lips")
+    d = graphs.hop_distance("mediapipe_face_mesh")
+    chosen = list(lips.landmarks)
+    nearest = min(d[1, n] for n in chosen)
+    assert d[1, lips.landmarks[lips.center]] == nearest == 5
+    # explicit
+    assert graphs.subgraph("mediapipe_face_mesh", "lips", center=0).landmarks[0] == 61
+    assert graphs.subgraph("mediapipe_face_mesh", "lips", center=0).center == chosen.index(0)
+    # a hand taken from the holistic graph: centred on its wrist
+    left = graphs.subgraph("mediapipe_holistic", "left_hand")
+    assert left.landmarks == tuple(range(468, 489)) and left.center == 0
+    assert set(left.edges) == set(graphs.MEDIAPIPE_HAND.edges)
+
+
+def test_subgraph_landmarks_compose_and_regions_follow():
+    holistic = graphs.MEDIAPIPE_HOLISTIC
+    nodes = graphs.region(holistic, "lips") + graphs.region(holistic, "left_hand")
+    sub = graphs.subgraph(holistic, nodes, "lips_and_left_hand")
+    assert sub.name == "lips_and_left_hand" and sub.num_nodes == 61
+    assert sub.region_names == ("left_hand", "lips")
+    assert sub.region("lips") == tuple(range(40)) and sub.region("left_hand") == tuple(range(40, 61))
+    # a sub-graph of a sub-graph points into the 543-row array
+    hand = graphs.subgraph(sub, "left_hand")
+    assert hand.landmarks == tuple(range(468, 489))
+    # lips20 is face68's lips region
+    lips20 = graphs.subgraph("face68", "lips", "lips20", center=51)
+    assert lips20 == graphs.LIPS20
+
+
+def test_mediapipe_lips_graph():
+    lips = graphs.MEDIAPIPE_LIPS
+    assert lips.landmarks == graphs.MEDIAPIPE_FACE_REGIONS["lips"] and lips.landmarks[lips.center] == 0
+    induced = graphs.subgraph("mediapipe_face_mesh", "lips")
+    assert _components(40, induced.edges) == 2  # the outer and inner rings
+    index = {n: k for k, n in enumerate(lips.landmarks)}
+    links = _undirected((index[i], index[j]) for i, j in graphs.MEDIAPIPE_LIP_LINKS)
+    assert set(lips.edges) == set(induced.edges) | links
+    # every node on a ring: degree 2, and 3 at the four linked points on each ring
+    degree = _dense(lips).sum(0)
+    assert sorted(degree.tolist()) == [2.0] * 32 + [3.0] * 8
+
+
+def test_subgraph_bad_inputs():
+    with pytest.raises(ValueError, match="has no region 'mouth'"):
+        graphs.subgraph("mediapipe_face_mesh", "mouth")
+    with pytest.raises(ValueError, match="nodes must be distinct"):
+        graphs.subgraph("face68", [1, 2, 1])
+    with pytest.raises(ValueError, match=r"nodes in \[0, 68\)"):
+        graphs.subgraph("face68", [1, 68])
+    with pytest.raises(ValueError, match="non-empty"):
+        graphs.subgraph("face68", [])
+    with pytest.raises(ValueError, match="links must join chosen nodes"):
+        graphs.subgraph("face68", [1, 2], links=[(1, 3)])
+    with pytest.raises(ValueError, match="center must be one of the chosen nodes"):
+        graphs.subgraph("face68", [1, 2], center=3)
+    with pytest.raises(ValueError, match="landmarks must give one index per node"):
+        graphs.LandmarkGraph("bad", 3, ((0, 1),), 0, (0, 1))
+
+
+# ---- plot ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["lips20", "mediapipe_hand", "mediapipe_face_mesh"])
+def test_plot_writes_a_png(tmp_path, name):
+    pytest.importorskip("matplotlib")
+    g = graphs.get_graph(name)
+    points = torch.rand(g.num_nodes, 3) * 100
+    out = graphs.plot(name, points, tmp_path / f"{name}.png", labels=name == "lips20")
+    assert out == tmp_path / f"{name}.png"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 1000
+
+
+def test_plot_bad_points(tmp_path):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(ValueError, match=r"points must be \[20, 2\] for graph 'lips20', got \[19, 2\]"):
+        graphs.plot("lips20", torch.zeros(19, 2), tmp_path / "x.png")
+
+
+# ---- against the mediapipe package ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def vision():
+    module = pytest.importorskip("mediapipe.tasks.python.vision")
+    if not hasattr(module, "FaceLandmarksConnections"):
+        pytest.skip("this mediapipe has no FaceLandmarksConnections (the tasks API's connection sets)")
+    return module
+
+
+def _pairs(connections) -> list:
+    return [(c.start, c.end) for c in connections]
+
+
+def test_tesselation_matches_mediapipe(vision):
+    listed = _pairs(vision.FaceLandmarksConnections.FACE_LANDMARKS_TESSELATION)
+    assert len(listed) == 2556
+    assert _undirected(listed) == set(graphs.edges("mediapipe_face_mesh"))
+    # the recorded triangles are MediaPipe's connections three at a time
+    recorded = [p for a, b, c in graphs.MEDIAPIPE_FACE_MESH_TRIANGLES for p in ((a, b), (b, c), (c, a))]
+    assert recorded == listed
+
+
+@pytest.mark.parametrize("region, attribute", [
+    ("lips", "FACE_LANDMARKS_LIPS"), ("left_eye", "FACE_LANDMARKS_LEFT_EYE"),
+    ("right_eye", "FACE_LANDMARKS_RIGHT_EYE"), ("left_eyebrow", "FACE_LANDMARKS_LEFT_EYEBROW"),
+    ("right_eyebrow", "FACE_LANDMARKS_RIGHT_EYEBROW"), ("face_oval", "FACE_LANDMARKS_FACE_OVAL"),
+    ("nose", "FACE_LANDMARKS_NOSE"),
+])
+def test_face_regions_match_mediapipe(vision, region, attribute):
+    listed = _pairs(getattr(vision.FaceLandmarksConnections, attribute))
+    nodes = graphs.MEDIAPIPE_FACE_REGIONS[region]
+    assert nodes == tuple(dict.fromkeys(n for pair in listed for n in pair))
+    sub = graphs.subgraph("mediapipe_face_mesh", region)
+    index = {n: k for k, n in enumerate(nodes)}
+    published = _undirected((index[i], index[j]) for i, j in listed)
+    assert published <= set(sub.edges)
+    if region not in ("left_eyebrow", "right_eyebrow"):
+        assert published == set(sub.edges)
+
+
+def test_iris_pose_hand_match_mediapipe(vision):
+    face = vision.FaceLandmarksConnections
+    iris = _pairs(face.FACE_LANDMARKS_LEFT_IRIS) + _pairs(face.FACE_LANDMARKS_RIGHT_IRIS)
+    assert _undirected(iris) == _undirected(graphs.MEDIAPIPE_IRIS_CONNECTIONS)
+    pose = _pairs(vision.PoseLandmarksConnections.POSE_LANDMARKS)
+    assert len(pose) == 35 and _undirected(pose) == _undirected(graphs.MEDIAPIPE_POSE_CONNECTIONS)
+    hand = _pairs(vision.HandLandmarksConnections.HAND_CONNECTIONS)
+    assert len(hand) == 21 and _undirected(hand) == _undirected(graphs.MEDIAPIPE_HAND_CONNECTIONS)

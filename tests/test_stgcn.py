@@ -135,6 +135,21 @@ def test_edge_importance_and_graph():
     torch.testing.assert_close(fixed.graph(), a.float())
 
 
+def test_block_takes_a_replacement_graph():
+    """forward(x, graph): the block's own graph gives the default result; a per-sample [N, K, V, V] graph
+    with the same graph for every sample gives the same; a different graph changes the output."""
+    torch.manual_seed(0)
+    block = STGCNBlock(3, 5, graphs.adjacency("lips20"), temporal_kernel_size=3).eval()
+    x = torch.randn(2, 3, 6, 20)
+    own = block.graph()
+    torch.testing.assert_close(block(x, own), block(x))
+    torch.testing.assert_close(block(x, own[None].expand(2, -1, -1, -1)), block(x))
+    per_sample = torch.stack([own, own.flip(-1)])
+    out = block(x, per_sample)
+    torch.testing.assert_close(out[:1], block(x[:1]))
+    assert not torch.allclose(out[1:], block(x[1:]))
+
+
 def test_adaptive_starts_near_fixed_and_learns():
     a = graphs.adjacency("lips20", dtype=torch.float64)
     fixed, _ = _pair(4, 8, 1, True, a, adaptive=False)

@@ -3,7 +3,8 @@
 from .animation import BlendshapeAdapter, EmotionTransfer, adapter_loss
 from .fer import convnext_tripse, resnet18_tripse
 from .landmark_stgcn import LandmarkSTGCN
+from .lipreading import LandmarkGuidedLipReader
 from .mol import MOL, MOLLoss, mol_loss
 
-__all__ = ["MOL", "BlendshapeAdapter", "EmotionTransfer", "LandmarkSTGCN", "MOLLoss", "adapter_loss", "convnext_tripse",
-           "mol_loss", "resnet18_tripse"]
+__all__ = ["MOL", "BlendshapeAdapter", "EmotionTransfer", "LandmarkGuidedLipReader", "LandmarkSTGCN", "MOLLoss",
+           "adapter_loss", "convnext_tripse", "mol_loss", "resnet18_tripse"]

@@ -119,14 +119,17 @@ class STGCNBlock(nn.Module):
             a = a + self.adaptive_graph
         return a
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, graph: Tensor | None = None) -> Tensor:
+        """``x`` ``[N, in_channels, T, V]``; ``graph`` (default :meth:`graph`) the ``[K, V, V]`` or
+        per-sample ``[N, K, V, V]`` graph to convolve with instead, for callers that build it from
+        :meth:`graph` and the input (data-dependent graphs)."""
         if x.dim() != 4 or x.size(1) != self.in_channels or x.size(3) != self.num_nodes:
             raise ValueError(
                 f"STGCNBlock: x must be [N, {self.in_channels}, T, {self.num_nodes}] "
                 f"([N, in_channels, T, V]), got {list(x.shape)}"
             )
         res = self.residual(x) if self.residual is not None else None
-        y = self.graph_conv(x, self.weight, self.graph(), self.bias)
+        y = self.graph_conv(x, self.weight, self.graph() if graph is None else graph, self.bias)
         y = self.bn_temporal(self.temporal_conv(F.relu(self.bn_graph(y))))
         y = self.dropout(y)
         if res is not None:
