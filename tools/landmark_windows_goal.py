@@ -158,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     for batch in iter_landmark_windows(synthetic_chunks(pool, args.hours, args.chunk_rows), ColumnMap.holistic(), fps=FPS,
                                        window=10.0, normalize=normalize, chunk_rows=args.chunk_rows):
         windows += len(batch["labels"])
-        valid += int(batch["mask"].sum())
+        # numpy's count: torch's sum over a bool tensor widens every element to int64 (34 ms a batch here,
+        # a quarter of the run, against 0.1 ms): the consumer's cost, not the windowing's
+        valid += int(np.count_nonzero(batch["mask"].numpy()))
         shape = tuple(batch["x"].shape[1:])
     total_s = time.perf_counter() - start
     cpu_s = cpu_seconds() - cpu_before
