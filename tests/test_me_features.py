@@ -105,3 +105,14 @@ def test_synthetic_video_layout():
     assert v.labels == ["brow", "mouth"]
     inner = v.landmarks[0, 42, 0] - v.landmarks[0, 39, 0]
     assert inner == pytest.approx(40.0)  # 2 units of 20 px
+
+
+def test_spot_videos_example_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "spot_videos.py"
+    run = subprocess.run([sys.executable, str(script), "--videos", "1", "--frames", "60", "--k", "10",
+                          "--events", "2", "--event-length", "8"], capture_output=True, text=True, check=True)
+    assert "STRS" in run.stdout and "stand-in scorer" in run.stdout and "spotting (MEGC" in run.stdout
