@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--k", type=int, default=30, help="window length (even; 30 as SAMM-LV, 50 as CAS(ME)^3)")
+    parser.add_argument("--k", type=int, default=30,
+                        help="window length (even; 30 as SAMM-LV, 50 as CAS(ME)^3)")
     parser.add_argument("--events", type=int, default=3, help="events per video")
     parser.add_argument("--event-length", type=int, default=12)
     parser.add_argument("--head-drift", type=float, default=0.0, help="random-walk pixels per frame")
@@ -79,8 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"F1 {spotting.f1:.3f}")
     print(f"recognition over the true positives: F1 {recognition.f1:.3f}, UAR {recognition.uar:.3f}")
     print(f"STRS {score:.3f}   (stand-in scorer, synthetic videos: not a result of the method)")
-    print(f"features {feature_seconds:.2f} s, total {time.perf_counter() - start:.2f} s for {args.videos} videos "
-          f"of {args.frames} frames")
+    total = time.perf_counter() - start
+    print(f"features {feature_seconds:.2f} s, total {total:.2f} s "
+          f"({args.videos} videos, {args.frames} frames each)")
     return {"spotting": spotting, "recognition": recognition, "strs": score}
 
 

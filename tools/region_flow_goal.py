@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         farneback = statistics.median(flow_times[name])
         result["runs"][name] = {"seconds": times[name], "median_s": median, "farneback_median_s": farneback,
                                 "ratio_to_released": peer / median, "identical": identical[name]}
-        print(f"{name:36s} {median:7.3f} s  (Farneback {farneback:6.3f} s, rest {median - farneback:6.3f} s)  "
+        print(f"{name:36s} {median:7.3f} s  (Farneback {farneback:6.3f} s, rest {median - farneback:6.3f} s) "
               f"released / this = {peer / median:5.2f}x  identical={identical[name]}")
     if args.json:
         with open(args.json, "w") as f:
