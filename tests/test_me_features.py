@@ -48,6 +48,14 @@ def test_failed_detections_and_threads(video):
     np.testing.assert_array_equal(region_flow_features(video.frames, landmarks, k, workers=3), got)
 
 
+def test_empty_band_below_an_eye(video):
+    """A left eye of zero width leaves the band below it no rows: not flowed, summary 0 - head motion."""
+    landmarks = video.landmarks[:12].copy()
+    landmarks[:, 36:42, 0] = landmarks[:, 39:40, 0]
+    got = region_flow_features(video.frames[:12], landmarks, 6)
+    np.testing.assert_array_equal(got, peer(video.frames[:12], landmarks, 6))
+
+
 def test_other_crop_size(video):
     got = region_flow_features(video.frames[:12], video.landmarks[:12], 6, size=256)
     np.testing.assert_array_equal(got, peer(video.frames[:12], video.landmarks[:12], 6, size=256))

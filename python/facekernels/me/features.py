@@ -159,13 +159,11 @@ def _summaries(flows: np.ndarray, percent: float) -> np.ndarray:
     count, n = flows.shape[0], flows.shape[1] * flows.shape[2]
     if n == 0:
         return np.zeros((count, 2), np.float32)
-    dx = np.ascontiguousarray(flows[..., 0]).reshape(count, n)
-    dy = np.ascontiguousarray(flows[..., 1]).reshape(count, n)
+    pixels = flows.reshape(count, n, 2)  # one copy when the region is a strided window of the patch
     first = int(n * (1 - percent))
-    top = np.argsort(_magnitude(dx, dy, _magnitude_rule()), axis=1)[:, first:]
-    # cumsum is a sequential float32 sum, as the loop's `total += value`
-    sums = np.stack([np.cumsum(np.take_along_axis(c, top, axis=1), axis=1, dtype=np.float32)[:, -1]
-                     for c in (dx, dy)], axis=1)
+    top = np.argsort(_magnitude(pixels[..., 0], pixels[..., 1], _magnitude_rule()), axis=1)[:, first:]
+    # cumsum is a sequential float32 sum, as the loop's `total += value`, per frame and component
+    sums = np.cumsum(np.take_along_axis(pixels, top[..., None], axis=1), axis=1, dtype=np.float32)[:, -1]
     return sums / (n - first)
 
 
@@ -197,11 +195,14 @@ def _window_features(cv2, frames, points, valid, start, k, size, align) -> np.nd
     reference = cv2.resize(frames[start + ref][top:bottom, left:right], (size, size))
     previous = {name: reference[p.rows, p.cols] for name, p in patches.items()}
 
-    def flow(name, image):
+    def flow(name, image, into=None):
         p = patches[name]
-        return cv2.calcOpticalFlowFarneback(previous[name], image[p.rows, p.cols], None, *FARNEBACK_PARAMS)
+        return cv2.calcOpticalFlowFarneback(previous[name], image[p.rows, p.cols], into, *FARNEBACK_PARAMS)
 
-    flows: dict[str, list] = {name: [] for name in patches if name != "bridge"}
+    # The patches' shapes are fixed for the window, so each patch's flows go into one array. A band below
+    # an eye with no rows is not flowed (the released check); its summary is 0.
+    flows = {name: np.empty((later, *previous[name].shape[:2], 2), np.float32) for name in patches
+             if name != "bridge" and not (name in _EMPTY_WHEN_NO_ROWS and previous[name].shape[0] == 0)}
     motion = np.zeros((later, 2), np.float32)
     for j in range(later):
         image_index = start + ref + 1 + j
@@ -221,18 +222,14 @@ def _window_features(cv2, frames, points, valid, start, k, size, align) -> np.nd
             x1, y1 = _summaries(bridge[None][:, _BRIDGE_WINDOW[0], _BRIDGE_WINDOW[1]], _BRIDGE_PERCENT)[0]
         motion[j] = x1, y1
         for name, stack in flows.items():
-            if name in _EMPTY_WHEN_NO_ROWS and image[patches[name].rows].shape[0] == 0:
-                stack.append(None)
-            else:
-                stack.append(flow(name, image))
+            result = flow(name, image, stack[j])  # OpenCV writes into stack[j]
+            if not np.may_share_memory(result, stack):  # pragma: no cover - a build that reallocates
+                stack[j] = result
 
-    present = {name: [j for j, f in enumerate(stack) if f is not None] for name, stack in flows.items()}
-    stacked = {name: np.stack([stack[j] for j in present[name]])
-               for name, stack in flows.items() if present[name]}
     for r, s in enumerate(summaries):
         values = np.zeros((later, 2), np.float32)
-        if s.patch in stacked:
-            values[present[s.patch]] = _summaries(stacked[s.patch][:, s.rows, s.cols], s.percent)
+        if s.patch in flows:
+            values = _summaries(flows[s.patch][:, s.rows, s.cols], s.percent)
         out[2 * r:2 * r + 2, ref + 1:] = (values - motion).T
     return out
 
