@@ -63,11 +63,12 @@ def test_other_crop_size(video):
 
 def test_summary_equals_loop():
     rng = np.random.default_rng(0)
-    for shape in [(1, 1), (3, 7), (20, 20), (41, 57)]:
+    for shape in [(1, 1), (3, 7), (20, 20), (41, 57), (58, 147)]:
         flows = (rng.standard_normal((4, *shape, 2)) * 2).astype(np.float32)
-        for percent in (0.2, 0.3, 0.7):
-            got = features._summaries(flows, percent)
-            want = np.array([loop_region_mean(cv2, f, percent) for f in flows], np.float32)
+        ties = rng.integers(-2, 3, (4, *shape, 2)).astype(np.float32) / 2  # many equal magnitudes
+        for case, percent in [(c, p) for c in (flows, ties) for p in (0.2, 0.3, 0.7)]:
+            got = features._summaries(case, percent)
+            want = np.array([loop_region_mean(cv2, f, percent) for f in case], np.float32)
             np.testing.assert_array_equal(got, want)
     assert np.array_equal(features._summaries(np.zeros((2, 0, 5, 2), np.float32), 0.3), np.zeros((2, 2)))
 
