@@ -8,6 +8,8 @@ metrics, recognition F1 and STRS, in NumPy (docs/me.md has the exact algorithm a
 - ``recognition_f1``: F1 = 2PR/(P+R) over the matched intervals, with UF1 and UAR.
 - ``strs``: spotting F1 x recognition F1.
 - ``frame_labels``: the per-frame pseudo-labels used for training.
+- ``region_flow_features(frames, landmarks, k)``: the released spotting features, [windows, 36, k]
+  (needs OpenCV, the ``[data]`` extra); ``synthetic_face_video`` makes test videos for it.
 
 ``python -m facekernels.me evaluate --pred preds.csv --gt gt.csv`` scores CSV files;
 ``python -m facekernels.me bench`` times the decoder.
@@ -16,6 +18,7 @@ metrics, recognition F1 and STRS, in NumPy (docs/me.md has the exact algorithm a
 from __future__ import annotations
 
 from .decode import Interval, spot_intervals, stitch_windows
+from .features import region_flow_features, window_starts
 from .labels import frame_labels
 from .metrics import (
     RecognitionResult,
@@ -28,19 +31,24 @@ from .metrics import (
     spotting_scores,
     strs,
 )
+from .synthetic import SyntheticVideo, synthetic_face_video
 
 __all__ = [
     "Interval",
     "RecognitionResult",
     "SpottingResult",
+    "SyntheticVideo",
     "frame_labels",
     "interval_iou",
     "match_intervals",
     "recognition_f1",
+    "region_flow_features",
     "spot_intervals",
     "spotting_counts",
     "spotting_metrics",
     "spotting_scores",
     "stitch_windows",
     "strs",
+    "synthetic_face_video",
+    "window_starts",
 ]
