@@ -10,7 +10,47 @@ from torch import Tensor, nn
 
 from ..ops.st_graph_conv import st_graph_conv
 
-__all__ = ["STGCNBlock"]
+__all__ = ["STGCNBlock", "masked_batch_norm"]
+
+
+def masked_batch_norm(x: Tensor, mask: Tensor, bn: nn.modules.batchnorm._BatchNorm) -> Tensor:
+    """``bn`` (a BatchNorm1d/2d's parameters, running statistics, momentum and eps) applied to
+    ``x [N, C, ...]`` with statistics over the valid points only; the output is zero at masked points.
+
+    ``mask`` is 0/1 in x's dtype, broadcastable to x with size 1 or C at dim 1 (``[N, 1, T, V]`` for one
+    mask over all channels). In training (or without running statistics) the mean and the biased variance
+    are taken over the points where the mask is 1, and the running statistics are updated from them as
+    BatchNorm does (the variance unbiased by count / (count - 1)); a channel with no valid point in the batch
+    leaves its running statistics alone. In eval the running statistics are used. With a mask of ones this
+    is ``bn(x)``.
+    """
+    dims = [0] + list(range(2, x.dim()))
+    shape = [1, x.size(1)] + [1] * (x.dim() - 2)
+    use_batch = bn.training or bn.running_mean is None
+    if use_batch:
+        count = mask.expand_as(x).sum(dims) if mask.size(1) != x.size(1) else mask.sum(dims)
+        safe = count.clamp_min(1)
+        mean = (x * mask).sum(dims) / safe
+        centered = (x - mean.view(shape)) * mask
+        var = (centered * centered).sum(dims) / safe
+        if bn.training and bn.running_mean is not None:
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+                momentum = (1.0 / float(bn.num_batches_tracked)) if bn.momentum is None else bn.momentum
+                seen = count > 0
+                unbiased = var * count / (count - 1).clamp_min(1)
+                bn.running_mean.copy_(torch.where(seen, bn.running_mean.lerp(mean, momentum), bn.running_mean))
+                bn.running_var.copy_(torch.where(seen, bn.running_var.lerp(unbiased, momentum), bn.running_var))
+    else:
+        mean, var = bn.running_mean, bn.running_var
+        centered = (x - mean.view(shape)) * mask
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    out = centered * scale.view(shape)
+    if bn.bias is not None:
+        out = out + bn.bias.view(shape) * mask
+    return out
 
 
 class STGCNBlock(nn.Module):
@@ -31,6 +71,21 @@ class STGCNBlock(nn.Module):
     learnable edge-importance weighting; ``adaptive_graph`` (initialised to 1e-6, as 2s-AGCN's B) is the
     learned additive graph of multi-graph ST-GCNs, free to link any two nodes. The residual is none
     (``residual=False``), the identity (in == out channels and stride 1) or a strided 1x1 conv + BN.
+
+    With ``mask`` (``[N, T, V]`` bool, True = valid; ``forward(x, mask)``) a masked point is a missing
+    landmark: it contributes nothing and its outputs are zero::
+
+        g   = st_graph_conv(x, weight, A', bias, mask)        masked messages dropped, zero at masked points
+        y   = mBN_t(TemporalConv(ReLU(mBN_g(g))))             the temporal conv sees zeros at masked points
+        out = ReLU(Dropout(y) + residual(x m)) m'             m' = mask[:, ::stride], zero at masked points
+
+    where ``mBN`` is :func:`masked_batch_norm`: batch statistics (and the running statistics' updates) over
+    the valid points only, so the share of missing landmarks does not shift the normalisation, with the
+    same parameters and running statistics as the unmasked path (a model trained with masks evaluates
+    without one and the other way round). The residual conv's BN is masked alike. The temporal conv reads
+    the zeros at masked frames as ST-GCN's zero padding: a valid point next to a gap sees fewer real
+    neighbours, and no renormalisation is made for it. With a mask of all True the result equals the
+    unmasked forward up to rounding.
 
     Args:
         in_channels: C_in.
@@ -119,19 +174,52 @@ class STGCNBlock(nn.Module):
             a = a + self.adaptive_graph
         return a
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x [N, in_channels, T, V]`` -> ``[N, out_channels, T', V]``; with ``mask [N, T, V]`` (bool, True =
+        valid) the masked forward of the class docstring, whose output mask is ``mask[:, ::stride]``
+        (:meth:`output_mask`)."""
         if x.dim() != 4 or x.size(1) != self.in_channels or x.size(3) != self.num_nodes:
             raise ValueError(
                 f"STGCNBlock: x must be [N, {self.in_channels}, T, {self.num_nodes}] "
                 f"([N, in_channels, T, V]), got {list(x.shape)}"
             )
-        res = self.residual(x) if self.residual is not None else None
-        y = self.graph_conv(x, self.weight, self.graph(), self.bias)
-        y = self.bn_temporal(self.temporal_conv(F.relu(self.bn_graph(y))))
+        if mask is None:
+            res = self.residual(x) if self.residual is not None else None
+            y = self.graph_conv(x, self.weight, self.graph(), self.bias)
+            y = self.bn_temporal(self.temporal_conv(F.relu(self.bn_graph(y))))
+            y = self.dropout(y)
+            if res is not None:
+                y = y + res
+            return F.relu(y)
+        n, _, t, v = x.shape
+        if mask.dtype != torch.bool or mask.shape != (n, t, v):
+            raise ValueError(f"STGCNBlock: mask must be a bool [N, T, V] = [{n}, {t}, {v}] tensor, "
+                             f"got {mask.dtype} {list(mask.shape)}")
+        m = mask.unsqueeze(1).to(x.dtype)                      # [N, 1, T, V]
+        m_out = m[:, :, :: self.stride]                        # [N, 1, T', V]
+        # masked inputs are zero for the residual branch too (st_graph_conv never reads them); where, not
+        # x * m, so that a NaN standing for a missing landmark does not spread
+        x = torch.where(mask.unsqueeze(1), x, 0.0)
+        res = self._masked_residual(x, m_out)
+        y = self.graph_conv(x, self.weight, self.graph(), self.bias, mask=mask)
+        y = F.relu(masked_batch_norm(y, m, self.bn_graph))    # zero at masked points
+        y = masked_batch_norm(self.temporal_conv(y), m_out, self.bn_temporal)
         y = self.dropout(y)
         if res is not None:
             y = y + res
         return F.relu(y)
+
+    def _masked_residual(self, x: Tensor, m_out: Tensor) -> Tensor | None:
+        if self.residual is None:
+            return None
+        if isinstance(self.residual, nn.Identity):
+            return x
+        conv, bn = self.residual[0], self.residual[1]
+        return masked_batch_norm(conv(x), m_out, bn)
+
+    def output_mask(self, mask: Tensor) -> Tensor:
+        """The mask of the block's output for an input mask ``[N, T, V]``: the frames the stride keeps."""
+        return mask[:, :: self.stride]
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, K={self.num_partitions}, V={self.num_nodes}, "
