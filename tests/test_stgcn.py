@@ -470,3 +470,26 @@ def test_encoder_cuda_matches_cpu(_no_tf32):
         torch.testing.assert_close(p_gpu.grad.cpu(), p.grad, rtol=1e-3, atol=1e-4, msg=name)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert torch.isfinite(gpu.features(x_gpu.detach())).all()
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("affine", [True, False])
+def test_masked_batch_norm_gradcheck(per_channel, affine):
+    """The training-mode masked batch norm's closed-form backward against numerical gradients (x, weight,
+    bias), with a channel that has no valid point when the mask is per channel."""
+    from facekernels.nn import masked_batch_norm
+
+    bn = nn.BatchNorm2d(3, affine=affine, track_running_stats=False).double()
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    mask = (torch.rand(2, 3 if per_channel else 1, 4, 5) > 0.3).double()
+    if per_channel:
+        mask[:, 2] = 0
+    if affine:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    assert torch.autograd.gradcheck(lambda x_: masked_batch_norm(x_, mask, bn), [x])
+    if affine:  # gradcheck perturbs bn.weight and bn.bias in place, which the module reads
+        assert torch.autograd.gradcheck(lambda w, b: masked_batch_norm(x, mask, bn), [bn.weight, bn.bias])
+    out = masked_batch_norm(x, mask, bn)
+    assert (out[mask.expand_as(out) == 0] == 0).all()
