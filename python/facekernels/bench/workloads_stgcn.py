@@ -60,9 +60,10 @@ def _workload(name: str, n: int, c: int, t: int, graph: str, channels: Sequence[
 
 
 def model_workload(op: str, name: str, description: str, flops: float, nbytes: float,
-                   build: Callable[[str], Case], compile_peer: bool = True) -> Workload:
-    """A whole ST-GCN network against its ``einsum`` twin, forward and forward+backward, the backward
-    declared as twice the forward; ``compile_peer=False`` leaves out the torch.compile'd twin."""
+                   build: Callable[[str], Case], compile_peer: bool = True,
+                   modes: tuple[str, ...] = ("forward", "forward+backward")) -> Workload:
+    """A whole ST-GCN network against its ``einsum`` twin (by default forward and forward+backward), the
+    backward declared as twice the forward; ``compile_peer=False`` leaves out the torch.compile'd twin."""
     return Workload(
         op=op,
         name=name,
@@ -74,7 +75,7 @@ def model_workload(op: str, name: str, description: str, flops: float, nbytes: f
         build=build,
         peers=("einsum",),
         compile_peers=None if compile_peer else (),
-        modes=("forward", "forward+backward"),
+        modes=modes,
     )
 
 
