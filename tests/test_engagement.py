@@ -117,7 +117,7 @@ def test_loss_decreases_on_a_learnable_signal():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
 
 
