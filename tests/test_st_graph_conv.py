@@ -247,6 +247,131 @@ def test_cpu_capabilities_agree(tmp_path):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=f"{level} ({used}) differs from default")
 
 
+# ---- the mask (issue 21) ------------------------------------------------------------------------------
+
+
+def reference_masked(x, weight, adjacency, bias, mask):
+    """The masked op written literally in float64: every message z[n, k, c, t, v] (channel product plus
+    bias) of a masked source point is dropped, then the output at masked points is zeroed."""
+    x = torch.where(mask[:, None].cpu(), x.cpu().double(), 0.0)
+    weight, adjacency, m = weight.cpu().double(), adjacency.cpu().double(), mask.cpu().double()
+    z = torch.einsum("kci,nitv->nkctv", weight, x)
+    if bias is not None:
+        z = z + bias.cpu().double()[None, :, :, None, None]
+    z = z * m[:, None, None]
+    if adjacency.dim() == 3:
+        out = torch.einsum("nkctv,kvw->nctw", z, adjacency)
+    else:
+        out = torch.einsum("nkctv,nkvw->nctw", z, adjacency)
+    return out * m[:, None]
+
+
+def make_mask(n, t, v, fraction=0.3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, t, v, generator=g) >= fraction
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_masked_matches_reference(case, dtype):
+    x, weight, adjacency, bias = make(case, dtype)
+    n, _, _, t, v, *_ = case
+    mask = make_mask(n, t, v)
+    out = st_graph_conv(x, weight, adjacency, bias, mask=mask)
+    assert out.shape == (n, weight.shape[1], t, v) and out.dtype == dtype
+    leaves = [a.detach().double().requires_grad_() for a in (x, weight, adjacency)]
+    b64 = bias.detach().double().requires_grad_() if bias is not None else None
+    ref = reference_masked(*leaves, b64, mask)
+    tol = tolerance("cpu", dtype, "st_graph_conv")
+    torch.testing.assert_close(out.double(), ref, **tol)
+    grad = torch.randn_like(ref)
+    inputs = [x, weight, adjacency] + ([bias] if bias is not None else [])
+    got = torch.autograd.grad(out, inputs, grad.to(dtype))
+    want = torch.autograd.grad(ref, leaves + ([b64] if b64 is not None else []), grad)
+    for name, g_, w in zip(["x", "weight", "adjacency", "bias"], got, want):
+        scale = max(1.0, w.abs().max().item())
+        torch.testing.assert_close(g_.double() / scale, w / scale, **tol, msg=f"grad {name}")
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[5]], ids=str)
+def test_all_true_mask_equals_unmasked(case):
+    """The issue's "masked and unmasked give equal results where no point is masked" (float32: the bias goes
+    through the channel product instead of the bias table, so equal up to rounding)."""
+    x, weight, adjacency, bias = make(case, torch.float32)
+    mask = torch.ones(x.shape[0], x.shape[2], x.shape[3], dtype=torch.bool)
+    plain = st_graph_conv(x, weight, adjacency, bias)
+    masked = st_graph_conv(x, weight, adjacency, bias, mask=mask)
+    torch.testing.assert_close(masked, plain, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(plain)
+    for g_, w in zip(torch.autograd.grad(masked, [x, weight, adjacency, bias], grad),
+                     torch.autograd.grad(plain, [x, weight, adjacency, bias], grad)):
+        torch.testing.assert_close(g_, w, rtol=1e-5, atol=1e-4)
+
+
+def test_masked_points_contribute_nothing():
+    """Whatever x holds at masked points (NaN included) changes nothing; its gradient there is zero; the
+    output at masked points is zero; a node whose every source is masked gets no bias."""
+    x, weight, adjacency, bias = make(CASES[0], requires_grad=False)
+    n, _, t, v = x.shape
+    mask = make_mask(n, t, v, 0.4)
+    mask[0, 1] = False                   # a whole frame missing: no message anywhere, output zero
+    out = st_graph_conv(x, weight, adjacency, bias, mask=mask)
+    noisy = torch.where(mask[:, None], x, torch.full_like(x, float("nan")))
+    noisy.requires_grad_()
+    out_noisy = st_graph_conv(noisy, weight, adjacency, bias, mask=mask)
+    torch.testing.assert_close(out_noisy, out)
+    assert (out.abs().sum(1)[~mask] == 0).all()
+    assert (out[0, :, 1] == 0).all()
+    (grad_x,) = torch.autograd.grad(out_noisy.sum(), [noisy])
+    assert torch.isfinite(grad_x).all() and (grad_x.abs().sum(1)[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("has_bias,per_sample", [(True, False), (False, False), (True, True)],
+                         ids=["bias", "no bias", "bias, per sample"])
+def test_masked_gradcheck(has_bias, per_sample):
+    x, weight, adjacency, bias = make((2, 2, 3, 3, 4, 2, per_sample, has_bias))
+    mask = make_mask(2, 3, 4, 0.4, seed=1)
+    assert torch.autograd.gradcheck(lambda *a: st_graph_conv(*a, mask=mask), (x, weight, adjacency, bias))
+
+
+def test_masked_opcheck():
+    """The op as the masked path calls it: x zeroed and extended by the mask channel, the bias as that
+    channel's weight, no bias argument."""
+    x, weight, adjacency, bias = make(CASES[0], torch.float32, requires_grad=False)
+    mask = make_mask(x.shape[0], x.shape[2], x.shape[3]).unsqueeze(1)
+    x_and_mask = torch.cat([torch.where(mask, x, 0.0), mask.float()], 1).requires_grad_()
+    weight_and_bias = torch.cat([weight, bias.unsqueeze(2)], 2).requires_grad_()
+    torch.library.opcheck(torch.ops.facekernels.st_graph_conv.default,
+                          (x_and_mask, weight_and_bias, adjacency.requires_grad_()))
+
+
+def test_masked_torch_compile_fullgraph():
+    x, weight, adjacency, bias = make(CASES[0], torch.float32)
+    mask = make_mask(x.shape[0], x.shape[2], x.shape[3])
+
+    def fn(x, weight, adjacency, bias, mask):
+        return torch.relu(st_graph_conv(x * 2, weight, adjacency, bias, mask=mask))
+
+    assert_compiled_matches_eager(fn, (x, weight, adjacency, bias, mask))
+
+
+@pytest.mark.parametrize("mask,match", [
+    (torch.ones(2, 4, 5), r"mask must be a bool tensor \(True = valid point\), got float32"),
+    (torch.ones(2, 4, dtype=torch.bool), r"mask must have shape \[N, T, V\] = \[2, 4, 5\], got shape \[2, 4\]"),
+    (torch.ones(2, 5, 4, dtype=torch.bool), r"mask must have shape \[N, T, V\] = \[2, 4, 5\], got shape \[2, 5, 4\]"),
+    (torch.ones(2, 4, 5, dtype=torch.bool, device="meta"), r"mask must be on the same device as x \(cpu\), got meta"),
+], ids=["float", "2-D", "T and V swapped", "meta"])
+def test_bad_mask_raises(mask, match):
+    with pytest.raises(RuntimeError, match=r"st_graph_conv: " + match):
+        st_graph_conv(**_args(), mask=mask)
+
+
+def test_masked_checks_the_op_arguments_first():
+    """A bad weight is reported as the op reports it, not as the extended weight of the masked path."""
+    with pytest.raises(RuntimeError, match=r"weight must have Cin = x.size\(1\) = 3 input channels"):
+        st_graph_conv(**_args(weight=torch.randn(2, 6, 4)), mask=torch.ones(2, 4, 5, dtype=torch.bool))
+
+
 def test_build_info_lists_kernel():
     info = facekernels.build_info()
     assert info["cpu_kernels"]["st_graph_conv"] == info["cpu_capability"]
@@ -548,3 +673,24 @@ def test_cuda_bad_shapes():
         st_graph_conv(x, weight, adjacency.expand(3, 3, 6, 6), bias)
     with pytest.raises(RuntimeError, match=r"st_graph_conv: weight must have Cin = x.size\(1\) = 3 input channels"):
         st_graph_conv(x, weight[:, :, :2], adjacency, bias)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", [CUDA_CASES[0], CUDA_CASES[1], CUDA_CASES[4]], ids=str)
+def test_cuda_masked_matches_reference(case, dtype):
+    """The masked path on CUDA (the same wrapper around the CUDA kernels): values and gradients against the
+    float64 masked reference."""
+    x, weight, adjacency, bias = make_cuda(case, dtype)
+    mask = make_mask(x.shape[0], x.shape[2], x.shape[3]).to(DEVICE)
+    out = st_graph_conv(x, weight, adjacency, bias, mask=mask)
+    leaves = [a.detach().double().cpu().requires_grad_() for a in (x, weight, adjacency)]
+    b64 = bias.detach().double().cpu().requires_grad_() if bias is not None else None
+    ref = reference_masked(*leaves, b64, mask.cpu())
+    assert_close_scaled(out, ref, cuda_tol(dtype), "out")
+    grad = torch.randn_like(ref)
+    inputs = [x, weight, adjacency] + ([bias] if bias is not None else [])
+    got = torch.autograd.grad(out, inputs, grad.to(DEVICE, dtype))
+    want = torch.autograd.grad(ref, leaves + ([b64] if b64 is not None else []), grad)
+    for name, g_, w in zip(["x", "weight", "adjacency", "bias"], got, want):
+        assert_close_scaled(g_, w, cuda_tol(dtype, 4.0), f"grad {name}")

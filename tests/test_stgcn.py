@@ -123,6 +123,113 @@ def test_block_float32_matches_plain_stgcn():
     torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
 
 
+# ---- the mask (issue 21) ------------------------------------------------------------------------------
+
+
+def _plain_masked_bn(y, valid, bn, train):
+    """BN with statistics over the valid points, written with boolean indexing; zero at masked points."""
+    out = torch.zeros_like(y)
+    for c in range(y.shape[1]):
+        values = y[:, c][valid]
+        if train:
+            mean, var = values.mean(), values.var(unbiased=False)
+        else:
+            mean, var = bn.running_mean[c], bn.running_var[c]
+        out[:, c][valid] = (values - mean) / torch.sqrt(var + bn.eps) * bn.weight[c] + bn.bias[c]
+    return out
+
+
+def _plain_masked_block(ref, x, mask, stride, train):
+    """ReferenceSTGCNBlock's weights run with the masked semantics written out: masked messages dropped,
+    masked BNs, zeros at masked points."""
+    m = mask[:, None].double()
+    valid_out = mask[:, ::stride]
+    x = x * m
+    y = ref.conv(x) * m
+    n, kc, t, v = y.shape
+    y = torch.einsum("nkctv,kvw->nctw", y.view(n, ref.k, kc // ref.k, t, v), ref.a) * m
+    y = torch.relu(_plain_masked_bn(y, mask, ref.tcn[0], train))
+    y = _plain_masked_bn(ref.tcn[2](y), valid_out, ref.tcn[3], train)
+    if isinstance(ref.residual, nn.Sequential):
+        y = y + _plain_masked_bn(ref.residual[0](x), valid_out, ref.residual[1], train)
+    else:
+        y = y + ref.residual(x)
+    return torch.relu(y)
+
+
+@pytest.mark.parametrize("c_in, c_out, stride, residual, graph, strategy", BLOCKS[:4])
+@pytest.mark.parametrize("train", [True, False])
+def test_masked_block_matches_plain(c_in, c_out, stride, residual, graph, strategy, train):
+    a = graphs.adjacency(graph, strategy, max_hop=2 if strategy == "distance" else 1, dtype=torch.float64)
+    ours, ref = _pair(c_in, c_out, stride, residual, a)
+    ours.train(train)
+    x = torch.randn(3, c_in, 11, a.shape[1], dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(3, 11, a.shape[1]) > 0.3
+    mask[1, 4:7] = False  # a gap of three frames
+    out = ours(x, mask)
+    x_ref = x.detach().clone().requires_grad_()
+    expected = _plain_masked_block(ref, x_ref, mask, stride, train)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+    assert (out.abs().sum(1)[~ours.output_mask(mask)] == 0).all()
+    g = torch.randn_like(out)
+    out.backward(g)
+    expected.backward(g)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-9, atol=1e-9)
+    assert (x.grad.abs().sum(1)[~mask] == 0).all()
+    if train:  # the running statistics move with the valid points' statistics only
+        y = ref.conv(x_ref.detach() * mask[:, None]) * mask[:, None]
+        n, kc, t, v = y.shape
+        y = torch.einsum("nkctv,kvw->nctw", y.view(n, ref.k, kc // ref.k, t, v), ref.a)
+        valid = y.permute(1, 0, 2, 3)[:, mask]
+        want = ref.tcn[0].running_mean * 0.9 + 0.1 * valid.mean(1)
+        torch.testing.assert_close(ours.bn_graph.running_mean, want, rtol=1e-9, atol=1e-9)
+        want_var = ref.tcn[0].running_var * 0.9 + 0.1 * valid.var(1, unbiased=True)
+        torch.testing.assert_close(ours.bn_graph.running_var, want_var, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_block_all_true_mask_equals_unmasked(train):
+    a = graphs.adjacency("lips20", dtype=torch.float64)
+    ours, _ = _pair(6, 8, 2, True, a)
+    twin, _ = _pair(6, 8, 2, True, a)
+    twin.load_state_dict(ours.state_dict())
+    ours.train(train)
+    twin.train(train)
+    x = torch.randn(2, 6, 9, 20, dtype=torch.float64)
+    torch.testing.assert_close(ours(x, torch.ones(2, 9, 20, dtype=torch.bool)), twin(x), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(ours.bn_graph.running_var, twin.bn_graph.running_var, rtol=1e-12, atol=1e-12)
+
+
+def test_masked_block_ignores_masked_values_and_compiles():
+    a = graphs.adjacency("lips20")
+    block = STGCNBlock(3, 8, a)
+    x = torch.randn(2, 3, 7, 20)
+    mask = torch.rand(2, 7, 20) > 0.5
+    out = block(x, mask)
+    torch.testing.assert_close(block(torch.where(mask[:, None], x, 1e3), mask), out, rtol=1e-5, atol=1e-5)
+    block.eval()
+    assert_compiled_matches_eager(block, (x, mask))
+
+
+def test_masked_block_bad_mask():
+    block = STGCNBlock(3, 8, graphs.adjacency("lips20"))
+    x = torch.randn(2, 3, 7, 20)
+    with pytest.raises(ValueError, match=r"mask must be a bool \[N, T, V\] = \[2, 7, 20\] tensor"):
+        block(x, torch.ones(2, 7, 20))
+    with pytest.raises(ValueError, match=r"mask must be a bool \[N, T, V\]"):
+        block(x, torch.ones(2, 20, 7, dtype=torch.bool))
+
+
+def test_masked_batch_norm_with_ones_is_batch_norm():
+    from facekernels.nn import masked_batch_norm
+
+    bn, twin = nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+    x = torch.randn(3, 4, 5, 6) * 2 + 1
+    torch.testing.assert_close(masked_batch_norm(x, torch.ones(3, 1, 5, 6), bn), twin(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, twin.running_var)
+    assert bn.num_batches_tracked == 1
+
+
 def test_edge_importance_and_graph():
     a = graphs.adjacency("lips20", dtype=torch.float64)
     block = STGCNBlock(2, 4, a, adaptive=True).double()
@@ -136,16 +243,18 @@ def test_edge_importance_and_graph():
 
 
 def test_block_takes_a_replacement_graph():
-    """forward(x, graph): the block's own graph gives the default result; a per-sample [N, K, V, V] graph
+    """forward(x, graph=...): the block's own graph gives the default result; a per-sample [N, K, V, V] graph
     with the same graph for every sample gives the same; a different graph changes the output."""
     torch.manual_seed(0)
     block = STGCNBlock(3, 5, graphs.adjacency("lips20"), temporal_kernel_size=3).eval()
     x = torch.randn(2, 3, 6, 20)
     own = block.graph()
-    torch.testing.assert_close(block(x, own), block(x))
-    torch.testing.assert_close(block(x, own[None].expand(2, -1, -1, -1)), block(x))
+    torch.testing.assert_close(block(x, graph=own), block(x))
+    torch.testing.assert_close(block(x, graph=own[None].expand(2, -1, -1, -1)), block(x))
     per_sample = torch.stack([own, own.flip(-1)])
-    out = block(x, per_sample)
+    out = block(x, graph=per_sample)
+    mask = torch.ones(2, 6, 20, dtype=torch.bool)
+    torch.testing.assert_close(block(x, mask, graph=per_sample), out)  # masked with every point valid
     torch.testing.assert_close(out[:1], block(x[:1]))
     assert not torch.allclose(out[1:], block(x[1:]))
 
@@ -378,3 +487,26 @@ def test_encoder_cuda_matches_cpu(_no_tf32):
         torch.testing.assert_close(p_gpu.grad.cpu(), p.grad, rtol=1e-3, atol=1e-4, msg=name)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert torch.isfinite(gpu.features(x_gpu.detach())).all()
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("affine", [True, False])
+def test_masked_batch_norm_gradcheck(per_channel, affine):
+    """The training-mode masked batch norm's closed-form backward against numerical gradients (x, weight,
+    bias), with a channel that has no valid point when the mask is per channel."""
+    from facekernels.nn import masked_batch_norm
+
+    bn = nn.BatchNorm2d(3, affine=affine, track_running_stats=False).double()
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    mask = (torch.rand(2, 3 if per_channel else 1, 4, 5) > 0.3).double()
+    if per_channel:
+        mask[:, 2] = 0
+    if affine:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    assert torch.autograd.gradcheck(lambda x_: masked_batch_norm(x_, mask, bn), [x])
+    if affine:  # gradcheck perturbs bn.weight and bn.bias in place, which the module reads
+        assert torch.autograd.gradcheck(lambda w, b: masked_batch_norm(x, mask, bn), [bn.weight, bn.bias])
+    out = masked_batch_norm(x, mask, bn)
+    assert (out[mask.expand_as(out) == 0] == 0).all()

@@ -26,16 +26,26 @@ from ..ops.st_graph_conv import st_graph_conv
 from .cases import Case, Workload
 
 
-def st_gcn_conv_einsum(x: Tensor, weight: Tensor, adjacency: Tensor, bias: Tensor | None = None) -> Tensor:
+def st_gcn_conv_einsum(x: Tensor, weight: Tensor, adjacency: Tensor, bias: Tensor | None = None,
+                       mask: Tensor | None = None) -> Tensor:
     """ST-GCN's ConvTemporalGraphical: a 1x1 convolution to K * Cout channels, then the einsum over the
-    graph (shared [K, V, V] or per-sample [N, K, V, V] adjacency)."""
+    graph (shared [K, V, V] or per-sample [N, K, V, V] adjacency). With a mask [N, T, V] (bool), the
+    eager form of st_graph_conv's masked semantics: the conv's messages (bias included) of masked points
+    are zeroed before the einsum and the output at masked points after it."""
     k, cout, cin = weight.shape
     n, _, t, v = x.shape
+    m = None if mask is None else mask.unsqueeze(1).to(x.dtype)
+    if m is not None:
+        x = torch.where(mask.unsqueeze(1), x, 0.0)
     y = F.conv2d(x, weight.reshape(k * cout, cin, 1, 1), None if bias is None else bias.reshape(k * cout))
+    if m is not None:
+        y = y * m
     y = y.view(n, k, cout, t, v)
     if adjacency.dim() == 3:
-        return torch.einsum("nkctv,kvw->nctw", y, adjacency)
-    return torch.einsum("nkctv,nkvw->nctw", y, adjacency)
+        out = torch.einsum("nkctv,kvw->nctw", y, adjacency)
+    else:
+        out = torch.einsum("nkctv,nkvw->nctw", y, adjacency)
+    return out if m is None else out * m
 
 
 def _case(n: int, cin: int, cout: int, t: int, v: int, k: int, per_sample: bool) -> Callable[[str], Case]:

@@ -30,9 +30,10 @@ def _case(n: int, c: int, t: int, graph: str, channels: Sequence[int], strides: 
         lambda ours: (n, c, t, ours.num_nodes))
 
 
-def _workload(name: str, n: int, c: int, t: int, graph: str, channels: Sequence[int], strides: Sequence[int],
-              k: int = 3) -> Workload:
-    v = 20 if graph == "lips20" else 68
+def stgcn_encoder_cost(n: int, c: int, t: int, v: int, channels: Sequence[int], strides: Sequence[int],
+                       k: int = 3) -> tuple[float, float]:
+    """(FLOPs, minimal bytes) of a forward through ST-GCN blocks (the first without residual) on
+    ``[n, c, t, v]``: the graph convs as ST-GCN writes them, the 9x1 temporal convs, the residual convs."""
     flops = 0.0
     nbytes = 4.0 * n * c * t * v
     c_prev, t_cur = c, t
@@ -45,18 +46,36 @@ def _workload(name: str, n: int, c: int, t: int, graph: str, channels: Sequence[
         nbytes += 4.0 * (k * c_out * (c_prev + 2 * v * v) + 9 * c_out * c_out)
         c_prev, t_cur = c_out, t_out
     nbytes += 4.0 * n * c_prev * t_cur
+    return flops, nbytes
+
+
+def _workload(name: str, n: int, c: int, t: int, graph: str, channels: Sequence[int], strides: Sequence[int],
+              k: int = 3) -> Workload:
+    v = 20 if graph == "lips20" else 68
+    flops, nbytes = stgcn_encoder_cost(n, c, t, v, channels, strides, k)
+    return model_workload("landmark_stgcn", name,
+                          f"LandmarkSTGCN, training mode, N={n} {graph} sequences of T={t}, C={c}, "
+                          f"channels {tuple(channels)}, strides {tuple(strides)}",
+                          flops, nbytes, _case(n, c, t, graph, channels, strides))
+
+
+def model_workload(op: str, name: str, description: str, flops: float, nbytes: float,
+                   build: Callable[[str], Case], compile_peer: bool = True,
+                   modes: tuple[str, ...] = ("forward", "forward+backward")) -> Workload:
+    """A whole ST-GCN network against its ``einsum`` twin (by default forward and forward+backward), the
+    backward declared as twice the forward; ``compile_peer=False`` leaves out the torch.compile'd twin."""
     return Workload(
-        op="landmark_stgcn",
+        op=op,
         name=name,
-        description=(f"LandmarkSTGCN, training mode, N={n} {graph} sequences of T={t}, C={c}, "
-                     f"channels {tuple(channels)}, strides {tuple(strides)}"),
+        description=description,
         flops_forward=flops,
         bytes_forward=nbytes,
         flops_backward=2.0 * flops,
         bytes_backward=2.0 * nbytes,
-        build=_case(n, c, t, graph, channels, strides),
+        build=build,
         peers=("einsum",),
-        modes=("forward", "forward+backward"),
+        compile_peers=None if compile_peer else (),
+        modes=modes,
     )
 
 

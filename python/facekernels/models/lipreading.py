@@ -276,7 +276,7 @@ class LandmarkGuidedLipReader(nn.Module):
         x = x.reshape(n, v, c, t).permute(0, 2, 3, 1)
         levels = []
         for block in self.landmark_blocks:
-            x = block(x, block.graph()[None] * modulation)
+            x = block(x, graph=block.graph()[None] * modulation)
             levels.append(x.mean(3))
         return levels
 

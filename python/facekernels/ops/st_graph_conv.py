@@ -6,17 +6,33 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, fail
-from ._checks import shape_string, sym_and
+from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, dtype_name
+from ._checks import fail, shape_string, sym_and
 from ._registration import refuse_double_backward, register_autocast, with_defaults
 
 __all__ = ["st_graph_conv"]
 
 
-def st_graph_conv(x: Tensor, weight: Tensor, adjacency: Tensor, bias: Tensor | None = None) -> Tensor:
+def st_graph_conv(
+    x: Tensor, weight: Tensor, adjacency: Tensor, bias: Tensor | None = None, mask: Tensor | None = None
+) -> Tensor:
     r"""Multi-graph convolution over the nodes of a skeleton or landmark graph, frame by frame::
 
         out[n, c, t, w] = sum_k sum_v ( sum_i weight[k, c, i] x[n, i, t, v] + bias[k, c] ) A[(n,) k, v, w]
+
+    With a ``mask`` (``m[n, t, v]``, True = the landmark was detected), a masked point sends no message
+    and receives none::
+
+        out[n, c, t, w] = m[n, t, w] sum_k sum_v m[n, t, v] ( sum_i weight[k, c, i] x[n, i, t, v]
+                                                              + bias[k, c] ) A[(n,) k, v, w]
+
+    i.e. the message of a masked source node, its channel product *and* its bias, is dropped whole (the
+    bias term becomes ``bias[k, c] * sum_v m[n, t, v] A[k, v, w]``, so a node whose neighbours are all
+    missing gets nothing, not a bias), and the output at a masked point is zero, so a later temporal
+    convolution sees zeros there. x at masked points is never read (its values, NaN included, do not
+    matter, and its gradient there is zero); no gradient reaches weight, bias or adjacency through a masked
+    point. Without a mask (or with one that is True everywhere) the result is the unmasked op's, up to
+    rounding.
 
     This is ST-GCN's ``ConvTemporalGraphical`` (a 1x1 convolution to ``K * Cout`` channels, then
     ``einsum('nkctv,kvw->nctw')``) with ``weight[k, c, i] = conv.weight[k * Cout + c, i]`` and
@@ -32,14 +48,47 @@ def st_graph_conv(x: Tensor, weight: Tensor, adjacency: Tensor, bias: Tensor | N
         weight: ``[K, Cout, Cin]``.
         adjacency: ``[K, V, V]`` shared by the batch, or ``[N, K, V, V]`` per sample (adaptive graphs).
         bias: ``[K, Cout]`` or None.
+        mask: ``[N, T, V]`` bool, or None (every point valid). Only bool is taken: a float "mask" with
+            values other than 0 and 1 would silently weight the messages, and checking the values would
+            cost a device sync on every call.
 
         One dtype for all: float32/float64 on CPU, float16/bfloat16/float32 on CUDA (computed in float32).
 
     Returns:
         ``[N, Cout, T, V]``, contiguous. Differentiable in ``x``, ``weight``, ``adjacency`` and ``bias``
         (backward kernels); not twice differentiable.
+
+    The mask is applied around the op, not inside its kernels: x is zeroed at masked points and, with a
+    bias, extended by the mask as one more input channel whose weight is the bias (``[x m, m]`` against
+    ``[weight, bias]``), which drops a masked node's bias with its message exactly; the output is
+    multiplied by the mask. The extra channel costs ``K Cout T V`` multiply-adds (``1 / Cin`` of the channel
+    product); the backward is the op's backward kernel through the same two products.
     """
-    return torch.ops.facekernels.st_graph_conv.default(x, weight, adjacency, bias)
+    if mask is None:
+        return torch.ops.facekernels.st_graph_conv.default(x, weight, adjacency, bias)
+    if not torch.compiler.is_compiling():  # traced, the fake kernel checks the op's (extended) arguments
+        _check_st_graph_conv("st_graph_conv", x, weight, adjacency, bias)
+    _check_mask("st_graph_conv", mask, x)
+    valid = mask.unsqueeze(1)                                               # [N, 1, T, V]
+    m = valid.to(x.dtype)
+    x_valid = torch.where(valid, x, 0.0)  # not x * m: a NaN at a masked point must not spread
+    if bias is None:
+        out = torch.ops.facekernels.st_graph_conv.default(x_valid, weight, adjacency, None)
+    else:
+        x_and_mask = torch.cat([x_valid, m], dim=1)                         # [N, Cin + 1, T, V]
+        weight_and_bias = torch.cat([weight, bias.unsqueeze(2)], dim=2)     # [K, Cout, Cin + 1]
+        out = torch.ops.facekernels.st_graph_conv.default(x_and_mask, weight_and_bias, adjacency, None)
+    return out * m
+
+
+def _check_mask(op: str, mask: Tensor, x: Tensor) -> None:
+    n, _, frames, nodes = x.shape
+    check(mask.dtype == torch.bool, op, "mask must be a bool tensor (True = valid point), got ",
+          dtype_name(mask.dtype))
+    # plain `and`, not sym_and: this runs in the traced Python function, not in a fake kernel
+    check(mask.dim() == 3 and mask.shape[0] == n and mask.shape[1] == frames and mask.shape[2] == nodes, op,
+          "mask must have shape [N, T, V] = [", n, ", ", frames, ", ", nodes, "], got shape ", shape_string(mask))
+    check_same_device(op, "mask", mask, "x", x)
 
 
 # The fake kernels' checks: csrc/st_graph_conv/st_graph_conv.cpp's, in its order and words (ops/_checks.py).
