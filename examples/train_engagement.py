@@ -8,11 +8,8 @@ propensity to engage; each window of ``--frames`` frames at 15 fps is labelled e
 engaged window moves more: the head (face and the pose's head points) nods and turns with a larger
 amplitude and the hands gesture more, on top of tracker noise. Hands drop out of view for stretches of
 frames and the face is lost in a few frames (the mask). One tabular feature per window carries a weak copy
-of the label (as a questionnaire or speech-activity feature would). The split is by subject: about 30% of
-the subjects are held out whole, so the scores measure generalisation to new people.
-
-Until facekernels.graphs has the MediaPipe graphs the model runs on stand-in chain graphs of the same sizes
-(facekernels.bench.workloads_engagement.engagement_graphs).
+of the label (as a questionnaire or speech-activity feature would). The split is by subject: the first of
+three subject-wise folds (facekernels.data.subject_kfold), a third of the subjects held out whole, so the scores measure generalisation to new people.
 """
 
 from __future__ import annotations
@@ -24,7 +21,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from facekernels.bench.workloads_engagement import engagement_graphs, synthetic_mask
+from facekernels.bench.workloads_engagement import synthetic_mask
+from facekernels.data import subject_kfold
 from facekernels.models import EngagementSTGCN
 
 FPS = 15.0
@@ -58,15 +56,6 @@ def synthesise(subjects: int, windows: int, frames: int, generator: torch.Genera
     return x, mask, tabular, labels, subject
 
 
-def subject_split(subject: torch.Tensor, held_out: float, generator: torch.Generator):
-    """Indices of the training and test windows, the test set being whole subjects."""
-    ids = subject.unique()
-    ids = ids[torch.randperm(len(ids), generator=generator)]
-    test_ids = ids[: max(1, round(held_out * len(ids)))]
-    is_test = torch.isin(subject, test_ids)
-    return (~is_test).nonzero().squeeze(1), is_test.nonzero().squeeze(1)
-
-
 def binary_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Accuracy and F1 at probability 0.5, and ROC AUC (the Mann-Whitney statistic, ties counted half)."""
     predicted = (logits > 0).float()
@@ -98,10 +87,9 @@ def main() -> None:
     g = torch.Generator().manual_seed(args.seed)
 
     x, mask, tabular, labels, subject = synthesise(args.subjects, args.windows, args.frames, g)
-    train, test = subject_split(subject, 0.3, g)
+    train, test = (torch.from_numpy(i) for i in next(subject_kfold(subject.numpy(), 3, seed=args.seed)))
     assert not set(subject[train].tolist()) & set(subject[test].tolist())
-    model = EngagementSTGCN(3, num_classes=1, tabular_features=1, channels=(16, 32), strides=(2, 2), hidden=32,
-                            **engagement_graphs())
+    model = EngagementSTGCN(3, num_classes=1, tabular_features=1, channels=(16, 32), strides=(2, 2), hidden=32)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     print(f"{len(train)} training windows from {len(subject[train].unique())} subjects, {len(test)} test windows "
           f"from {len(subject[test].unique())} others; T = {args.frames} frames; "

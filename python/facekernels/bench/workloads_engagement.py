@@ -7,17 +7,13 @@ pooling, head) is shared code.
 Only forward+backward is timed (the training step is the goal; one row keeps the chart within its size
 limit). The compiled peer is left out: compiling the whole four-encoder model takes minutes on the 2-core machine
 and the issue's goal is against the eager peer.
-
-Until facekernels.graphs has the MediaPipe graphs, the workload runs on stand-in chain graphs of the same
-sizes (128-node face contours, 21-node hands, 33-node pose): the kernels' cost depends on V and K, not on
-which pairs are linked, so the timings carry over.
+The model's default graphs: the 128-node Face Mesh contours, the 21-node hand, the 33-node pose.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .. import graphs
 from ..models.engagement import FACE_CONTOUR_NODES, EngagementSTGCN
 from ..nn.stgcn import STGCNBlock
 from .cases import Case, Workload
@@ -31,25 +27,6 @@ def engagement_stgcn_einsum(model: EngagementSTGCN) -> EngagementSTGCN:
         if isinstance(module, STGCNBlock):
             module.graph_conv = st_gcn_conv_einsum
     return model
-
-
-def chain_graph(name: str, num_nodes: int) -> graphs.LandmarkGraph:
-    """A path 0-1-...-(V-1) centred in the middle: a stand-in graph of a given size."""
-    return graphs.LandmarkGraph(name, num_nodes, tuple((i, i + 1) for i in range(num_nodes - 1)), num_nodes // 2,
-                                tuple(range(num_nodes)))
-
-
-def engagement_graphs() -> dict:
-    """EngagementSTGCN's graph arguments: {} (its defaults) when facekernels.graphs has the MediaPipe
-    graphs, else stand-in chains of the default sizes."""
-    try:
-        graphs.get_graph("mediapipe_hand")
-        if hasattr(graphs, "subgraph"):
-            return {}
-    except ValueError:
-        pass
-    return {"face_graph": chain_graph("face_contours", len(FACE_CONTOUR_NODES)), "face_nodes": FACE_CONTOUR_NODES,
-            "hand_graph": chain_graph("hand", 21), "pose_graph": chain_graph("pose", 33)}
 
 
 def synthetic_mask(b: int, t: int, generator: torch.Generator) -> torch.Tensor:
@@ -70,9 +47,8 @@ def synthetic_mask(b: int, t: int, generator: torch.Generator) -> torch.Tensor:
 def _build(b: int, t: int):
     def build(device: str) -> Case:
         torch.manual_seed(0)
-        kwargs = engagement_graphs()
-        ours = EngagementSTGCN(**kwargs).to(device).train()
-        peer = engagement_stgcn_einsum(EngagementSTGCN(**kwargs)).to(device).train()
+        ours = EngagementSTGCN().to(device).train()
+        peer = engagement_stgcn_einsum(EngagementSTGCN()).to(device).train()
         peer.load_state_dict(ours.state_dict())
         g = torch.Generator().manual_seed(0)
         x = torch.randn(b, 3, t, 543, generator=g).to(device).requires_grad_()
