@@ -1,0 +1,413 @@
+// CPU kernels of selective_scan, compiled once per SIMD level.
+//
+// Per channel d and state n the scan is h[l] = exp(dt[l] A[d, n]) h[l-1] + dt[l] B[l, n] u[l], with
+// y[l] = sum_n C[l, n] h[l]: sequential in l, independent across (b, d, n). A work item is a batch b and
+// a tile of W = one vector's lanes of channels, one channel per lane; the sequence is walked in chunks of
+// kChunk steps whose inputs are first transposed into lane-major scratch ([step][lane], B and C as
+// [n][step][lane], each lane reading its own group's row), so the recurrence runs on whole vectors with
+// the state of one n in a register and the exponential vectorised. The state lives in N vectors of the
+// item: memory beyond the outputs is O(threads * N * kChunk), never O(B D N L).
+//
+// Backward: a forward pass keeps the state at each chunk start (N vectors per chunk of the item), then
+// the chunks are walked backwards: each recomputes its states (and exponentials) from its checkpoint and
+// runs the reverse recurrence gh[l] = gy[l] C[l] + exp(dt[l+1] A) gh[l+1], whose carry crosses chunks.
+// The gradients of B and C sum over the channels of a group: each item adds its lanes into a slot of
+// its own (one per (b, slice of channel tiles), the slices fixed by the shape), and the slots are added
+// in order at the end; A, D and delta_bias sum over the batch from per-(b, d) partials, in order. The
+// results do not depend on the thread count.
+#include <cmath>
+#include <cstdint>
+
+#include "core/cpu_exp.h"
+#include "core/cpu_simd.h"
+#include "core/parallel.h"
+#include "selective_scan/selective_scan_kernels.h"
+
+namespace facekernels::cpu {
+namespace {
+
+constexpr int64_t kChunk = 32;
+
+// Below this many state updates the calling thread runs everything (waking the pool costs more).
+constexpr int64_t kSerialUpdates = int64_t{1} << 16;
+
+template <typename T>
+constexpr int64_t W = kLanes<T>;
+
+template <typename T>
+inline T softplus(T x) {
+  // torch.nn.functional.softplus's default threshold: x itself above 20
+  return x > T(20) ? x : std::log1p(std::exp(x));
+}
+
+template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+// The decay exp(dt * a); the argument is capped where float32's exp would overflow (A > 0 only).
+template <typename T>
+inline Vec<T> decay(Vec<T> dt, Vec<T> a) {
+  Vec<T> x = dt * a;
+  const Vec<T> cap = broadcast<T>(T(88));
+  x = x > cap ? cap : x;
+  return vexp<T>(x);
+}
+
+// The sizes of one problem and the item's place in it.
+struct Tile {
+  int64_t b, d0, lanes;  // channels d0 .. d0 + lanes - 1
+};
+
+// One chunk's inputs in lane-major scratch: dt and u as [step][lane], B and C as [n][step][lane].
+template <typename T>
+struct ChunkBuffers {
+  explicit ChunkBuffers(int64_t state)
+      : raw(kChunk * W<T>), dt(kChunk * W<T>), u(kChunk * W<T>), dtu(kChunk * W<T>), y(kChunk * W<T>),
+        bm(state * kChunk * W<T>), cm(state * kChunk * W<T>) {}
+  Scratch<T> raw, dt, u, dtu, y, bm, cm;
+};
+
+// Copies rows src[lane * row_stride + step] (step < steps) into dst[step * W + lane]; lanes beyond
+// `lanes` and steps beyond `steps` are zero.
+template <typename T>
+inline void gather_rows(T* __restrict dst, const T* __restrict src, int64_t row_stride, int64_t lanes,
+                        int64_t steps) {
+  for (int64_t i = 0; i < kChunk * W<T>; ++i) dst[i] = T(0);
+  for (int64_t j = 0; j < lanes; ++j) {
+    const T* row = src + j * row_stride;
+    for (int64_t l = 0; l < steps; ++l) dst[l * W<T> + j] = row[l];
+  }
+}
+
+// B or C of the chunk: lane j reads its group's row [b, g(d0 + j), n, l0 ..].
+template <typename T>
+void gather_matrix(T* __restrict dst, const T* m, int64_t groups, const SelectiveScanSizes& s, const Tile& t,
+                   int64_t l0, int64_t steps) {
+  const int64_t per_group = s.channels / groups, N = s.state, L = s.length;
+  for (int64_t i = 0; i < N * kChunk * W<T>; ++i) dst[i] = T(0);
+  for (int64_t j = 0; j < t.lanes; ++j) {
+    const int64_t g = (t.d0 + j) / per_group;
+    const T* base = m + ((t.b * groups + g) * N) * L + l0;
+    for (int64_t n = 0; n < N; ++n) {
+      const T* row = base + n * L;
+      T* out = dst + n * kChunk * W<T> + j;
+      for (int64_t l = 0; l < steps; ++l) out[l * W<T>] = row[l];
+    }
+  }
+}
+
+// Fills raw (delta + delta_bias), dt, u and dt * u of the chunk at l0.
+template <typename T>
+void load_steps(ChunkBuffers<T>& buf, const T* u, const T* delta, const T* bias_lanes, const SelectiveScanSizes& s,
+                const Tile& t, int64_t l0, int64_t steps) {
+  const int64_t row0 = (t.b * s.channels + t.d0) * s.length + l0;
+  gather_rows(buf.raw.data(), delta + row0, s.length, t.lanes, steps);
+  gather_rows(buf.u.data(), u + row0, s.length, t.lanes, steps);
+  for (int64_t l = 0; l < kChunk; ++l) {
+    for (int64_t j = 0; j < W<T>; ++j) {
+      const int64_t i = l * W<T> + j;
+      const bool live = l < steps && j < t.lanes;
+      T x = buf.raw[i] + bias_lanes[j];
+      buf.raw[i] = x;
+      x = s.delta_softplus ? softplus(x) : x;
+      buf.dt[i] = live ? x : T(0);
+      buf.dtu[i] = buf.dt[i] * buf.u[i];
+    }
+  }
+}
+
+// The per-lane values of a [D] vector (or `fill` where absent) and of A's row n ([D, N]).
+template <typename T>
+inline void lanes_of(T* dst, const T* v, const Tile& t, T fill) {
+  for (int64_t j = 0; j < W<T>; ++j) dst[j] = v != nullptr && j < t.lanes ? v[t.d0 + j] : fill;
+}
+
+template <typename T>
+inline void a_lanes(T* dst, const T* A, int64_t N, const Tile& t) {
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t j = 0; j < W<T>; ++j) dst[n * W<T> + j] = j < t.lanes ? A[(t.d0 + j) * N + n] : T(0);
+  }
+}
+
+// Runs the recurrence over one chunk from the states h (N vectors, updated in place), adding each
+// step's C h into y when `cm` is given, and keeping every state and decay when `hs` is given.
+template <typename T>
+void scan_chunk(ChunkBuffers<T>& buf, const T* a, T* h, int64_t N, int64_t steps, bool with_y, T* hs, T* decays) {
+  const T* dt = buf.dt.data();
+  const T* dtu = buf.dtu.data();
+  T* y = buf.y.data();
+  if (with_y) {
+    for (int64_t i = 0; i < kChunk * W<T>; ++i) y[i] = T(0);
+  }
+  for (int64_t n = 0; n < N; ++n) {
+    const Vec<T> an = load(a + n * W<T>);
+    const T* bn = buf.bm.data() + n * kChunk * W<T>;
+    const T* cn = buf.cm.data() + n * kChunk * W<T>;
+    Vec<T> state = load(h + n * W<T>);
+    for (int64_t l = 0; l < steps; ++l) {
+      const int64_t i = l * W<T>;
+      const Vec<T> da = decay<T>(load(dt + i), an);
+      state = da * state + load(dtu + i) * load(bn + i);
+      if (with_y) store(y + i, load(y + i) + load(cn + i) * state);
+      if (hs != nullptr) {
+        store(hs + n * kChunk * W<T> + i, state);
+        store(decays + n * kChunk * W<T> + i, da);
+      }
+    }
+    store(h + n * W<T>, state);
+  }
+}
+
+inline int64_t tiles_of(int64_t channels, int64_t lanes) { return (channels + lanes - 1) / lanes; }
+
+template <typename T>
+void forward(const SelectiveScanForwardArgs<T>& a) {
+  const SelectiveScanSizes& s = a.sizes;
+  const int64_t N = s.state, L = s.length, D = s.channels;
+  const int64_t tiles = tiles_of(D, W<T>);
+  const int64_t items = s.batch * tiles;
+  const bool serial = s.batch * D * L * N < kSerialUpdates;
+  parallel_for(0, items, serial ? items : 1, [&](int64_t begin, int64_t end) {
+    ChunkBuffers<T> buf(N);
+    Scratch<T> h(N * W<T>), av(N * W<T>), dv(W<T>), bias(W<T>);
+    for (int64_t item = begin; item < end; ++item) {
+      const Tile t{item / tiles, (item % tiles) * W<T>, min64(W<T>, D - (item % tiles) * W<T>)};
+      a_lanes(av.data(), a.in.A, N, t);
+      lanes_of(dv.data(), a.in.D, t, T(0));
+      lanes_of(bias.data(), a.in.delta_bias, t, T(0));
+      for (int64_t i = 0; i < N * W<T>; ++i) h[i] = T(0);
+      for (int64_t l0 = 0; l0 < L; l0 += kChunk) {
+        const int64_t steps = min64(kChunk, L - l0);
+        load_steps(buf, a.in.u, a.in.delta, bias.data(), s, t, l0, steps);
+        gather_matrix(buf.bm.data(), a.in.B, s.groups_b, s, t, l0, steps);
+        gather_matrix(buf.cm.data(), a.in.C, s.groups_c, s, t, l0, steps);
+        scan_chunk(buf, av.data(), h.data(), N, steps, true, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
+        for (int64_t j = 0; j < t.lanes; ++j) {
+          const int64_t row = (t.b * D + t.d0 + j) * L + l0;
+          for (int64_t l = 0; l < steps; ++l) {
+            T v = buf.y[l * W<T> + j] + dv[j] * buf.u[l * W<T> + j];
+            if (a.in.z != nullptr) {
+              const T zz = a.in.z[row + l];
+              v *= zz * sigmoid(zz);
+            }
+            a.out[row + l] = v;
+          }
+        }
+      }
+      for (int64_t j = 0; j < t.lanes; ++j) {
+        for (int64_t n = 0; n < N; ++n) a.last_state[(t.b * D + t.d0 + j) * N + n] = h[n * W<T> + j];
+      }
+    }
+  });
+}
+
+// Adds the lanes of a [n][step][lane] chunk gradient into a [G, N, L] slot, each lane into its group.
+template <typename T>
+void scatter_matrix(T* slot, const T* src, int64_t groups, const SelectiveScanSizes& s, const Tile& t, int64_t l0,
+                    int64_t steps) {
+  const int64_t per_group = s.channels / groups, N = s.state, L = s.length;
+  for (int64_t j = 0; j < t.lanes; ++j) {
+    const int64_t g = (t.d0 + j) / per_group;
+    for (int64_t n = 0; n < N; ++n) {
+      T* row = slot + (g * N + n) * L + l0;
+      const T* in = src + n * kChunk * W<T> + j;
+      for (int64_t l = 0; l < steps; ++l) row[l] += in[l * W<T>];
+    }
+  }
+}
+
+// Scratch of one backward worker.
+template <typename T>
+struct BackwardScratch {
+  BackwardScratch(int64_t state, int64_t chunks)
+      : buf(state), h(state * W<T>), carry(state * W<T>), a(state * W<T>), grad_a(state * W<T>),
+        checkpoints(chunks * state * W<T>), hs(state * kChunk * W<T>), decays(state * kChunk * W<T>),
+        grad_bm(state * kChunk * W<T>), grad_cm(state * kChunk * W<T>), gout(kChunk * W<T>), z(kChunk * W<T>),
+        gy(kChunk * W<T>), gu(kChunk * W<T>), gdt(kChunk * W<T>), d(W<T>), bias(W<T>), grad_d(W<T>),
+        grad_bias(W<T>) {}
+  ChunkBuffers<T> buf;
+  Scratch<T> h, carry, a, grad_a, checkpoints, hs, decays, grad_bm, grad_cm, gout, z, gy, gu, gdt, d, bias, grad_d,
+      grad_bias;
+};
+
+// The backward of one tile, its B and C gradients added into the [G, N, L] slots slot_b and slot_c.
+template <typename T>
+void backward_tile(const SelectiveScanBackwardArgs<T>& a, BackwardScratch<T>& w, const Tile& t, T* slot_b,
+                   T* slot_c) {
+  const SelectiveScanSizes& s = a.sizes;
+  const int64_t N = s.state, L = s.length, D = s.channels;
+  const int64_t chunks = (L + kChunk - 1) / kChunk;
+  ChunkBuffers<T>& buf = w.buf;
+  a_lanes(w.a.data(), a.in.A, N, t);
+  lanes_of(w.d.data(), a.in.D, t, T(0));
+  lanes_of(w.bias.data(), a.in.delta_bias, t, T(0));
+  // Forward: the state at each chunk start.
+  for (int64_t i = 0; i < N * W<T>; ++i) w.h[i] = T(0);
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t l0 = c * kChunk, steps = min64(kChunk, L - l0);
+    for (int64_t i = 0; i < N * W<T>; ++i) w.checkpoints[c * N * W<T> + i] = w.h[i];
+    if (c + 1 == chunks) break;  // the last chunk's end state is not needed
+    load_steps(buf, a.in.u, a.in.delta, w.bias.data(), s, t, l0, steps);
+    gather_matrix(buf.bm.data(), a.in.B, s.groups_b, s, t, l0, steps);
+    scan_chunk(buf, w.a.data(), w.h.data(), N, steps, false, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
+  }
+  // The reverse recurrence's carry starts at the last state's gradient.
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t j = 0; j < W<T>; ++j) {
+      const bool given = a.grad_last_state != nullptr && j < t.lanes;
+      w.carry[n * W<T> + j] = given ? a.grad_last_state[(t.b * D + t.d0 + j) * N + n] : T(0);
+    }
+  }
+  for (int64_t i = 0; i < N * W<T>; ++i) w.grad_a[i] = T(0);
+  for (int64_t j = 0; j < W<T>; ++j) w.grad_d[j] = w.grad_bias[j] = T(0);
+  for (int64_t c = chunks - 1; c >= 0; --c) {
+    const int64_t l0 = c * kChunk, steps = min64(kChunk, L - l0);
+    const int64_t row0 = (t.b * D + t.d0) * L + l0;
+    load_steps(buf, a.in.u, a.in.delta, w.bias.data(), s, t, l0, steps);
+    gather_matrix(buf.bm.data(), a.in.B, s.groups_b, s, t, l0, steps);
+    gather_matrix(buf.cm.data(), a.in.C, s.groups_c, s, t, l0, steps);
+    gather_rows(w.gout.data(), a.grad_out + row0, L, t.lanes, steps);
+    if (a.in.z != nullptr) gather_rows(w.z.data(), a.in.z + row0, L, t.lanes, steps);
+    T* checkpoint = w.checkpoints.data() + c * N * W<T>;
+    for (int64_t i = 0; i < N * W<T>; ++i) w.h[i] = checkpoint[i];
+    scan_chunk(buf, w.a.data(), w.h.data(), N, steps, true, w.hs.data(), w.decays.data());
+    // Through out = (y + D u) * silu(z): the gradients of y, z and D, and D's part of u's.
+    for (int64_t l = 0; l < steps; ++l) {
+      for (int64_t j = 0; j < W<T>; ++j) {
+        const int64_t i = l * W<T> + j;
+        const T g = w.gout[i], uu = buf.u[i];
+        T gy = g;
+        if (a.in.z != nullptr && j < t.lanes) {
+          const T zz = w.z[i], sz = sigmoid(zz);
+          const T pre = buf.y[i] + w.d[j] * uu;
+          gy = g * zz * sz;
+          a.grad_z[row0 + j * L + l] = g * pre * sz * (T(1) + zz * (T(1) - sz));
+        }
+        w.gy[i] = gy;
+        w.gu[i] = gy * w.d[j];
+        w.grad_d[j] += gy * uu;
+        w.gdt[i] = T(0);
+      }
+    }
+    // The reverse recurrence, one state n at a time.
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t base = n * kChunk * W<T>;
+      const Vec<T> an = load(w.a.data() + n * W<T>);
+      const T* bn = buf.bm.data() + base;
+      const T* cn = buf.cm.data() + base;
+      const T* hn = w.hs.data() + base;
+      const T* dn = w.decays.data() + base;
+      T* gbn = w.grad_bm.data() + base;
+      T* gcn = w.grad_cm.data() + base;
+      Vec<T> carry = load(w.carry.data() + n * W<T>);
+      Vec<T> grad_a = load(w.grad_a.data() + n * W<T>);
+      for (int64_t l = steps - 1; l >= 0; --l) {
+        const int64_t i = l * W<T>;
+        const Vec<T> gy = load(w.gy.data() + i), dt = load(buf.dt.data() + i);
+        const Vec<T> b = load(bn + i), da = load(dn + i);
+        const Vec<T> prev = l > 0 ? load(hn + i - W<T>) : load(checkpoint + n * W<T>);
+        const Vec<T> gh = gy * load(cn + i) + carry;
+        store(gcn + i, gy * load(hn + i));
+        store(gbn + i, gh * load(buf.dtu.data() + i));
+        store(w.gu.data() + i, load(w.gu.data() + i) + gh * dt * b);
+        const Vec<T> through_decay = gh * prev * da;
+        store(w.gdt.data() + i, load(w.gdt.data() + i) + gh * b * load(buf.u.data() + i) + through_decay * an);
+        grad_a += through_decay * dt;
+        carry = da * gh;
+      }
+      store(w.carry.data() + n * W<T>, carry);
+      store(w.grad_a.data() + n * W<T>, grad_a);
+    }
+    scatter_matrix(slot_b, w.grad_bm.data(), s.groups_b, s, t, l0, steps);
+    scatter_matrix(slot_c, w.grad_cm.data(), s.groups_c, s, t, l0, steps);
+    for (int64_t j = 0; j < t.lanes; ++j) {
+      for (int64_t l = 0; l < steps; ++l) {
+        const int64_t i = l * W<T> + j;
+        T gdt = w.gdt[i];
+        if (s.delta_softplus && buf.raw[i] <= T(20)) gdt *= sigmoid(buf.raw[i]);
+        a.grad_u[row0 + j * L + l] = w.gu[i];
+        a.grad_delta[row0 + j * L + l] = gdt;
+        w.grad_bias[j] += gdt;
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward(const SelectiveScanBackwardArgs<T>& a) {
+  const SelectiveScanSizes& s = a.sizes;
+  const int64_t N = s.state, L = s.length, D = s.channels, batch = s.batch;
+  const int64_t tiles = tiles_of(D, W<T>);
+  const int64_t chunks = (L + kChunk - 1) / kChunk;
+  // Each batch's tiles in `slices` fixed slices (by the shape alone), so that small batches still
+  // spread over the threads; each (b, slice) owns a slot for the B and C gradients.
+  const int64_t slices = min64(tiles, max64(1, (8 + batch - 1) / batch));
+  const int64_t per_slice = (tiles + slices - 1) / slices;
+  const int64_t size_b = s.groups_b * N * L, size_c = s.groups_c * N * L;
+  const bool partial = slices > 1;
+  Scratch<T> slots_b(partial ? batch * slices * size_b : 0), slots_c(partial ? batch * slices * size_c : 0);
+  Scratch<T> part_a(batch * D * N), part_d(batch * D), part_bias(batch * D);
+  const bool serial = batch * D * L * N < kSerialUpdates;
+  parallel_for(0, batch * slices, serial ? batch * slices : 1, [&](int64_t begin, int64_t end) {
+    BackwardScratch<T> w(N, chunks);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / slices, slice = item % slices;
+      T* slot_b = partial ? slots_b.data() + item * size_b : a.grad_B + b * size_b;
+      T* slot_c = partial ? slots_c.data() + item * size_c : a.grad_C + b * size_c;
+      for (int64_t i = 0; i < size_b; ++i) slot_b[i] = T(0);
+      for (int64_t i = 0; i < size_c; ++i) slot_c[i] = T(0);
+      for (int64_t tile = slice * per_slice; tile < min64(tiles, (slice + 1) * per_slice); ++tile) {
+        const Tile t{b, tile * W<T>, min64(W<T>, D - tile * W<T>)};
+        backward_tile(a, w, t, slot_b, slot_c);
+        for (int64_t j = 0; j < t.lanes; ++j) {
+          const int64_t bd = b * D + t.d0 + j;
+          for (int64_t n = 0; n < N; ++n) part_a[bd * N + n] = w.grad_a[n * W<T> + j];
+          part_d[bd] = w.grad_d[j];
+          part_bias[bd] = w.grad_bias[j];
+        }
+      }
+    }
+  });
+  // The sums over the slices and the batch, in a fixed order.
+  if (partial) {
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t i = 0; i < size_b; ++i) {
+        T acc = T(0);
+        for (int64_t sl = 0; sl < slices; ++sl) acc += slots_b[(b * slices + sl) * size_b + i];
+        a.grad_B[b * size_b + i] = acc;
+      }
+      for (int64_t i = 0; i < size_c; ++i) {
+        T acc = T(0);
+        for (int64_t sl = 0; sl < slices; ++sl) acc += slots_c[(b * slices + sl) * size_c + i];
+        a.grad_C[b * size_c + i] = acc;
+      }
+    }
+  }
+  for (int64_t i = 0; i < D * N; ++i) {
+    T acc = T(0);
+    for (int64_t b = 0; b < batch; ++b) acc += part_a[b * D * N + i];
+    a.grad_A[i] = acc;
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    T acc_d = T(0), acc_bias = T(0);
+    for (int64_t b = 0; b < batch; ++b) {
+      acc_d += part_d[b * D + d];
+      acc_bias += part_bias[b * D + d];
+    }
+    if (a.grad_D != nullptr) a.grad_D[d] = acc_d;
+    if (a.grad_delta_bias != nullptr) a.grad_delta_bias[d] = acc_bias;
+  }
+}
+
+template <typename T>
+constexpr SelectiveScanKernels<T> make_table() {
+  return {.forward = &forward<T>, .backward = &backward<T>};
+}
+
+}  // namespace
+
+FK_DEFINE_CPU_KERNEL_TABLE(SelectiveScanKernels, selective_scan_kernels, make_table, float)
+FK_DEFINE_CPU_KERNEL_TABLE(SelectiveScanKernels, selective_scan_kernels, make_table, double)
+
+}  // namespace facekernels::cpu
