@@ -9,10 +9,12 @@ The CUDA kernels compute in float16/bfloat16/float32 (float32 state), so gradche
 
 import itertools
 
+import facekernels
 import pytest
 import torch
 import torch.nn.functional as F
 from devices import DEVICE_DTYPES, DEVICES, assert_close
+from facekernels.ops import selective_scan
 from helpers import (
     arguments,
     assert_compiled_matches_eager,
@@ -20,9 +22,6 @@ from helpers import (
     assert_tracing_refuses_like_native,
     run_at_each_cpu_capability,
 )
-
-import facekernels
-from facekernels.ops import selective_scan
 
 # The CPU kernels walk the sequence in chunks of 32 steps and the channels in tiles of one vector's lanes
 # (4 to 16): the lengths and channel counts below cross both.
@@ -38,7 +37,7 @@ def _expand(m, channels):
 def reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """float64 on the CPU, one step at a time from the definition; returns (out, last_state).
     Differentiable (the reference gradients)."""
-    f64 = lambda t: None if t is None else t.detach().double().cpu().requires_grad_(t.requires_grad)  # noqa: E731
+    f64 = lambda t: None if t is None else t.detach().double().cpu().requires_grad_(t.requires_grad)
     return reference64(*(f64(t) for t in (u, delta, A, B, C, D, z, delta_bias)), delta_softplus)
 
 
@@ -65,7 +64,7 @@ def make_inputs(batch, channels, length, state, groups_b=0, groups_c=0, *, with_
                 with_bias=True, device="cpu", dtype=torch.float32, seed=0):
     """Mamba-like inputs: A = -exp(A_log) < 0, delta around softplus's knee; groups 0: the [B, N, L] form."""
     g = torch.Generator().manual_seed(seed)
-    randn = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    randn = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
 
     def matrix(groups):
         return randn(batch, state, length) if groups == 0 else randn(batch, groups, state, length)
@@ -230,8 +229,8 @@ def test_strided_inputs():
     selective_scan(**leaves, delta_softplus=True).backward(grad)
     ref_leaves = {k: v.detach().clone().requires_grad_() for k, v in i.items()}
     reference64(**ref_leaves, delta_softplus=True)[0].backward(grad)
-    for k in leaves:
-        assert_close(leaves[k].grad, ref_leaves[k].grad, msg=lambda m, k=k: f"grad of {k}: {m}")
+    for k, leaf in leaves.items():
+        assert_close(leaf.grad, ref_leaves[k].grad, msg=lambda m, k=k: f"grad of {k}: {m}")
 
 
 @pytest.mark.parametrize("device", DEVICES)

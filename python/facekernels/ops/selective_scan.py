@@ -5,8 +5,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check, check_dim, check_floating_dtype, check_same_device, check_same_dtype, dtype_name, fail
-from ._checks import same_shape, shape_string, sym_and
+from ._checks import (
+    check,
+    check_dim,
+    check_floating_dtype,
+    check_same_device,
+    check_same_dtype,
+    dtype_name,
+    fail,
+    same_shape,
+    shape_string,
+    sym_and,
+)
 from ._registration import refuse_double_backward, register_autocast, with_defaults
 
 __all__ = ["selective_scan"]
