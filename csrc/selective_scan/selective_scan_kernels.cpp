@@ -34,15 +34,54 @@ constexpr int64_t kSerialUpdates = int64_t{1} << 16;
 template <typename T>
 constexpr int64_t W = kLanes<T>;
 
-template <typename T>
-inline T softplus(T x) {
-  // torch.nn.functional.softplus's default threshold: x itself above 20
-  return x > T(20) ? x : std::log1p(std::exp(x));
+// Natural log of positive normal float32 lanes: u = m 2^k with m in [sqrt(1/2), sqrt(2)), and
+// log(m) = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172, by its series to s^9 (the next term is below
+// 2e-9 relative); k ln2 with ln2 split in two as in vexp.
+inline Vec<float> vlog(Vec<float> u) {
+  typedef int32_t VI __attribute__((vector_size(kVectorBytes)));
+  VI bits;
+  __builtin_memcpy(&bits, &u, sizeof(bits));
+  VI k = (bits >> 23) - 127;
+  const VI mantissa = (bits & 0x007fffff) | 0x3f800000;  // m in [1, 2)
+  Vec<float> m;
+  __builtin_memcpy(&m, &mantissa, sizeof(m));
+  const Vec<float> half = broadcast<float>(0.5f), one = broadcast<float>(1.0f);
+  const auto high = m > 1.41421356f;
+  m = high ? m * half : m;
+  k = high ? k + 1 : k;
+  const Vec<float> s = (m - one) / (m + one), s2 = s * s;
+  Vec<float> p = broadcast<float>(2.0f / 9.0f);
+  p = p * s2 + 2.0f / 7.0f;
+  p = p * s2 + 2.0f / 5.0f;
+  p = p * s2 + 2.0f / 3.0f;
+  p = p * s2 + 2.0f;
+  const Vec<float> kf = __builtin_convertvector(k, Vec<float>);
+  return s * p + kf * -2.12194440e-4f + kf * 0.693359375f;
 }
 
+// softplus with torch.nn.functional.softplus's default threshold (x itself above 20):
+// log1p(e^x) as log(u) e / (u - 1), u = 1 + e^x, exact where u rounds to 1.
 template <typename T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+inline Vec<T> vsoftplus(Vec<T> x) {
+  const Vec<T> threshold = broadcast<T>(T(20));
+  if constexpr (sizeof(T) == 4) {
+    const Vec<float> e = vexp<float>(x > threshold ? threshold : x), one = broadcast<float>(1.0f);
+    const Vec<float> u = one + e, d = u - one;
+    const Vec<float> r = d == 0.0f ? e : vlog(u) * e / (d == 0.0f ? one : d);
+    return x > threshold ? x : r;
+  } else {
+    Vec<T> r;
+    for (int i = 0; i < kLanes<T>; ++i) r[i] = x[i] > T(20) ? x[i] : std::log1p(std::exp(x[i]));
+    return r;
+  }
+}
+
+// 1 / (1 + e^-x), the exponent's argument capped where float32's exp would overflow.
+template <typename T>
+inline Vec<T> vsigmoid(Vec<T> x) {
+  const Vec<T> one = broadcast<T>(T(1)), cap = broadcast<T>(T(88));
+  const Vec<T> minus = -x;
+  return one / (one + vexp<T>(minus > cap ? cap : minus));
 }
 
 // The decay exp(dt * a); the argument is capped where float32's exp would overflow (A > 0 only).
@@ -59,13 +98,15 @@ struct Tile {
   int64_t b, d0, lanes;  // channels d0 .. d0 + lanes - 1
 };
 
-// One chunk's inputs in lane-major scratch: dt and u as [step][lane], B and C as [n][step][lane].
+// One tile's per-lane constants and one chunk's inputs in lane-major scratch: dt, u and z as
+// [step][lane], B and C as [n][step][lane].
 template <typename T>
 struct ChunkBuffers {
   explicit ChunkBuffers(int64_t state)
-      : raw(kChunk * W<T>), dt(kChunk * W<T>), u(kChunk * W<T>), dtu(kChunk * W<T>), y(kChunk * W<T>),
-        bm(state * kChunk * W<T>), cm(state * kChunk * W<T>) {}
-  Scratch<T> raw, dt, u, dtu, y, bm, cm;
+      : a(state * W<T>), skip(W<T>), bias(W<T>), live(W<T>), raw(kChunk * W<T>), dt(kChunk * W<T>),
+        u(kChunk * W<T>), dtu(kChunk * W<T>), z(kChunk * W<T>), y(kChunk * W<T>), bm(state * kChunk * W<T>),
+        cm(state * kChunk * W<T>) {}
+  Scratch<T> a, skip, bias, live, raw, dt, u, dtu, z, y, bm, cm;
 };
 
 // Copies rows src[lane * row_stride + step] (step < steps) into dst[step * W + lane]; lanes beyond
@@ -80,11 +121,23 @@ inline void gather_rows(T* __restrict dst, const T* __restrict src, int64_t row_
   }
 }
 
-// B or C of the chunk: lane j reads its group's row [b, g(d0 + j), n, l0 ..].
+// B or C of the chunk: lane j reads its group's row [b, g(d0 + j), n, l0 ..]. When the tile's channels
+// are all in one group (always for the [B, N, L] form), each step's value is broadcast to every lane:
+// one vector store per (n, step) instead of a scalar store per lane.
 template <typename T>
 void gather_matrix(T* __restrict dst, const T* m, int64_t groups, const SelectiveScanSizes& s, const Tile& t,
                    int64_t l0, int64_t steps) {
   const int64_t per_group = s.channels / groups, N = s.state, L = s.length;
+  const int64_t first = t.d0 / per_group;
+  if ((t.d0 + t.lanes - 1) / per_group == first) {
+    const T* base = m + ((t.b * groups + first) * N) * L + l0;
+    for (int64_t n = 0; n < N; ++n) {
+      const T* row = base + n * L;
+      T* out = dst + n * kChunk * W<T>;
+      for (int64_t l = 0; l < steps; ++l) store(out + l * W<T>, broadcast<T>(row[l]));
+    }
+    return;
+  }
   for (int64_t i = 0; i < N * kChunk * W<T>; ++i) dst[i] = T(0);
   for (int64_t j = 0; j < t.lanes; ++j) {
     const int64_t g = (t.d0 + j) / per_group;
@@ -97,43 +150,55 @@ void gather_matrix(T* __restrict dst, const T* m, int64_t groups, const Selectiv
   }
 }
 
-// Fills raw (delta + delta_bias), dt, u and dt * u of the chunk at l0.
+// The tile's per-lane constants: A's rows, D and delta_bias (0 where absent), and 1 in the tile's lanes
+// (0 beyond it).
 template <typename T>
-void load_steps(ChunkBuffers<T>& buf, const T* u, const T* delta, const T* bias_lanes, const SelectiveScanSizes& s,
-                const Tile& t, int64_t l0, int64_t steps) {
-  const int64_t row0 = (t.b * s.channels + t.d0) * s.length + l0;
-  gather_rows(buf.raw.data(), delta + row0, s.length, t.lanes, steps);
-  gather_rows(buf.u.data(), u + row0, s.length, t.lanes, steps);
-  for (int64_t l = 0; l < kChunk; ++l) {
-    for (int64_t j = 0; j < W<T>; ++j) {
-      const int64_t i = l * W<T> + j;
-      const bool live = l < steps && j < t.lanes;
-      T x = buf.raw[i] + bias_lanes[j];
-      buf.raw[i] = x;
-      x = s.delta_softplus ? softplus(x) : x;
-      buf.dt[i] = live ? x : T(0);
-      buf.dtu[i] = buf.dt[i] * buf.u[i];
-    }
+void start_tile(ChunkBuffers<T>& buf, const SelectiveScanInputs<T>& in, int64_t N, const Tile& t) {
+  for (int64_t j = 0; j < W<T>; ++j) {
+    const bool inside = j < t.lanes;
+    const int64_t d = t.d0 + j;
+    for (int64_t n = 0; n < N; ++n) buf.a[n * W<T> + j] = inside ? in.A[d * N + n] : T(0);
+    buf.skip[j] = inside && in.D != nullptr ? in.D[d] : T(0);
+    buf.bias[j] = inside && in.delta_bias != nullptr ? in.delta_bias[d] : T(0);
+    buf.live[j] = inside ? T(1) : T(0);
   }
 }
 
-// The per-lane values of a [D] vector (or `fill` where absent) and of A's row n ([D, N]).
+// Fills raw (delta + delta_bias), dt, u, dt * u and z of the chunk at l0; dt is zero in lanes beyond
+// the tile, so they neither decay nor take input.
 template <typename T>
-inline void lanes_of(T* dst, const T* v, const Tile& t, T fill) {
-  for (int64_t j = 0; j < W<T>; ++j) dst[j] = v != nullptr && j < t.lanes ? v[t.d0 + j] : fill;
+void load_steps(ChunkBuffers<T>& buf, const SelectiveScanInputs<T>& in, const SelectiveScanSizes& s, const Tile& t,
+                int64_t l0, int64_t steps) {
+  const int64_t row0 = (t.b * s.channels + t.d0) * s.length + l0;
+  gather_rows(buf.raw.data(), in.delta + row0, s.length, t.lanes, steps);
+  gather_rows(buf.u.data(), in.u + row0, s.length, t.lanes, steps);
+  if (in.z != nullptr) gather_rows(buf.z.data(), in.z + row0, s.length, t.lanes, steps);
+  const Vec<T> bias = load(buf.bias.data()), live = load(buf.live.data());
+  for (int64_t l = 0; l < steps; ++l) {
+    const int64_t i = l * W<T>;
+    const Vec<T> raw = load(buf.raw.data() + i) + bias;
+    store(buf.raw.data() + i, raw);
+    const Vec<T> dt = (s.delta_softplus ? vsoftplus<T>(raw) : raw) * live;
+    store(buf.dt.data() + i, dt);
+    store(buf.dtu.data() + i, dt * load(buf.u.data() + i));
+  }
 }
 
+// Writes the [step][lane] values src of the tile's lanes to their rows of a [B, D, L] tensor.
 template <typename T>
-inline void a_lanes(T* dst, const T* A, int64_t N, const Tile& t) {
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t j = 0; j < W<T>; ++j) dst[n * W<T> + j] = j < t.lanes ? A[(t.d0 + j) * N + n] : T(0);
+inline void scatter_rows(T* __restrict dst, const T* __restrict src, int64_t row_stride, int64_t lanes,
+                         int64_t steps) {
+  for (int64_t j = 0; j < lanes; ++j) {
+    T* row = dst + j * row_stride;
+    for (int64_t l = 0; l < steps; ++l) row[l] = src[l * W<T> + j];
   }
 }
 
 // Runs the recurrence over one chunk from the states h (N vectors, updated in place), adding each
 // step's C h into y when `cm` is given, and keeping every state and decay when `hs` is given.
 template <typename T>
-void scan_chunk(ChunkBuffers<T>& buf, const T* a, T* h, int64_t N, int64_t steps, bool with_y, T* hs, T* decays) {
+void scan_chunk(ChunkBuffers<T>& buf, T* h, int64_t N, int64_t steps, bool with_y, T* hs, T* decays) {
+  const T* a = buf.a.data();
   const T* dt = buf.dt.data();
   const T* dtu = buf.dtu.data();
   T* y = buf.y.data();
@@ -170,30 +235,28 @@ void forward(const SelectiveScanForwardArgs<T>& a) {
   const bool serial = s.batch * D * L * N < kSerialUpdates;
   parallel_for(0, items, serial ? items : 1, [&](int64_t begin, int64_t end) {
     ChunkBuffers<T> buf(N);
-    Scratch<T> h(N * W<T>), av(N * W<T>), dv(W<T>), bias(W<T>);
+    Scratch<T> h(N * W<T>);
     for (int64_t item = begin; item < end; ++item) {
       const Tile t{item / tiles, (item % tiles) * W<T>, min64(W<T>, D - (item % tiles) * W<T>)};
-      a_lanes(av.data(), a.in.A, N, t);
-      lanes_of(dv.data(), a.in.D, t, T(0));
-      lanes_of(bias.data(), a.in.delta_bias, t, T(0));
+      start_tile(buf, a.in, N, t);
       for (int64_t i = 0; i < N * W<T>; ++i) h[i] = T(0);
+      const Vec<T> skip = load(buf.skip.data());
       for (int64_t l0 = 0; l0 < L; l0 += kChunk) {
         const int64_t steps = min64(kChunk, L - l0);
-        load_steps(buf, a.in.u, a.in.delta, bias.data(), s, t, l0, steps);
+        load_steps(buf, a.in, s, t, l0, steps);
         gather_matrix(buf.bm.data(), a.in.B, s.groups_b, s, t, l0, steps);
         gather_matrix(buf.cm.data(), a.in.C, s.groups_c, s, t, l0, steps);
-        scan_chunk(buf, av.data(), h.data(), N, steps, true, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
-        for (int64_t j = 0; j < t.lanes; ++j) {
-          const int64_t row = (t.b * D + t.d0 + j) * L + l0;
-          for (int64_t l = 0; l < steps; ++l) {
-            T v = buf.y[l * W<T> + j] + dv[j] * buf.u[l * W<T> + j];
-            if (a.in.z != nullptr) {
-              const T zz = a.in.z[row + l];
-              v *= zz * sigmoid(zz);
-            }
-            a.out[row + l] = v;
+        scan_chunk(buf, h.data(), N, steps, true, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
+        for (int64_t l = 0; l < steps; ++l) {  // out = (y + D u) silu(z), over y in place
+          const int64_t i = l * W<T>;
+          Vec<T> v = load(buf.y.data() + i) + skip * load(buf.u.data() + i);
+          if (a.in.z != nullptr) {
+            const Vec<T> zz = load(buf.z.data() + i);
+            v *= zz * vsigmoid<T>(zz);
           }
+          store(buf.y.data() + i, v);
         }
+        scatter_rows(a.out + (t.b * D + t.d0) * L + l0, buf.y.data(), L, t.lanes, steps);
       }
       for (int64_t j = 0; j < t.lanes; ++j) {
         for (int64_t n = 0; n < N; ++n) a.last_state[(t.b * D + t.d0 + j) * N + n] = h[n * W<T> + j];
@@ -202,11 +265,21 @@ void forward(const SelectiveScanForwardArgs<T>& a) {
   });
 }
 
-// Adds the lanes of a [n][step][lane] chunk gradient into a [G, N, L] slot, each lane into its group.
+// Adds the lanes of a [n][step][lane] chunk gradient into a [G, N, L] slot, each lane into its group
+// (lanes beyond the tile hold zeros: their gradients of y and of the last state are zero).
 template <typename T>
 void scatter_matrix(T* slot, const T* src, int64_t groups, const SelectiveScanSizes& s, const Tile& t, int64_t l0,
                     int64_t steps) {
   const int64_t per_group = s.channels / groups, N = s.state, L = s.length;
+  const int64_t first = t.d0 / per_group;
+  if ((t.d0 + t.lanes - 1) / per_group == first) {
+    for (int64_t n = 0; n < N; ++n) {
+      T* row = slot + (first * N + n) * L + l0;
+      const T* in = src + n * kChunk * W<T>;
+      for (int64_t l = 0; l < steps; ++l) row[l] += horizontal_sum<T>(load(in + l * W<T>));
+    }
+    return;
+  }
   for (int64_t j = 0; j < t.lanes; ++j) {
     const int64_t g = (t.d0 + j) / per_group;
     for (int64_t n = 0; n < N; ++n) {
@@ -221,14 +294,12 @@ void scatter_matrix(T* slot, const T* src, int64_t groups, const SelectiveScanSi
 template <typename T>
 struct BackwardScratch {
   BackwardScratch(int64_t state, int64_t chunks)
-      : buf(state), h(state * W<T>), carry(state * W<T>), a(state * W<T>), grad_a(state * W<T>),
-        checkpoints(chunks * state * W<T>), hs(state * kChunk * W<T>), decays(state * kChunk * W<T>),
-        grad_bm(state * kChunk * W<T>), grad_cm(state * kChunk * W<T>), gout(kChunk * W<T>), z(kChunk * W<T>),
-        gy(kChunk * W<T>), gu(kChunk * W<T>), gdt(kChunk * W<T>), d(W<T>), bias(W<T>), grad_d(W<T>),
-        grad_bias(W<T>) {}
+      : buf(state), h(state * W<T>), carry(state * W<T>), grad_a(state * W<T>), checkpoints(chunks * state * W<T>),
+        hs(state * kChunk * W<T>), decays(state * kChunk * W<T>), grad_bm(state * kChunk * W<T>),
+        grad_cm(state * kChunk * W<T>), gout(kChunk * W<T>), gy(kChunk * W<T>), gu(kChunk * W<T>),
+        gdt(kChunk * W<T>), gz(kChunk * W<T>), grad_d(W<T>), grad_bias(W<T>) {}
   ChunkBuffers<T> buf;
-  Scratch<T> h, carry, a, grad_a, checkpoints, hs, decays, grad_bm, grad_cm, gout, z, gy, gu, gdt, d, bias, grad_d,
-      grad_bias;
+  Scratch<T> h, carry, grad_a, checkpoints, hs, decays, grad_bm, grad_cm, gout, gy, gu, gdt, gz, grad_d, grad_bias;
 };
 
 // The backward of one tile, its B and C gradients added into the [G, N, L] slots slot_b and slot_c.
@@ -239,18 +310,16 @@ void backward_tile(const SelectiveScanBackwardArgs<T>& a, BackwardScratch<T>& w,
   const int64_t N = s.state, L = s.length, D = s.channels;
   const int64_t chunks = (L + kChunk - 1) / kChunk;
   ChunkBuffers<T>& buf = w.buf;
-  a_lanes(w.a.data(), a.in.A, N, t);
-  lanes_of(w.d.data(), a.in.D, t, T(0));
-  lanes_of(w.bias.data(), a.in.delta_bias, t, T(0));
+  start_tile(buf, a.in, N, t);
   // Forward: the state at each chunk start.
   for (int64_t i = 0; i < N * W<T>; ++i) w.h[i] = T(0);
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t l0 = c * kChunk, steps = min64(kChunk, L - l0);
     for (int64_t i = 0; i < N * W<T>; ++i) w.checkpoints[c * N * W<T> + i] = w.h[i];
     if (c + 1 == chunks) break;  // the last chunk's end state is not needed
-    load_steps(buf, a.in.u, a.in.delta, w.bias.data(), s, t, l0, steps);
+    load_steps(buf, a.in, s, t, l0, steps);
     gather_matrix(buf.bm.data(), a.in.B, s.groups_b, s, t, l0, steps);
-    scan_chunk(buf, w.a.data(), w.h.data(), N, steps, false, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
+    scan_chunk(buf, w.h.data(), N, steps, false, static_cast<T*>(nullptr), static_cast<T*>(nullptr));
   }
   // The reverse recurrence's carry starts at the last state's gradient.
   for (int64_t n = 0; n < N; ++n) {
@@ -260,40 +329,37 @@ void backward_tile(const SelectiveScanBackwardArgs<T>& a, BackwardScratch<T>& w,
     }
   }
   for (int64_t i = 0; i < N * W<T>; ++i) w.grad_a[i] = T(0);
-  for (int64_t j = 0; j < W<T>; ++j) w.grad_d[j] = w.grad_bias[j] = T(0);
+  const Vec<T> skip = load(buf.skip.data()), one = broadcast<T>(T(1));
+  Vec<T> grad_skip = {}, grad_bias = {};
   for (int64_t c = chunks - 1; c >= 0; --c) {
     const int64_t l0 = c * kChunk, steps = min64(kChunk, L - l0);
     const int64_t row0 = (t.b * D + t.d0) * L + l0;
-    load_steps(buf, a.in.u, a.in.delta, w.bias.data(), s, t, l0, steps);
+    load_steps(buf, a.in, s, t, l0, steps);
     gather_matrix(buf.bm.data(), a.in.B, s.groups_b, s, t, l0, steps);
     gather_matrix(buf.cm.data(), a.in.C, s.groups_c, s, t, l0, steps);
     gather_rows(w.gout.data(), a.grad_out + row0, L, t.lanes, steps);
-    if (a.in.z != nullptr) gather_rows(w.z.data(), a.in.z + row0, L, t.lanes, steps);
     T* checkpoint = w.checkpoints.data() + c * N * W<T>;
     for (int64_t i = 0; i < N * W<T>; ++i) w.h[i] = checkpoint[i];
-    scan_chunk(buf, w.a.data(), w.h.data(), N, steps, true, w.hs.data(), w.decays.data());
+    scan_chunk(buf, w.h.data(), N, steps, true, w.hs.data(), w.decays.data());
     // Through out = (y + D u) * silu(z): the gradients of y, z and D, and D's part of u's.
     for (int64_t l = 0; l < steps; ++l) {
-      for (int64_t j = 0; j < W<T>; ++j) {
-        const int64_t i = l * W<T> + j;
-        const T g = w.gout[i], uu = buf.u[i];
-        T gy = g;
-        if (a.in.z != nullptr && j < t.lanes) {
-          const T zz = w.z[i], sz = sigmoid(zz);
-          const T pre = buf.y[i] + w.d[j] * uu;
-          gy = g * zz * sz;
-          a.grad_z[row0 + j * L + l] = g * pre * sz * (T(1) + zz * (T(1) - sz));
-        }
-        w.gy[i] = gy;
-        w.gu[i] = gy * w.d[j];
-        w.grad_d[j] += gy * uu;
-        w.gdt[i] = T(0);
+      const int64_t i = l * W<T>;
+      const Vec<T> g = load(w.gout.data() + i), uu = load(buf.u.data() + i);
+      Vec<T> gy = g;
+      if (a.in.z != nullptr) {
+        const Vec<T> zz = load(buf.z.data() + i), sz = vsigmoid<T>(zz);
+        gy = g * zz * sz;
+        store(w.gz.data() + i, g * (load(buf.y.data() + i) + skip * uu) * sz * (one + zz * (one - sz)));
       }
+      store(w.gy.data() + i, gy);
+      store(w.gu.data() + i, gy * skip);
+      store(w.gdt.data() + i, Vec<T>{});
+      grad_skip += gy * uu;
     }
     // The reverse recurrence, one state n at a time.
     for (int64_t n = 0; n < N; ++n) {
       const int64_t base = n * kChunk * W<T>;
-      const Vec<T> an = load(w.a.data() + n * W<T>);
+      const Vec<T> an = load(buf.a.data() + n * W<T>);
       const T* bn = buf.bm.data() + base;
       const T* cn = buf.cm.data() + base;
       const T* hn = w.hs.data() + base;
@@ -321,17 +387,25 @@ void backward_tile(const SelectiveScanBackwardArgs<T>& a, BackwardScratch<T>& w,
     }
     scatter_matrix(slot_b, w.grad_bm.data(), s.groups_b, s, t, l0, steps);
     scatter_matrix(slot_c, w.grad_cm.data(), s.groups_c, s, t, l0, steps);
-    for (int64_t j = 0; j < t.lanes; ++j) {
-      for (int64_t l = 0; l < steps; ++l) {
-        const int64_t i = l * W<T> + j;
-        T gdt = w.gdt[i];
-        if (s.delta_softplus && buf.raw[i] <= T(20)) gdt *= sigmoid(buf.raw[i]);
-        a.grad_u[row0 + j * L + l] = w.gu[i];
-        a.grad_delta[row0 + j * L + l] = gdt;
-        w.grad_bias[j] += gdt;
+    // ddelta = ddt * softplus'(raw) = ddt * sigmoid(raw) below the threshold; dt is zero beyond the tile
+    const Vec<T> threshold = broadcast<T>(T(20));
+    for (int64_t l = 0; l < steps; ++l) {
+      const int64_t i = l * W<T>;
+      Vec<T> gdt = load(w.gdt.data() + i);
+      if (s.delta_softplus) {
+        const Vec<T> raw = load(buf.raw.data() + i);
+        gdt = raw > threshold ? gdt : gdt * vsigmoid<T>(raw);
       }
+      gdt *= load(buf.live.data());
+      store(w.gdt.data() + i, gdt);
+      grad_bias += gdt;
     }
+    scatter_rows(a.grad_u + row0, w.gu.data(), L, t.lanes, steps);
+    scatter_rows(a.grad_delta + row0, w.gdt.data(), L, t.lanes, steps);
+    if (a.in.z != nullptr) scatter_rows(a.grad_z + row0, w.gz.data(), L, t.lanes, steps);
   }
+  store(w.grad_d.data(), grad_skip);
+  store(w.grad_bias.data(), grad_bias);
 }
 
 template <typename T>
