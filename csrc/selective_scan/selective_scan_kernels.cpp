@@ -290,24 +290,64 @@ void scatter_matrix(T* slot, const T* src, int64_t groups, const SelectiveScanSi
   }
 }
 
+// Lane-wise sums of the B or C gradient of one (batch, slice) over its tiles whose lanes all fall in
+// one group, [G, N, L][lane]: a vector add per (n, step), the lanes added once when the slice is done
+// instead of once per tile. Used while they stay under kLaneSumElements (else the lanes of each
+// chunk are added as it is done).
+constexpr int64_t kLaneSumElements = int64_t{1} << 22;
+
+template <typename T>
+int64_t lane_sum_size(int64_t groups, int64_t state, int64_t length) {
+  const int64_t n = groups * state * length * W<T>;
+  return n <= kLaneSumElements ? n : 0;
+}
+
 // Scratch of one backward worker.
 template <typename T>
 struct BackwardScratch {
-  BackwardScratch(int64_t state, int64_t chunks)
-      : buf(state), h(state * W<T>), carry(state * W<T>), grad_a(state * W<T>), checkpoints(chunks * state * W<T>),
+  BackwardScratch(int64_t state, int64_t chunks, int64_t lane_sum_b, int64_t lane_sum_c)
+      : lanes_b(lane_sum_b), lanes_c(lane_sum_c), buf(state), h(state * W<T>), carry(state * W<T>), grad_a(state * W<T>), checkpoints(chunks * state * W<T>),
         hs(state * kChunk * W<T>), decays(state * kChunk * W<T>), grad_bm(state * kChunk * W<T>),
         grad_cm(state * kChunk * W<T>), gout(kChunk * W<T>), gy(kChunk * W<T>), gu(kChunk * W<T>),
         gdt(kChunk * W<T>), gz(kChunk * W<T>), grad_d(W<T>), grad_bias(W<T>) {}
+  Scratch<T> lanes_b, lanes_c;  // empty when over kLaneSumElements
   ChunkBuffers<T> buf;
   Scratch<T> h, carry, grad_a, checkpoints, hs, decays, grad_bm, grad_cm, gout, gy, gu, gdt, gz, grad_d, grad_bias;
 };
 
-// The backward of one tile, its B and C gradients added into the [G, N, L] slots slot_b and slot_c.
+// Where a chunk's B or C gradient goes: [n][step][lane] rows at `base` (n rows `stride` apart) that are
+// the worker's lane sums (added to) or its chunk scratch (overwritten, then scattered to the slot).
+template <typename T>
+struct GradientRows {
+  T* base;
+  int64_t stride;
+  bool lane_sums;
+};
+
+template <typename T>
+GradientRows<T> gradient_rows(T* lane_sums, T* scratch, int64_t groups, const SelectiveScanSizes& s, const Tile& t,
+                              int64_t l0) {
+  const int64_t per_group = s.channels / groups, g = t.d0 / per_group;
+  if (lane_sums != nullptr && (t.d0 + t.lanes - 1) / per_group == g) {
+    return {lane_sums + (g * s.state * s.length + l0) * W<T>, s.length * W<T>, true};
+  }
+  return {scratch, kChunk * W<T>, false};
+}
+
+template <typename T>
+inline void put(T* p, Vec<T> v, bool add) {
+  store(p, add ? load(p) + v : v);
+}
+
+// The backward of one tile, its B and C gradients added into the [G, N, L] slots slot_b and slot_c (or
+// the worker's lane sums).
 template <typename T>
 void backward_tile(const SelectiveScanBackwardArgs<T>& a, BackwardScratch<T>& w, const Tile& t, T* slot_b,
                    T* slot_c) {
   const SelectiveScanSizes& s = a.sizes;
   const int64_t N = s.state, L = s.length, D = s.channels;
+  T* lanes_b = w.lanes_b.data();
+  T* lanes_c = w.lanes_c.data();
   const int64_t chunks = (L + kChunk - 1) / kChunk;
   ChunkBuffers<T>& buf = w.buf;
   start_tile(buf, a.in, N, t);
@@ -341,6 +381,8 @@ void backward_tile(const SelectiveScanBackwardArgs<T>& a, BackwardScratch<T>& w,
     T* checkpoint = w.checkpoints.data() + c * N * W<T>;
     for (int64_t i = 0; i < N * W<T>; ++i) w.h[i] = checkpoint[i];
     scan_chunk(buf, w.h.data(), N, steps, true, w.hs.data(), w.decays.data());
+    const GradientRows<T> rows_b = gradient_rows(lanes_b, w.grad_bm.data(), s.groups_b, s, t, l0);
+    const GradientRows<T> rows_c = gradient_rows(lanes_c, w.grad_cm.data(), s.groups_c, s, t, l0);
     // Through out = (y + D u) * silu(z): the gradients of y, z and D, and D's part of u's.
     for (int64_t l = 0; l < steps; ++l) {
       const int64_t i = l * W<T>;
@@ -364,8 +406,8 @@ void backward_tile(const SelectiveScanBackwardArgs<T>& a, BackwardScratch<T>& w,
       const T* cn = buf.cm.data() + base;
       const T* hn = w.hs.data() + base;
       const T* dn = w.decays.data() + base;
-      T* gbn = w.grad_bm.data() + base;
-      T* gcn = w.grad_cm.data() + base;
+      T* gbn = rows_b.base + n * rows_b.stride;
+      T* gcn = rows_c.base + n * rows_c.stride;
       Vec<T> carry = load(w.carry.data() + n * W<T>);
       Vec<T> grad_a = load(w.grad_a.data() + n * W<T>);
       for (int64_t l = steps - 1; l >= 0; --l) {
@@ -374,8 +416,8 @@ void backward_tile(const SelectiveScanBackwardArgs<T>& a, BackwardScratch<T>& w,
         const Vec<T> b = load(bn + i), da = load(dn + i);
         const Vec<T> prev = l > 0 ? load(hn + i - W<T>) : load(checkpoint + n * W<T>);
         const Vec<T> gh = gy * load(cn + i) + carry;
-        store(gcn + i, gy * load(hn + i));
-        store(gbn + i, gh * load(buf.dtu.data() + i));
+        put(gcn + i, gy * load(hn + i), rows_c.lane_sums);
+        put(gbn + i, gh * load(buf.dtu.data() + i), rows_b.lane_sums);
         store(w.gu.data() + i, load(w.gu.data() + i) + gh * dt * b);
         const Vec<T> through_decay = gh * prev * da;
         store(w.gdt.data() + i, load(w.gdt.data() + i) + gh * b * load(buf.u.data() + i) + through_decay * an);
@@ -385,8 +427,8 @@ void backward_tile(const SelectiveScanBackwardArgs<T>& a, BackwardScratch<T>& w,
       store(w.carry.data() + n * W<T>, carry);
       store(w.grad_a.data() + n * W<T>, grad_a);
     }
-    scatter_matrix(slot_b, w.grad_bm.data(), s.groups_b, s, t, l0, steps);
-    scatter_matrix(slot_c, w.grad_cm.data(), s.groups_c, s, t, l0, steps);
+    if (!rows_b.lane_sums) scatter_matrix(slot_b, w.grad_bm.data(), s.groups_b, s, t, l0, steps);
+    if (!rows_c.lane_sums) scatter_matrix(slot_c, w.grad_cm.data(), s.groups_c, s, t, l0, steps);
     // ddelta = ddt * softplus'(raw) = ddt * sigmoid(raw) below the threshold; dt is zero beyond the tile
     const Vec<T> threshold = broadcast<T>(T(20));
     for (int64_t l = 0; l < steps; ++l) {
@@ -408,6 +450,16 @@ void backward_tile(const SelectiveScanBackwardArgs<T>& a, BackwardScratch<T>& w,
   store(w.grad_bias.data(), grad_bias);
 }
 
+// With `add`, adds each element's lane sums into the slot; then (or without `add`) zeroes them.
+template <typename T>
+void add_lane_sums(T* lane_sums, T* slot, int64_t size, bool add) {
+  if (lane_sums == nullptr) return;
+  for (int64_t i = 0; i < size; ++i) {
+    if (add) slot[i] += horizontal_sum<T>(load(lane_sums + i * W<T>));
+    store(lane_sums + i * W<T>, Vec<T>{});
+  }
+}
+
 template <typename T>
 void backward(const SelectiveScanBackwardArgs<T>& a) {
   const SelectiveScanSizes& s = a.sizes;
@@ -424,13 +476,15 @@ void backward(const SelectiveScanBackwardArgs<T>& a) {
   Scratch<T> part_a(batch * D * N), part_d(batch * D), part_bias(batch * D);
   const bool serial = batch * D * L * N < kSerialUpdates;
   parallel_for(0, batch * slices, serial ? batch * slices : 1, [&](int64_t begin, int64_t end) {
-    BackwardScratch<T> w(N, chunks);
+    BackwardScratch<T> w(N, chunks, lane_sum_size<T>(s.groups_b, N, L), lane_sum_size<T>(s.groups_c, N, L));
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / slices, slice = item % slices;
       T* slot_b = partial ? slots_b.data() + item * size_b : a.grad_B + b * size_b;
       T* slot_c = partial ? slots_c.data() + item * size_c : a.grad_C + b * size_c;
       for (int64_t i = 0; i < size_b; ++i) slot_b[i] = T(0);
       for (int64_t i = 0; i < size_c; ++i) slot_c[i] = T(0);
+      add_lane_sums(w.lanes_b.data(), slot_b, size_b, false);
+      add_lane_sums(w.lanes_c.data(), slot_c, size_c, false);
       for (int64_t tile = slice * per_slice; tile < min64(tiles, (slice + 1) * per_slice); ++tile) {
         const Tile t{b, tile * W<T>, min64(W<T>, D - tile * W<T>)};
         backward_tile(a, w, t, slot_b, slot_c);
@@ -441,6 +495,8 @@ void backward(const SelectiveScanBackwardArgs<T>& a) {
           part_bias[bd] = w.grad_bias[j];
         }
       }
+      add_lane_sums(w.lanes_b.data(), slot_b, size_b, true);
+      add_lane_sums(w.lanes_c.data(), slot_c, size_c, true);
     }
   });
   // The sums over the slices and the batch, in a fixed order.
