@@ -121,6 +121,8 @@ def _raw_calls() -> dict:
     maps = [r(2, 5, 6), r(2, 3, 6), r(2, 5, 3), r(2, 3)]
     xm, wm = r(2, 2, 5, 6), r(1, 2, 7, 7)
     xf = r(2, 7, 5)
+    su, sd, sz = r(2, 4, 7), r(2, 4, 7).abs(), r(2, 4, 7)
+    scan = (su, sd, -r(4, 3).abs(), r(2, 3, 7), r(2, 2, 3, 7), r(4), sz, r(4))
     calls = {
         "circular_conv": lambda: f.circular_conv(x4, w, r(3), 3),
         "_circular_conv_backward": lambda: f._circular_conv_backward(torch.ones_like(x4), x4, w, 3, True, True, True),
@@ -153,6 +155,8 @@ def _raw_calls() -> dict:
         "one_euro_filter": lambda: f.one_euro_filter(xf, torch.full((2, 7), 0.02), r(2, 3, 5), 30.0, 1.0, 0.3,
                                                      1.0, False),
         "exponential_smoothing": lambda: f.exponential_smoothing(xf, r(2, 5), 0.4),
+        "selective_scan": lambda: f.selective_scan(*scan, True),
+        "_selective_scan_backward": lambda: f._selective_scan_backward(torch.ones_like(su), r(2, 4, 3), *scan, True),
     }
     return calls
 
@@ -162,7 +166,7 @@ RAW_OPS = sorted([
     "edge_conv_max", "_edge_conv_max_backward", "st_graph_conv", "_st_graph_conv_backward", "local_stat_transform",
     "_local_stat_transform_backward", "local_mean_var", "_local_mean_var_backward", "alignment_energy",
     "axis_pool", "_axis_pool_backward", "triplet_gate", "_triplet_gate_backward", "gate_conv", "_gate_conv_backward",
-    "one_euro_filter", "exponential_smoothing",
+    "one_euro_filter", "exponential_smoothing", "selective_scan", "_selective_scan_backward",
 ])
 
 
@@ -200,6 +204,7 @@ def _public_calls() -> dict:
     p, d = r(12, 4, grad=False), r(12, 4, grad=False)
     triplet_block = facekernels.nn.TripSE(3, variant=1, reduction=1)
     one_euro_state = torch.zeros(6, 3, 5)
+    scan_inputs = (r(2, 4, 7), r(2, 4, 7, grad=False).abs().requires_grad_(), r(4, 3), r(2, 3, 7), r(2, 3, 7))
 
     def edge():
         _, idx = ops.cosine_topk(xe.detach(), 3)
@@ -216,11 +221,12 @@ def _public_calls() -> dict:
         "alignment_energy": lambda: facekernels.alignment_energy(p, d, mode="knn", k=3, metric="euclidean"),
         "triplet_attention": lambda: triplet_block(x4).sum().backward(),
         "temporal_filter": lambda: ops.one_euro_filter(xs.detach().flatten(0, 1), 1.0, 0.3, state=one_euro_state),
+        "selective_scan": lambda: ops.selective_scan(*scan_inputs, delta_softplus=True).sum().backward(),
     }
 
 
 FAMILIES = ["alignment_energy", "circular_conv", "correlation", "diff_attention", "edge_conv", "local_mean_var",
-            "local_stat_transform", "st_graph_conv", "temporal_filter", "triplet_attention"]
+            "local_stat_transform", "selective_scan", "st_graph_conv", "temporal_filter", "triplet_attention"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

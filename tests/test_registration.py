@@ -30,6 +30,8 @@ CASES = {
     "local_mean_var": (lambda: (_r(1, 2, 9, 9),), (7,)),
     "st_graph_conv": (lambda: (_r(2, 3, 4, 5), _r(2, 6, 3), torch.rand(2, 5, 5, dtype=torch.float64)), (None,)),
     "triplet_gate": (lambda: (_r(2, 3, 5, 6), _r(2, 5, 6)), (None, None, None)),
+    "selective_scan": (lambda: (_r(2, 4, 6), _r(2, 4, 6), _r(4, 3), _r(2, 3, 6), _r(2, 3, 6)),
+                       (None, None, None, False)),
 }
 
 

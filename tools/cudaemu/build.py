@@ -35,7 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 # Families whose CUDA binding is also built on CPU torch (tools/cudaemu/binding/). A family is covered by
 # the stage when it has a C harness (tests/cudaemu/<family>_capi.cpp) or is listed here.
 BINDINGS = ("alignment_energy", "circular_conv", "correlation", "diff_attention", "edge_conv", "local_stats",
-            "st_graph_conv", "triplet_attention")
+            "selective_scan", "st_graph_conv", "triplet_attention")
 
 
 def binding_parts(src, fams):

@@ -14,6 +14,7 @@ FAMILIES = (
     "diff_attention",
     "edge_conv",
     "local_stats",
+    "selective_scan",
     "st_graph_conv",
     "temporal_filter",
     "triplet_attention",
