@@ -122,6 +122,14 @@ def test_spot_videos_example_runs():
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "examples" / "spot_videos.py"
-    run = subprocess.run([sys.executable, str(script), "--videos", "1", "--frames", "60", "--k", "10",
-                          "--events", "2", "--event-length", "8"], capture_output=True, text=True, check=True)
+    common = [sys.executable, str(script), "--frames", "60", "--k", "10", "--events", "2", "--event-length", "8"]
+    run = subprocess.run([*common, "--videos", "1", "--test-videos", "1", "--scorer", "stand-in"],
+                         capture_output=True, text=True, check=True)
     assert "STRS" in run.stdout and "stand-in scorer" in run.stdout and "spotting (MEGC" in run.stdout
+    # METST_SF trained on one video, run on the other (a narrow network and a few epochs: it runs, and
+    # its loss goes down)
+    run = subprocess.run([*common, "--videos", "2", "--test-videos", "1", "--dim", "16", "--epochs", "10",
+                          "--lr", "1e-2"], capture_output=True, text=True, check=True)
+    assert "METST_SF trained here" in run.stdout and "video 1 (held out)" in run.stdout
+    losses = [float(line.split("loss")[1]) for line in run.stdout.splitlines() if line.startswith("epoch")]
+    assert len(losses) >= 2 and losses[-1] < losses[0]
