@@ -218,3 +218,41 @@ def test_mol_loss_matches_train_py():
 def test_bad_input_shape():
     with pytest.raises(ValueError, match=r"MOL: x must be \[B, 1, T, H, W\]"):
         MOL()(torch.rand(2, 8, 128, 128))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_pair_batchnorm_equals_one_call_per_group(channels_last, momentum):
+    """PairBatchNorm2d with g groups: each group normalised by its own statistics, as g calls of a plain
+    BatchNorm2d would; the running statistics updated once per group, in order; gradients the same; the
+    input's memory format kept."""
+    from facekernels.models.mol import PairBatchNorm2d
+
+    torch.manual_seed(0)
+    g, m, c = 3, 4, 5
+    ours = PairBatchNorm2d(c, momentum=momentum)
+    plain = torch.nn.BatchNorm2d(c, momentum=momentum)
+    with torch.no_grad():
+        for bn in (ours, plain):
+            bn.weight.copy_(torch.linspace(0.5, 1.5, c))
+            bn.bias.copy_(torch.linspace(-0.2, 0.2, c))
+    ours.groups = g
+    x = (torch.randn(g * m, c, 6, 7) * 3 + 1)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y = ours(x1)
+    expected = torch.cat([plain(x2[k * m:(k + 1) * m]) for k in range(g)])
+    torch.testing.assert_close(y, expected)
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    torch.testing.assert_close(ours.running_mean, plain.running_mean)
+    torch.testing.assert_close(ours.running_var, plain.running_var)
+    assert int(ours.num_batches_tracked) == int(plain.num_batches_tracked) == g
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    expected.backward(grad)
+    torch.testing.assert_close(x1.grad, x2.grad)
+    torch.testing.assert_close(ours.weight.grad, plain.weight.grad)
+    torch.testing.assert_close(ours.bias.grad, plain.bias.grad)
+    with pytest.raises(ValueError, match="not a multiple of groups"):
+        ours(x[:-1])

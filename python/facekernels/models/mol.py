@@ -36,22 +36,35 @@ class PairBatchNorm2d(nn.BatchNorm2d):
         n, c = x.shape[:2]
         if n % g != 0:
             raise ValueError(f"PairBatchNorm2d: batch {n} is not a multiple of groups = {g}")
-        xg = x.reshape(g, n // g, c, -1)
-        mean = xg.mean(dim=(1, 3), keepdim=True)
-        var = xg.var(dim=(1, 3), unbiased=False, keepdim=True)
-        y = (xg - mean) * torch.rsqrt(var + self.eps)
-        if self.affine:
-            y = y * self.weight.view(1, 1, c, 1) + self.bias.view(1, 1, c, 1)
-        if self.track_running_stats:
+        # The groups moved from the batch into the channels ([n/g, g c, ...]: one copy each way, keeping
+        # x's memory format), so that torch's fused batch norm computes every group's statistics, forward
+        # and backward, in one call. Its running buffers are scratch with momentum 1: they come back holding
+        # each group's batch mean and unbiased variance, which then update the layer's running statistics
+        # group by group.
+        m = n // g
+        last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        if last:  # memory (g, m, H, W, c) -> (m, H, W, g, c)
+            hh, ww = x.shape[2:]
+            xs = x.unflatten(0, (g, m)).permute(1, 3, 4, 0, 2).reshape(m, hh, ww, g * c).permute(0, 3, 1, 2)
+        else:
+            xs = x.unflatten(0, (g, m)).transpose(0, 1).flatten(1, 2)
+        weight = None if self.weight is None else self.weight.repeat(g)
+        bias = None if self.bias is None else self.bias.repeat(g)
+        stats = self.track_running_stats
+        mean = x.new_zeros(g * c) if stats else None
+        var = x.new_ones(g * c) if stats else None
+        y = F.batch_norm(xs, mean, var, weight, bias, True, 1.0, self.eps)
+        if stats:
             with torch.no_grad():
-                count = xg.shape[1] * xg.shape[3]
-                unbiased = var.view(g, c) * (count / max(count - 1, 1))
                 for k in range(g):
                     self.num_batches_tracked.add_(1)
-                    m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                    self.running_mean.mul_(1 - m).add_(mean.view(g, c)[k], alpha=m)
-                    self.running_var.mul_(1 - m).add_(unbiased[k], alpha=m)
-        return y.view_as(x)
+                    mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                    self.running_mean.mul_(1 - mom).add_(mean[k * c:(k + 1) * c], alpha=mom)
+                    self.running_var.mul_(1 - mom).add_(var[k * c:(k + 1) * c], alpha=mom)
+        if last:  # back to memory (g, m, H, W, c)
+            return y.permute(0, 2, 3, 1).unflatten(3, (g, c)).permute(3, 0, 1, 2, 4).reshape(n, hh, ww, c) \
+                .permute(0, 3, 1, 2)
+        return y.unflatten(1, (g, c)).transpose(0, 1).reshape(x.shape)
 
 
 def _set_groups(module: nn.Module, groups: int) -> None:
@@ -235,6 +248,11 @@ class MOL(nn.Module):
     normalises all pairs with one set of statistics and runs FlowNet's encoder once per frame in training
     too: faster, and a different (also reasonable) training-mode function. Eval mode is identical either way.
 
+    FlowNet's weights and activations are kept channels-last (``torch.channels_last``): oneDNN's CPU
+    convolutions (and cuDNN's) are faster in that layout for most of its layers, the 2-channel flow
+    predictions and the transposed convolutions most of all. Only memory layout changes; state_dicts load
+    and save as usual.
+
     Args:
         num_classes: micro-expression classes (5, or 3 for SMIC).
         neighbor_num: k of the CCC blocks' cosine kNN graphs (4).
@@ -251,7 +269,7 @@ class MOL(nn.Module):
         self.FCC_2 = FCC()
         self.CCC_1 = CCC(256, neighbor_num)
         self.CCC_2 = CCC(256, neighbor_num)
-        self.flownet = FlowNet()
+        self.flownet = FlowNet().to(memory_format=torch.channels_last)
         self.mer_3dcnn = MER3dCNN(num_classes)
         self.ldm_predictor = LDMPredictor()
         self.dropout = nn.Dropout()
@@ -290,7 +308,8 @@ class MOL(nn.Module):
         else:
             c1, c2, c3 = self.flownet.encode(frames)  # once per frame
             c1a, c2a, c3a, c3b = c1[: pairs * b], c2[: pairs * b], c3[: pairs * b], c3[b:]
-        flow = self.flownet.decode(frames[: pairs * b], c1a, c2a, c3a, c3b, torch.cat((feat1, feat2), 1))
+        feat = torch.cat((feat1, feat2), 1).contiguous(memory_format=torch.channels_last)
+        flow = self.flownet.decode(frames[: pairs * b], c1a, c2a, c3a, c3b, feat)
         _set_groups(self, 1)
         flows = flow.view(pairs, b, 2, h, w).permute(1, 2, 3, 4, 0)
         # The released cross feature: frame 1 and frame 2 features of each pair, in pair order, on a last axis.
