@@ -228,7 +228,7 @@ def test_training_step_gradients_match_the_reference_scan():
     loss and parameter gradients in training mode (batch statistics), so the timed step is the same math."""
     import copy
 
-    from facekernels.bench.workloads_metst_sf import metst_sf_on_reference_scan
+    from facekernels.bench.workloads_selective_scan import metst_sf_on_reference_scan
 
     torch.manual_seed(0)
     net = small(out_channels=3, drop_path=0.0).train()

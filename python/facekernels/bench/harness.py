@@ -283,7 +283,12 @@ def _families(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def _panel_height(rows: list[dict]) -> float:
-    return _PANEL_IN + _BAR_IN * sum(len(r["speedup"]) for r in rows) + _GAP_IN * len(rows)
+    return _panel_height_at(rows, 1.0)
+
+
+def _panel_height_at(rows: list[dict], scale: float) -> float:
+    """A panel's height with its bars and gaps ``scale`` times their usual height."""
+    return _PANEL_IN + scale * (_BAR_IN * sum(len(r["speedup"]) for r in rows) + _GAP_IN * len(rows))
 
 
 def _columns(heights: list[float], ncols: int) -> list[list[int]]:
@@ -351,19 +356,17 @@ def _draw_panel(ax, family: str, rows: list[dict], styles: dict[str, dict]) -> N
     ax.grid(axis="x", which="major", linewidth=0.3, alpha=0.5)
 
 
-def chart(rows: list[dict], title: str, max_columns: int = 3, width_in: float = 15.0):
+def chart(rows: list[dict], title: str, max_columns: int = 3, width_in: float = 15.0, max_height_in: float = 16.0):
     """The benchmark's chart as a matplotlib Figure: one panel per op family (the workloads of one
     workloads_<family>.py), in up to ``max_columns`` columns, every peer's bars in their own colour and
-    hatch, one legend for all. Needs matplotlib."""
+    hatch, one legend for all. When the chart would be taller than ``max_height_in`` its bars are drawn
+    thinner, down to 0.8 of their height (value labels still one line each). Needs matplotlib."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
     families = _families(rows)
     styles = peer_styles({p for r in rows for p in r["speedup"]})
-    heights = [_panel_height(fam_rows) for fam_rows in families.values()]
     ncols = max(1, min(max_columns, len(families)))
-    columns = _columns(heights, ncols) if families else [[]]
-    body_in = max([sum(heights[i] for i in col) for col in columns] + [1.0])
     width_in = min(width_in, 1.0 + 4.7 * ncols)
     # the legend: one column per peer formulation, its compiled variant (or a blank) under it
     bases = list(dict.fromkeys(p.removesuffix(COMPILED) for p in styles))
@@ -377,6 +380,12 @@ def chart(rows: list[dict], title: str, max_columns: int = 3, width_in: float = 
     legend_rows = math.ceil(len(handles) / legend_cols) if handles else 0
     handles += [blank] * (legend_rows * legend_cols - len(handles))
     head_in = 0.52 + 0.2 * legend_rows
+    for scale in (1.0, 0.95, 0.9, 0.85, 0.8):
+        heights = [_panel_height_at(fam_rows, scale) for fam_rows in families.values()]
+        columns = _columns(heights, ncols) if families else [[]]
+        body_in = max([sum(heights[i] for i in col) for col in columns] + [1.0])
+        if head_in + body_in <= max_height_in:
+            break
     fig = plt.figure(figsize=(width_in, head_in + body_in), dpi=CHART_DPI, layout="constrained")
     head, body = fig.subfigures(2, 1, height_ratios=[head_in, body_in])
     noisy = any(t.get("noisy") for r in rows for t in r["timing"].values())

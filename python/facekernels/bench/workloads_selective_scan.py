@@ -15,6 +15,9 @@ Shapes: METST_SF (BoostingVRME's micro-expression spotter, network.py) runs mamb
 d_state = 64, expand = 2 on its fast path (d_model 128: D = 256) over windows of k = 30 frames (SAMM-LV,
 batch 32) and on its slow path (d_model 256: D = 512) over k / 2 = 15; a Mamba-130M layer is D = 1536,
 N = 16 (d_model 768), here at batch 8 and L = 1024.
+
+Also METST_SF's whole training step against the same network on the reference scan (``metst_sf_train_step``,
+op ``metst_sf``; below).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..models.metst_sf import METST_SF, metst_sf_loss
+from ..nn.mamba import Mamba
 from ..ops.selective_scan import selective_scan
 from .cases import Case, Workload
 
@@ -150,15 +155,89 @@ def _workload(name: str, batch: int, channels: int, length: int, state: int, wha
     )
 
 
+# ---- METST_SF's training step (issue 20) ------------------------------------------------------------
+#
+# The training step (forward, the released loss, backward) of
+# BoostingVRME's spotting-and-recognition network at its default settings on a batch of 32 windows of
+# T = 30 frames (SAMM-LV's window), against the same network whose Mamba blocks run the scan as mamba-ssm's
+# ``selective_scan_ref`` computes it (:func:`selective_scan_reference`: the [B, D, L, N] decays and inputs
+# materialised, a Python loop over L with an einsum per step). Everything else (projections, causal
+# convolutions, norms, the stem and the heads) is the same code, so the ratio is what the scan op buys a
+# training step.
+#
+# Drop path is set to 0 so both candidates compute the same function on every call (the released rate, 0.2,
+# draws a random mask per call). Only forward+backward is timed (the issue's goal is the training step); the
+# compiled peer is left out (compiling a 24-block network whose scan unrolls over L takes minutes on a
+# 2-core machine).
+
+
+def metst_sf_on_reference_scan(model: METST_SF) -> METST_SF:
+    """``model`` with every Mamba block's scan swapped for :func:`selective_scan_reference`."""
+    for module in model.modules():
+        if isinstance(module, Mamba):
+            module.scan = selective_scan_reference
+    return model
+
+
+def _metst_sf_case(b: int, t: int, classes: int) -> Callable[[str], Case]:
+    def build(device: str) -> Case:
+        torch.manual_seed(0)
+        ours = METST_SF(out_channels=classes, drop_path=0.0).to(device).train()
+        peer = metst_sf_on_reference_scan(METST_SF(out_channels=classes, drop_path=0.0)).to(device).train()
+        peer.load_state_dict(ours.state_dict())
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(b, 1, 36, t, generator=g).to(device)
+        spot_target = torch.rand(b, t, generator=g).to(device)
+        one_hot = torch.nn.functional.one_hot(torch.randint(0, classes, (b, t), generator=g), classes).float()
+        one_hot = one_hot.to(device)
+        weights = torch.ones(classes, device=device)
+        weights[-1] = 6.0  # the released neutral class's weight
+
+        def step(net: METST_SF) -> Callable[[Tensor], Tensor]:
+            return lambda v: metst_sf_loss(*net(v), spot_target, one_hot, weights)
+
+        return Case(inputs=[x], candidates={"facekernels": step(ours), "reference": step(peer)},
+                    params=[*ours.parameters(), *peer.parameters()])
+
+    return build
+
+
+# Forward FLOPs of the network at B = 32, T = 30 counted by torch.utils.flop_counter.FlopCounterMode
+# (convolutions and matmuls: 9.05 GFLOP) plus the scans' (8 per state update: 2 x 12 blocks x 32 x
+# (256 x 30 + 512 x 15) x 64 updates); the backward counted as twice the forward. 8.37 M parameters.
+_B, _T = 32, 30
+_SCAN_UPDATES = 12 * _B * (256 * _T + 512 * _T // 2) * 64
+_FLOPS_FORWARD = 9.05e9 + 8.0 * _SCAN_UPDATES
+_PARAMETERS = 8.37e6
+
+_METST_SF_STEP = [
+    Workload(
+        op="metst_sf",
+        name="metst_sf_train_step",
+        description=f"METST_SF training step (forward, the released loss, backward): B={_B} windows of T={_T} frames, "
+                    "36 region features, dim 128, d_state 64, 2 x 12 Mamba blocks",
+        flops_forward=_FLOPS_FORWARD,
+        bytes_forward=4.0 * _PARAMETERS + 4.0 * _B * _T * 40,
+        flops_backward=2.0 * _FLOPS_FORWARD,
+        bytes_backward=8.0 * _PARAMETERS + 4.0 * _B * _T * 40,
+        build=_metst_sf_case(_B, _T, 3),
+        peers=("reference",),
+        compile_peers=(),
+        modes=("forward+backward",),
+    ),
+]
+
+
 # The chart's panel of this family stays small (the whole chart must fit 1600 px): the compiled peer is the
 # plain loop's, at METST_SF's length (compiling unrolls the loop over L; the reference's compiled form is
 # no faster than the loop's); METST_SF's slow path has the fast path's number of state updates and is
-# left out.
+# left out. METST_SF's training step is a row of this panel rather than a panel of its own.
 WORKLOADS: list[Workload] = [
     _workload("metst_sf_fast", 32, 256, 30, 64, "METST_SF's fast-path Mamba (d_model 128, SAMM-LV windows)"),
     _workload("mamba130m_L128", 8, 1536, 128, 16, "a Mamba-130M layer at L = 128", compile_peers=()),
     # forward only: the reference's backward at L = 1024 takes minutes, the loop's tens of seconds
     _workload("mamba130m", 8, 1536, 1024, 16, "a Mamba-130M layer", compile_peers=(), modes=("forward",)),
+    *_METST_SF_STEP,
 ]
 
 QUICK = {"metst_sf_fast"}
