@@ -47,8 +47,10 @@ def selective_scan(
         out[l]  = (y[l] + D[d] * u[l]) * silu(z[l])          (the D term and the gate only when given)
 
     where ``g(d) = d // (D / G)`` is d's group (G = 1 for the 3-D form of B and C). The state is kept in
-    float32 (float64 for float64 inputs) and the sequence is processed in chunks, so memory beyond the
-    outputs is O(B D N), never O(B D N L).
+    float32 (float64 for float64 inputs) and the sequence is processed in chunks of 32 steps: the forward
+    needs O(B D N) beyond its outputs; the backward recomputes each chunk from the state at its start,
+    keeping those chunk-start states (CPU: O(threads N L / 32); CUDA: a float32 workspace of 32 per-slot
+    partial B/C gradients and the checkpoints, O(32 B G N L)), never O(B D N L) for D > 32.
 
     Args:
         u: ``[B, D, L]``, float32/float64 on CPU, float16/bfloat16/float32 on CUDA.
