@@ -1,6 +1,7 @@
 """Time MOL's training step (forward, the three losses, backward; B = 8 clips of 8 x 128 x 128) against the
 released network as published (``facekernels.bench.workloads_mol.MOLReleased`` and its train.py loss):
-the candidates interleaved in one process, a warm-up round, then ``--rounds`` rounds; medians. Also
+the candidates interleaved in one process (``facekernels.bench.harness.time_interleaved``: warm-up,
+rotating order), ``--rounds`` rounds; medians. Also
 counts each step's FLOPs (torch.utils.flop_counter) for the bound in docs/benchmarks.md.
 
     python tools/mol_step_goal.py [--rounds 5] [--threads 2] [--flops]
@@ -9,11 +10,9 @@ counts each step's FLOPs (torch.utils.flop_counter) for the bound in docs/benchm
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import torch
 
+from facekernels.bench.harness import time_interleaved
 from facekernels.bench.workloads_mol import MOLReleased, released_mol_loss, synthetic_batch
 from facekernels.models import MOL, mol_loss
 
@@ -36,18 +35,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "MOL(shared_batchnorm=True)": lambda: mol_loss(*shared(video), label, flows, landmarks).total.backward(),
         "released (peer)": lambda: released_mol_loss(*peer(video), label, flows, landmarks).backward(),
     }
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for r in range(args.rounds + 1):
-        for name, step in candidates.items():
-            start = time.perf_counter()
-            step()
-            if r:
-                times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(t) for name, t in times.items()}
+    timing = time_interleaved(candidates, "cpu", repeats=args.rounds, budget_s=0.0, min_repeats=args.rounds)
+    medians = {name: t["median_s"] for name, t in timing.items()}
     peer_time = medians["released (peer)"]
-    for name, t in times.items():
-        print(f"{name:28s} median {medians[name]:.2f} s  released / this {peer_time / medians[name]:.2f}x  "
-              f"rounds {[round(x, 2) for x in t]}")
+    for name, t in timing.items():
+        print(f"{name:28s} median {t['median_s']:.2f} s  IQR {t['iqr_s']:.2f} s  "
+              f"released / this {peer_time / t['median_s']:.2f}x")
     if args.flops:
         from torch.utils.flop_counter import FlopCounterMode
 

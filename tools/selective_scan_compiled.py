@@ -1,7 +1,8 @@
 """Time selective_scan against the torch.compile'd forms of both plain-PyTorch peers (the reference
 formulation and the sequential loop) at one of the bench's selective_scan workloads, forward and
 forward+backward: the compiled forms the harness leaves out because compiling them unrolls the loop over
-L (minutes on 2 cores). Candidates interleaved, a warm-up round, then ``--rounds`` rounds; medians.
+L (minutes on 2 cores). Candidates interleaved by ``facekernels.bench.harness.time_interleaved``
+(warm-up, rotating order), ``--rounds`` rounds; medians.
 
     python tools/selective_scan_compiled.py [--workload mamba130m_L128] [--rounds 5] [--threads 2]
 """
@@ -9,11 +10,11 @@ L (minutes on 2 cores). Candidates interleaved, a warm-up round, then ``--rounds
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 
+from facekernels.bench.harness import time_interleaved
 from facekernels.bench.workloads_selective_scan import (
     WORKLOADS,
     selective_scan_reference,
@@ -50,18 +51,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name}+compile: compiled in {time.perf_counter() - start:.0f} s", flush=True)
         candidates[f"{name}+compile"] = compiled
     for mode, run in (("forward", forward), ("forward+backward", forward_backward)):
-        times: dict[str, list[float]] = {name: [] for name in candidates}
-        for r in range(args.rounds + 1):
-            for name, fn in candidates.items():
-                start = time.perf_counter()
-                run(fn)
-                if r:
-                    times[name].append(time.perf_counter() - start)
-        ours = statistics.median(times["facekernels"])
-        for name, t in times.items():
-            med = statistics.median(t)
-            print(f"{args.workload} {mode:16s} {name:18s} {med * 1e3:9.1f} ms  {med / ours:6.2f}x")
-
+        timing = time_interleaved({name: (lambda fn=fn: run(fn)) for name, fn in candidates.items()}, "cpu",
+                                  repeats=args.rounds, min_repeats=args.rounds)
+        ours = timing["facekernels"]["median_s"]
+        for name, t in timing.items():
+            print(f"{args.workload} {mode:16s} {name:18s} {t['median_s'] * 1e3:9.1f} ms  {t['median_s'] / ours:6.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -282,11 +282,7 @@ def _families(rows: list[dict]) -> dict[str, list[dict]]:
     return families
 
 
-def _panel_height(rows: list[dict]) -> float:
-    return _panel_height_at(rows, 1.0)
-
-
-def _panel_height_at(rows: list[dict], scale: float) -> float:
+def _panel_height(rows: list[dict], scale: float = 1.0) -> float:
     """A panel's height with its bars and gaps ``scale`` times their usual height."""
     return _PANEL_IN + scale * (_BAR_IN * sum(len(r["speedup"]) for r in rows) + _GAP_IN * len(rows))
 
@@ -381,7 +377,7 @@ def chart(rows: list[dict], title: str, max_columns: int = 3, width_in: float = 
     handles += [blank] * (legend_rows * legend_cols - len(handles))
     head_in = 0.52 + 0.2 * legend_rows
     for scale in (1.0, 0.95, 0.9, 0.85, 0.8):
-        heights = [_panel_height_at(fam_rows, scale) for fam_rows in families.values()]
+        heights = [_panel_height(fam_rows, scale) for fam_rows in families.values()]
         columns = _columns(heights, ncols) if families else [[]]
         body_in = max([sum(heights[i] for i in col) for col in columns] + [1.0])
         if head_in + body_in <= max_height_in:
