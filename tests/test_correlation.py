@@ -177,6 +177,36 @@ def test_strided_inputs(patch):
     torch.testing.assert_close(correlation(cl1, cl2, patch, 2), out.detach())
 
 
+# The whole-class plan splits the work into tasks: a whole sample each when the batch gives two per thread
+# (then whole planes are assembled in cache and streamed out), else groups of a sample's row and column
+# classes (each task writing only its own elements), and smaller groups when a sample's matrices pass the
+# scratch bound (C = 8192 at 8 x 8: 2 of the 4 classes per task). Thread counts change the split.
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(5, 6, 7, 9, 9, 2), (1, 6, 7, 9, 9, 2), (2, 5, 8, 7, 7, 3), (1, 8192, 8, 8, 9, 2)],
+                         ids=str)
+def test_class_plan_task_splits(shape, threads):
+    b, c, h, w, p, d = shape
+    g = torch.Generator().manual_seed(11)
+    x1 = torch.randn(b, c, h, w, generator=g, dtype=torch.float64)
+    x2 = torch.randn(b, c, h, w, generator=g, dtype=torch.float64)
+    grad = torch.randn(b, p, p, h, w, generator=g, dtype=torch.float64)
+    expected = reference(x1, x2, p, d)
+    g1, g2 = reference_grads(x1, x2, grad, p, d)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for layout in (torch.contiguous_format, torch.channels_last):
+            a = x1.clone(memory_format=layout).requires_grad_()
+            bb = x2.clone(memory_format=layout).requires_grad_()
+            out = correlation(a, bb, p, d)
+            torch.testing.assert_close(out, expected)
+            out.backward(grad)
+            torch.testing.assert_close(a.grad, g1)
+            torch.testing.assert_close(bb.grad, g2)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("patch", [3, 11], ids=["tiles", "class_gemm"])
 @pytest.mark.parametrize("shape", [(0, 3, 5, 5), (2, 0, 5, 5), (2, 3, 0, 5), (2, 3, 5, 0)], ids=str)
 def test_empty(shape, patch):
@@ -198,7 +228,12 @@ def test_cpu_capabilities_agree(tmp_path):
         "x2 = torch.randn(2, 19, 11, 12, generator=g, requires_grad=True)\n"
         "out = facekernels.ops.correlation(x1, x2, 7, 2)\n"
         "out.backward(torch.randn(out.shape, generator=g))\n"
-        "torch.save((facekernels.build_info()['cpu_kernels']['correlation'], [out.detach(), x1.grad, x2.grad]),"
+        "y1 = torch.randn(5, 19, 11, 12, generator=g, requires_grad=True)\n"  # the whole-class plan
+        "y2 = torch.randn(5, 19, 11, 12, generator=g, requires_grad=True)\n"
+        "out2 = facekernels.ops.correlation(y1, y2, 13, 2)\n"
+        "out2.backward(torch.randn(out2.shape, generator=g))\n"
+        "torch.save((facekernels.build_info()['cpu_kernels']['correlation'],"
+        " [out.detach(), x1.grad, x2.grad, out2.detach(), y1.grad, y2.grad]),"
         " sys.argv[1])\n"
     )
     results = run_at_each_cpu_capability(script, tmp_path)

@@ -75,6 +75,42 @@ inline void store(T* p, Vec<T> v) {
   __builtin_memcpy(p, &v, sizeof(v));
 }
 
+// A store that bypasses the caches (p aligned to the vector width): for output written once and not read
+// again soon, it saves reading each line from memory before overwriting it. Call stream_fence() before
+// the data is handed to another thread.
+template <typename T>
+inline void stream(T* p, Vec<T> v) {
+#if defined(FK_CPU_CAPABILITY_AVX512) && defined(__AVX512F__)
+  _mm512_stream_si512(reinterpret_cast<__m512i*>(p), reinterpret_cast<__m512i>(v));
+#elif defined(FK_CPU_CAPABILITY_AVX2) && defined(__AVX__)
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<__m256i>(v));
+#elif !defined(FK_CPU_CAPABILITY_AVX512) && !defined(FK_CPU_CAPABILITY_AVX2) && defined(__SSE2__)
+  _mm_stream_si128(reinterpret_cast<__m128i*>(p), reinterpret_cast<__m128i>(v));
+#else
+  store(p, v);  // the AVX-512 emulation build (64-byte vectors without AVX-512 instructions), other CPUs
+#endif
+}
+
+inline void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
+// dst[k] = src[k] for k < n, the vectors of dst that are whole and aligned written by stream(); the
+// rest (an unaligned head, a tail) by plain stores.
+template <typename T>
+inline void stream_copy(T* dst, const T* src, int64_t n) {
+  constexpr int L = kLanes<T>;
+  int64_t k = 0;
+  while (k < n && reinterpret_cast<uintptr_t>(dst + k) % kVectorBytes != 0) {
+    dst[k] = src[k];
+    ++k;
+  }
+  for (; k + L <= n; k += L) stream<T>(dst + k, load<T>(src + k));
+  for (; k < n; ++k) dst[k] = src[k];
+}
+
 // Every lane s: one vbroadcastss / vbroadcastsd (from memory when s is a load). The generic form
 // `Vec<T>{} + s` costs a scalar addition and a shuffle-port broadcast, which starve the FMA ports of a
 // register-blocked GEMM loop, and it turns -0.0 into +0.0.

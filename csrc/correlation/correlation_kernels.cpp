@@ -389,16 +389,6 @@ inline void zero(T* p, int64_t n) {
   for (int64_t k = 0; k < n; ++k) p[k] = T(0);
 }
 
-template <typename T>
-void parallel_zero(T* p, int64_t n) {
-  parallel_for(0, n, 1 << 14, [&](int64_t begin, int64_t end) { zero(p + begin, end - begin); });
-}
-
-template <typename T>
-T* class_matrix(const CorrelationClasses& k, T* base, int64_t b, int64_t rh, int64_t rw, int64_t size) {
-  return base + ((b * k.residues_h + rh) * k.residues_w + rw) * size;
-}
-
 // dst[rw][ws] = src[(ws d + rw) * step] for the row's column classes (rw < classes): one pass over the row.
 // Dilation 2 of a contiguous row, MOL's case, is a plain even/odd split the compiler vectorises.
 template <typename T>
@@ -437,106 +427,216 @@ inline void merge_row(T* dst, const T* const* src, int64_t at, int64_t width, in
 
 constexpr int64_t kMaxClasses = 64;  // column classes per pass (pointer arrays on the stack); more take turns
 
-// Runs f(b, c, rh, rw0, classes, matrices) for every (sample, channel) plane, row class rh and turn of
-// column classes [rw0, rw0 + classes) over the threads; matrices[r] points at channel c's row of class
-// (b, rh, rw0 + r)'s [C, n] matrix in `packed`.
+// Runs f(rh, c, rw_first, count, matrices) for every row class rh of the task, channel c and turn of its
+// column classes [rw_first, rw_first + count); matrices[r] points at channel c's row of class
+// (rh, rw_first + r)'s [C, n] matrix in `packed` (the task's matrices).
 template <typename T, typename F>
-void for_each_plane_class_row(const CorrelationClasses& k, T* packed, const F& f) {
+void for_each_channel_turn(const CorrelationClasses& k, const CorrelationTask& task, T* packed, const F& f) {
   const int64_t n = k.positions();
-  parallel_for(0, k.batch * k.channels, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t / k.channels, c = t % k.channels;
-      for (int64_t rh = 0; rh < k.residues_h; ++rh) {
-        for (int64_t rw0 = 0; rw0 < k.residues_w; rw0 += kMaxClasses) {
-          const int64_t classes = min64(kMaxClasses, k.residues_w - rw0);
-          T* matrices[kMaxClasses];
-          for (int64_t r = 0; r < classes; ++r) matrices[r] = class_matrix(k, packed, b, rh, rw0 + r, k.channels * n) + c * n;
-          f(b, c, rh, rw0, classes, matrices);
+  for (int64_t rh = task.rh0; rh < task.rh0 + task.rh_count; ++rh) {
+    T* first = packed + (rh - task.rh0) * task.rw_count * k.channels * n;
+    for (int64_t c = 0; c < k.channels; ++c) {
+      for (int64_t r0 = 0; r0 < task.rw_count; r0 += kMaxClasses) {
+        const int64_t count = min64(kMaxClasses, task.rw_count - r0);
+        T* matrices[kMaxClasses];
+        for (int64_t r = 0; r < count; ++r) matrices[r] = first + (r0 + r) * k.channels * n + c * n;
+        f(rh, c, task.rw0 + r0, count, matrices);
+      }
+    }
+  }
+}
+
+// Whether the task owns every class of its sample (then whole planes of the sample are its own).
+inline bool whole_sample(const CorrelationClasses& k, const CorrelationTask& task) {
+  return task.rh_count == k.residues_h && task.rw_count == k.residues_w;
+}
+
+template <typename T>
+void pack_classes(const CorrelationClasses& k, const CorrelationTask& task, const T* x, const int64_t* xs, T* packed) {
+  const int64_t d = k.dilation, n = k.positions(), C = k.channels;
+  if (k.ragged()) zero(packed, task.classes() * C * n);  // a smaller class's missing positions
+  const T* sample = x + task.b * xs[0];
+  if (xs[1] < xs[3]) {
+    // Channels vary fastest (channels-last maps): read each position's channels in order.
+    for (int64_t rh = task.rh0; rh < task.rh0 + task.rh_count; ++rh) {
+      const int64_t rows = class_size(k.height, d, rh);
+      for (int64_t hs = 0; hs < rows; ++hs) {
+        for (int64_t r = 0; r < task.rw_count; ++r) {
+          const int64_t rw = task.rw0 + r, cols = class_size(k.width, d, rw);
+          T* dst = packed + ((rh - task.rh0) * task.rw_count + r) * C * n + hs * k.cols;
+          for (int64_t ws = 0; ws < cols; ++ws) {
+            const T* src = sample + (hs * d + rh) * xs[2] + (ws * d + rw) * xs[3];
+            for (int64_t c = 0; c < C; ++c) dst[c * n + ws] = src[c * xs[1]];
+          }
         }
       }
     }
-  });
-}
-
-template <typename T>
-void pack_classes(const CorrelationClasses& k, const T* x, const int64_t* xs, T* packed) {
-  const int64_t d = k.dilation;
-  if (k.ragged()) parallel_zero(packed, k.count() * k.channels * k.positions());  // a smaller class's missing positions
-  for_each_plane_class_row(k, packed, [&](int64_t b, int64_t c, int64_t rh, int64_t rw0, int64_t classes, T* const* dst) {
-    const T* src = x + b * xs[0] + c * xs[1] + rh * xs[2] + rw0 * xs[3];
-    const int64_t rows = class_size(k.height, d, rh);
-    for (int64_t hs = 0; hs < rows; ++hs) split_row(dst, hs * k.cols, src + hs * d * xs[2], k.width - rw0, d, xs[3], classes);
-  });
-}
-
-template <typename T>
-void unpack_classes(const CorrelationClasses& k, const T* packed, T* x) {
-  const int64_t d = k.dilation, H = k.height, W = k.width;
-  for_each_plane_class_row(k, packed, [&](int64_t b, int64_t c, int64_t rh, int64_t rw0, int64_t classes,
-                                          const T* const* src) {
-    T* dst = x + ((b * k.channels + c) * H + rh) * W + rw0;
-    const int64_t rows = class_size(H, d, rh);
-    for (int64_t hs = 0; hs < rows; ++hs) merge_row(dst + hs * d * W, src, hs * k.cols, W - rw0, d, classes);
-  });
-}
-
-// Walks the output over the threads, a task per (sample, i). For each row h it calls rows(b, i, h) (about
-// to visit the P rows out[b, i, :, h, :]), then for each pixel w that meets anything run(b, i, h, w, j0, j1, offset): the
-// displacements j in [j0, j1) of pixel (h, w) pair it with positions whose products are the consecutive
-// entries offset, offset + 1, ... of the products [count, n, n] (one row of its class's matrix). For one
-// (h, i) the reads stay within two class rows and the writes within P output rows: both in L1. No
-// divisions in the loops (they ran per row and cost more than the moves).
-template <typename Rows, typename Run>
-void for_each_output_pixel(const CorrelationClasses& k, const Rows& rows, const Run& run) {
-  const int64_t P = k.patch, R = P / 2, d = k.dilation, n = k.positions();
-  Scratch<int64_t> class_rows(k.residues_h), class_cols(k.residues_w);
-  for (int64_t r = 0; r < k.residues_h; ++r) class_rows[r] = class_size(k.height, d, r);
-  for (int64_t r = 0; r < k.residues_w; ++r) class_cols[r] = class_size(k.width, d, r);
-  parallel_for(0, k.batch * P, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t b = t / P, i = t % P;
+    return;
+  }
+  if (whole_sample(k, task) && k.residues_w <= kMaxClasses) {
+    // Plane by plane, row by row: every input line read once, in order.
+    for (int64_t c = 0; c < C; ++c) {
+      const T* src = sample + c * xs[1];
       for (int64_t h = 0, hs = 0, rh = 0; h < k.height; ++h) {
-        rows(b, i, h);
-        const int64_t hs2 = hs + i - R;
-        if (hs2 >= 0 && hs2 < class_rows[rh]) {
-          const int64_t base = (b * k.residues_h + rh) * k.residues_w * n * n + hs * k.cols * n + hs2 * k.cols;
-          for (int64_t w = 0, ws = 0, rw = 0; w < k.width; ++w) {
-            const int64_t lo = max64(-R, -ws), hi = min64(R, class_cols[rw] - 1 - ws);  // dj, inclusive
-            if (lo <= hi) run(b, i, h, w, lo + R, hi + R + 1, base + rw * n * n + ws * n + ws + lo);
-            if (++rw == d) rw = 0, ++ws;
-          }
-        }
+        T* dst[kMaxClasses];
+        for (int64_t rw = 0; rw < k.residues_w; ++rw) dst[rw] = packed + (rh * k.residues_w + rw) * C * n + c * n;
+        split_row(dst, hs * k.cols, src + h * xs[2], k.width, d, xs[3], k.residues_w);
         if (++rh == d) rh = 0, ++hs;
       }
     }
+    return;
+  }
+  for_each_channel_turn(k, task, packed, [&](int64_t rh, int64_t c, int64_t rw_first, int64_t count, T* const* dst) {
+    const T* src = sample + c * xs[1] + rh * xs[2] + rw_first * xs[3];
+    const int64_t rows = class_size(k.height, d, rh);
+    for (int64_t hs = 0; hs < rows; ++hs)
+      split_row(dst, hs * k.cols, src + hs * d * xs[2], k.width - rw_first, d, xs[3], count);
   });
 }
 
 template <typename T>
-void scatter_products(const CorrelationClasses& k, const T* products, T* out) {
-  const int64_t P = k.patch, W = k.width, plane = k.height * W;
-  for_each_output_pixel(
-      k,
-      [&](int64_t b, int64_t i, int64_t h) {
-        if (h == 0) zero(out + (b * P + i) * P * plane, P * plane);  // the task's block, before any row of it
+void unpack_classes(const CorrelationClasses& k, const CorrelationTask& task, const T* packed, T* x) {
+  const int64_t d = k.dilation, H = k.height, W = k.width, n = k.positions(), C = k.channels;
+  if (whole_sample(k, task) && k.residues_w <= kMaxClasses) {
+    // Each plane assembled in L1, then streamed out: the gradient is fresh memory, and plain stores would
+    // first read every line of it.
+    Scratch<T> plane(H * W);
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t rh = 0; rh < k.residues_h; ++rh) {
+        const T* src[kMaxClasses];
+        for (int64_t rw = 0; rw < k.residues_w; ++rw) src[rw] = packed + (rh * k.residues_w + rw) * C * n + c * n;
+        for (int64_t hs = 0, rows = class_size(H, d, rh); hs < rows; ++hs)
+          merge_row(plane.data() + (hs * d + rh) * W, src, hs * k.cols, W, d, k.residues_w);
+      }
+      stream_copy(x + (task.b * C + c) * H * W, plane.data(), H * W);
+    }
+    stream_fence();
+    return;
+  }
+  for_each_channel_turn(k, task, packed, [&](int64_t rh, int64_t c, int64_t rw_first, int64_t count,
+                                             const T* const* src) {
+    T* dst = x + ((task.b * C + c) * H + rh) * W + rw_first;
+    const int64_t rows = class_size(H, d, rh);
+    for (int64_t hs = 0; hs < rows; ++hs) merge_row(dst + hs * d * W, src, hs * k.cols, W - rw_first, d, count);
+  });
+}
+
+// Walks the task's output elements: for each row class rh, displacement row i and class row hs (image row
+// h = hs d + rh), calls rows(h, i) (about to visit the P rows out[b, i, :, h, :]), then, when class row
+// hs + i - R exists (else nothing in those rows meets x2), for each displacement column j and each column
+// class rw of the task (whose `cols` columns are the pixels w = ws d + rw), run(h, i, j, rw, lo, hi,
+// offset): columns ws in [lo, hi) pair with products offset + ws (n + 1) of the task's products (the
+// products of a class row pair lie on a diagonal), its other columns meet nothing. For one (i, hs) the
+// writes stay within P output rows and the reads within two class rows.
+template <typename Rows, typename Run>
+void for_each_output_row(const CorrelationClasses& k, const CorrelationTask& task, const Rows& rows_fn,
+                         const Run& run) {
+  const int64_t P = k.patch, R = P / 2, d = k.dilation, n = k.positions();
+  for (int64_t rh = task.rh0; rh < task.rh0 + task.rh_count; ++rh) {
+    const int64_t rows = class_size(k.height, d, rh);
+    const int64_t first = (rh - task.rh0) * task.rw_count * n * n;
+    for (int64_t i = 0; i < P; ++i) {
+      for (int64_t hs = 0; hs < rows; ++hs) {
+        const int64_t hs2 = hs + i - R, h = hs * d + rh;
+        rows_fn(h, i);
+        if (hs2 < 0 || hs2 >= rows) continue;
+        for (int64_t j = 0; j < P; ++j) {
+          for (int64_t r = 0; r < task.rw_count; ++r) {
+            // Column ws meets x2 column q = ws + j - R of the class: inside when 0 <= q < cols.
+            const int64_t rw = task.rw0 + r, cols = class_size(k.width, d, rw);
+            const int64_t lo = max64(0, R - j), hi = min64(cols, cols + R - j);
+            if (lo < hi) run(h, i, j, rw, lo, hi, first + r * n * n + hs * k.cols * n + hs2 * k.cols + (j - R));
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void scatter_products(const CorrelationClasses& k, const CorrelationTask& task, const T* products, T* out) {
+  const int64_t P = k.patch, R = P / 2, W = k.width, d = k.dilation, plane = k.height * W;
+  const int64_t n = k.positions(), step = n + 1;
+  T* out_b = out + task.b * P * P * plane;
+  if (whole_sample(k, task)) {
+    // Plane by plane (i, j): zeroed and filled in L1, then streamed out (the output is fresh memory,
+    // written once). Plane (i, j) holds, for every class, the products of class row hs with row
+    // hs + i - R at column offset j - R: a diagonal of each 2-row block.
+    Scratch<T> buffer(plane);
+    T* buf = buffer.data();
+    for (int64_t i = 0; i < P; ++i) {
+      for (int64_t j = 0; j < P; ++j) {
+        zero(buf, plane);
+        for (int64_t rh = 0; rh < k.residues_h; ++rh) {
+          const int64_t rows = class_size(k.height, d, rh);
+          const int64_t hs_lo = max64(0, R - i), hs_hi = min64(rows, rows + R - i);
+          for (int64_t rw = 0; rw < k.residues_w; ++rw) {
+            const int64_t cols = class_size(W, d, rw);
+            const int64_t lo = max64(0, R - j), hi = min64(cols, cols + R - j);
+            const T* cls = products + (rh * k.residues_w + rw) * n * n;
+            for (int64_t hs = hs_lo; hs < hs_hi; ++hs) {
+              const T* src = cls + hs * k.cols * n + (hs + i - R) * k.cols + (j - R);
+              T* dst = buf + (hs * d + rh) * W + rw;
+              for (int64_t ws = lo; ws < hi; ++ws) dst[ws * d] = src[ws * step];
+            }
+          }
+        }
+        stream_copy(out_b + (i * P + j) * plane, buf, plane);
+      }
+    }
+    stream_fence();
+    return;
+  }
+  // Part of a sample: the task zeroes its own elements of each row before writing them.
+  for_each_output_row(
+      k, task,
+      [&](int64_t h, int64_t i) {
+        for (int64_t j = 0; j < P; ++j) {
+          T* row = out_b + (i * P + j) * plane + h * W;
+          for (int64_t rw = task.rw0; rw < task.rw0 + task.rw_count; ++rw)
+            for (int64_t ws = 0, cols = class_size(W, d, rw); ws < cols; ++ws) row[ws * d + rw] = T(0);
+        }
       },
-      [&](int64_t b, int64_t i, int64_t h, int64_t w, int64_t j0, int64_t j1, int64_t offset) {
-        T* dst = out + ((b * P + i) * P + j0) * plane + h * W + w;
-        const T* src = products + offset;
-        for (int64_t m = 0; m < j1 - j0; ++m) dst[m * plane] = src[m];
+      [&](int64_t h, int64_t i, int64_t j, int64_t rw, int64_t lo, int64_t hi, int64_t offset) {
+        T* dst = out_b + (i * P + j) * plane + h * W + rw;
+        for (int64_t ws = lo; ws < hi; ++ws) dst[ws * d] = products[offset + ws * step];
       });
 }
 
 template <typename T>
-void gather_products(const CorrelationClasses& k, const T* grad, const int64_t* gs, T* products) {
+void gather_products(const CorrelationClasses& k, const CorrelationTask& task, const T* grad, const int64_t* gs,
+                     T* products) {
   // Every entry of a full class is some output's; a smaller class's missing ones are zeroed first.
-  if (k.ragged()) parallel_zero(products, k.count() * k.positions() * k.positions());
-  for_each_output_pixel(
-      k, [](int64_t, int64_t, int64_t) {},
-      [&](int64_t b, int64_t i, int64_t h, int64_t w, int64_t j0, int64_t j1, int64_t offset) {
-        const T* src = grad + b * gs[0] + i * gs[1] + j0 * gs[2] + h * gs[3] + w * gs[4];
-        T* dst = products + offset;
-        for (int64_t m = 0; m < j1 - j0; ++m) dst[m] = src[m * gs[2]];
+  const int64_t P = k.patch, R = P / 2, d = k.dilation, n = k.positions(), step = n + 1;
+  if (k.ragged()) zero(products, task.classes() * n * n);
+  const T* grad_b = grad + task.b * gs[0];
+  if (whole_sample(k, task)) {
+    // Plane by plane (i, j), the inverse of scatter_products: grad_out read once, in order.
+    for (int64_t i = 0; i < P; ++i) {
+      for (int64_t j = 0; j < P; ++j) {
+        const T* plane = grad_b + i * gs[1] + j * gs[2];
+        for (int64_t rh = 0; rh < k.residues_h; ++rh) {
+          const int64_t rows = class_size(k.height, d, rh);
+          const int64_t hs_lo = max64(0, R - i), hs_hi = min64(rows, rows + R - i);
+          for (int64_t hs = hs_lo; hs < hs_hi; ++hs) {
+            for (int64_t rw = 0; rw < k.residues_w; ++rw) {
+              const int64_t cols = class_size(k.width, d, rw);
+              const int64_t lo = max64(0, R - j), hi = min64(cols, cols + R - j);
+              T* dst = products + (rh * k.residues_w + rw) * n * n + hs * k.cols * n + (hs + i - R) * k.cols + (j - R);
+              const T* src = plane + (hs * d + rh) * gs[3] + rw * gs[4];
+              for (int64_t ws = lo; ws < hi; ++ws) dst[ws * step] = src[ws * d * gs[4]];
+            }
+          }
+        }
+      }
+    }
+    return;
+  }
+  for_each_output_row(
+      k, task, [](int64_t, int64_t) {},
+      [&](int64_t h, int64_t i, int64_t j, int64_t rw, int64_t lo, int64_t hi, int64_t offset) {
+        const T* src = grad_b + i * gs[1] + j * gs[2] + h * gs[3] + rw * gs[4];
+        for (int64_t ws = lo; ws < hi; ++ws) products[offset + ws * step] = src[ws * d * gs[4]];
       });
 }
 

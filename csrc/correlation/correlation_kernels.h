@@ -37,9 +37,9 @@ struct CorrelationBackwardArgs {
 // product of a class's positions with each other is one the output keeps, so the forward is one batched
 // GEMM S = A^T B per class (A, B: the class's x1, x2 positions packed channel-major, [C, n]) and the
 // backward two (dA = B dS^T, dB = A dS), run by the BLAS, and the kernels below only move data between the
-// image layouts and the class matrices. Class (b, rh, rw) is matrix g = (b * residues_h + rh) *
-// residues_w + rw; its position (hs, ws) (pixel (hs d + rh, ws d + rw)) is column hs * cols + ws of its
-// [C, n] matrix, n = rows * cols; columns a smaller class lacks hold zeros.
+// image layouts and the class matrices. Position (hs, ws) of class (b, rh, rw) (pixel (hs d + rh,
+// ws d + rw)) is column hs * cols + ws of the class's [C, n] matrix, n = rows * cols; columns a smaller
+// class lacks hold zeros.
 struct CorrelationClasses {
   int64_t batch = 0, channels = 0, height = 0, width = 0, patch = 1, dilation = 1;
   int64_t residues_h = 0, residues_w = 0;  // min(d, H), min(d, W)
@@ -62,20 +62,35 @@ inline CorrelationClasses correlation_classes(int64_t batch, int64_t channels, i
   return c;
 }
 
+// One task of the whole-class plan: the classes (b, rh, rw) of sample b with rh in [rh0, rh0 + rh_count)
+// and rw in [rw0, rw0 + rw_count). Its matrices are classes() consecutive [C, n] (operands) or [n, n]
+// (products) matrices, class (rh, rw) the ((rh - rh0) * rw_count + rw - rw0)-th, in scratch memory the
+// caller owns; the task reads and writes only the image rows h = rh (mod d) and columns w = rw (mod d) of
+// its classes in sample b, so tasks run in parallel without races. The functions below run serially (the
+// caller spreads tasks over the threads, each with its own scratch, and runs the GEMMs in between on the
+// BLAS).
+struct CorrelationTask {
+  int64_t b = 0, rh0 = 0, rh_count = 1, rw0 = 0, rw_count = 1;
+  int64_t classes() const { return rh_count * rw_count; }
+};
+
 template <typename T>
 struct CorrelationKernels {
   void (*forward)(const CorrelationForwardArgs<T>&);
   void (*backward)(const CorrelationBackwardArgs<T>&);
-  // The whole-class plan's data movement. pack: x (element strides x_stride) -> packed [count, C, n].
-  void (*pack_classes)(const CorrelationClasses&, const T* x, const int64_t* x_stride, T* packed);
-  // unpack: packed [count, C, n] -> x, contiguous [B, C, H, W] (every element written).
-  void (*unpack_classes)(const CorrelationClasses&, const T* packed, T* x);
-  // scatter: products [count, n, n] (S[u, q] = x1 at u . x2 at q) -> out, contiguous [B, P, P, H, W]
-  // (every element written: zero where the displaced position is outside).
-  void (*scatter_products)(const CorrelationClasses&, const T* products, T* out);
-  // gather: grad_out (element strides grad_stride) -> products [count, n, n], the inverse of scatter
-  // (zero at the columns a smaller class lacks).
-  void (*gather_products)(const CorrelationClasses&, const T* grad_out, const int64_t* grad_stride, T* products);
+  // The whole-class plan's data movement, per task. pack: x (element strides x_stride) -> packed
+  // [classes(), C, n] (zero at the positions a smaller class lacks).
+  void (*pack_classes)(const CorrelationClasses&, const CorrelationTask&, const T* x, const int64_t* x_stride,
+                       T* packed);
+  // unpack: packed [classes(), C, n] -> the task's elements of x, contiguous [B, C, H, W].
+  void (*unpack_classes)(const CorrelationClasses&, const CorrelationTask&, const T* packed, T* x);
+  // scatter: products [classes(), n, n] (S[u, q] = x1 at u . x2 at q) -> the task's elements of out,
+  // contiguous [B, P, P, H, W] (every one written: zero where the displaced position is outside).
+  void (*scatter_products)(const CorrelationClasses&, const CorrelationTask&, const T* products, T* out);
+  // gather: grad_out (element strides grad_stride) -> products [classes(), n, n], the inverse of scatter
+  // (zero at the entries a smaller class lacks).
+  void (*gather_products)(const CorrelationClasses&, const CorrelationTask&, const T* grad_out,
+                          const int64_t* grad_stride, T* products);
 };
 
 FK_DECLARE_CPU_KERNEL_TABLE(CorrelationKernels, correlation_kernels)
