@@ -207,6 +207,23 @@ def test_class_plan_task_splits(shape, threads):
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("patch", [5, 21], ids=["tiles", "class_gemm"])
+def test_inference_mode(patch):
+    """The class plan's GEMMs run on the worker threads, into scratch views made there: under
+    inference_mode (a thread-local mode the workers do not share) the results must be the same."""
+    g = torch.Generator().manual_seed(5)
+    x1, x2 = torch.randn(6, 32, 16, 16, generator=g), torch.randn(6, 32, 16, 16, generator=g)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = correlation(x1, x2, patch, 2)
+        with torch.inference_mode():
+            got = correlation(x1, x2, patch, 2)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(got, expected)
+
+
 @pytest.mark.parametrize("patch", [3, 11], ids=["tiles", "class_gemm"])
 @pytest.mark.parametrize("shape", [(0, 3, 5, 5), (2, 0, 5, 5), (2, 3, 0, 5), (2, 3, 5, 0)], ids=str)
 def test_empty(shape, patch):
