@@ -42,12 +42,7 @@ CircularConvProblem check_circular_conv_backward(const Tensor& grad_out, const T
                                                  int64_t dim) {
   const char* op = "_circular_conv_backward";
   CircularConvProblem p = check_circular_conv(op, x, weight, std::nullopt, dim);
-  check_dim(op, "grad_out", grad_out, 4, "[B, C, H, W]");
-  bool same = true;
-  for (int64_t i = 0; i < 4; ++i) same = same && grad_out.size(i) == x.size(i);
-  FK_CHECK(same, op, "grad_out must have the shape of x ", shape_string(x), ", got ", shape_string(grad_out));
-  check_same_dtype(op, "grad_out", grad_out, "x", x);
-  check_same_device(op, "grad_out", grad_out, "x", x);
+  check_like(op, "grad_out", grad_out, "x", x, 4, "[B, C, H, W]");
   return p;
 }
 

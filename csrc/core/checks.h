@@ -85,6 +85,18 @@ inline void check_same_dtype(const char* op, const char* arg, const torch::stabl
            dtype_name(ref.scalar_type()), "), got ", dtype_name(t.scalar_type()));
 }
 
+// `arg` must be a `rank`-D tensor (`layout`) with the shape, dtype and device of `ref` (named ref_arg): a
+// gradient against its input, or an input that goes with another. Checked in that order.
+inline void check_like(const char* op, const char* arg, const torch::stable::Tensor& t, const char* ref_arg,
+                       const torch::stable::Tensor& ref, int64_t rank, const char* layout) {
+  check_dim(op, arg, t, rank, layout);
+  bool same = ref.dim() == rank;
+  for (int64_t i = 0; same && i < rank; ++i) same = t.size(i) == ref.size(i);
+  FK_CHECK(same, op, arg, " must have the shape of ", ref_arg, " ", shape_string(ref), ", got ", shape_string(t));
+  check_same_dtype(op, arg, t, ref_arg, ref);
+  check_same_device(op, arg, t, ref_arg, ref);
+}
+
 // Floating dtypes each backend computes in: float32/float64 on CPU; float16/bfloat16/float32 on CUDA.
 // FK_CUDA_EMULATION is defined only by the CUDA emulation stage's binding builds (force-included
 // tools/cudaemu/binding/emu_binding.h), which run a CUDA binding on CPU tensors: there every tensor is

@@ -46,15 +46,6 @@ LocalStatsProblem check_local_stat_transform(const char* op, const Tensor& x, co
   return check_local_mean_var(op, x, kernel_size);
 }
 
-void check_gradient_like(const char* op, const char* arg, const Tensor& grad, const Tensor& x) {
-  check_dim(op, arg, grad, 4, "[B, C, H, W]");
-  bool same = true;
-  for (int64_t i = 0; i < 4; ++i) same = same && grad.size(i) == x.size(i);
-  FK_CHECK(same, op, arg, " must have the shape of x ", shape_string(x), ", got ", shape_string(grad));
-  check_same_dtype(op, arg, grad, "x", x);
-  check_same_device(op, arg, grad, "x", x);
-}
-
 }  // namespace facekernels
 
 STABLE_TORCH_LIBRARY_FRAGMENT(facekernels, m) {

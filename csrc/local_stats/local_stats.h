@@ -21,8 +21,4 @@ LocalStatsProblem check_local_stat_transform(const char* op, const torch::stable
 // local_mean_var(x, kernel_size).
 LocalStatsProblem check_local_mean_var(const char* op, const torch::stable::Tensor& x, int64_t kernel_size);
 
-// A gradient argument (grad_out, grad_mean, grad_var) must have x's shape, dtype and device.
-void check_gradient_like(const char* op, const char* arg, const torch::stable::Tensor& grad,
-                         const torch::stable::Tensor& x);
-
 }  // namespace facekernels

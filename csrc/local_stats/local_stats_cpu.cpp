@@ -9,6 +9,7 @@
 #include <optional>
 #include <tuple>
 
+#include "core/checks.h"
 #include "core/tensors.h"
 #include "local_stats/local_stats.h"
 #include "local_stats/local_stats_kernels.h"
@@ -76,7 +77,7 @@ std::tuple<Tensor, Tensor> local_stat_transform_backward_cpu(const Tensor& grad_
                                                              bool need_x, bool need_guide) {
   const char* op = "_local_stat_transform_backward";
   const LocalStatsProblem p = check_local_stat_transform(op, x, guide, kernel_size, eps);
-  check_gradient_like(op, "grad_out", grad_out, x);
+  check_like(op, "grad_out", grad_out, "x", x, 4, "[B, C, H, W]");
   using torch::headeronly::IntHeaderOnlyArrayRef;
   Tensor grad_x = new_cpu_output(x, need_x ? x.sizes() : IntHeaderOnlyArrayRef{0});
   Tensor grad_guide = new_cpu_output(x, need_guide ? x.sizes() : IntHeaderOnlyArrayRef{0});
@@ -112,8 +113,8 @@ Tensor local_mean_var_backward_cpu(const std::optional<Tensor>& grad_mean, const
                                    const Tensor& x, int64_t kernel_size) {
   const char* op = "_local_mean_var_backward";
   const LocalStatsProblem p = check_local_mean_var(op, x, kernel_size);
-  if (grad_mean.has_value()) check_gradient_like(op, "grad_mean", *grad_mean, x);
-  if (grad_var.has_value()) check_gradient_like(op, "grad_var", *grad_var, x);
+  if (grad_mean.has_value()) check_like(op, "grad_mean", *grad_mean, "x", x, 4, "[B, C, H, W]");
+  if (grad_var.has_value()) check_like(op, "grad_var", *grad_var, "x", x, 4, "[B, C, H, W]");
   Tensor grad_x = new_cpu_output(x, x.sizes());
   if (x.numel() == 0) return grad_x;
   if (!grad_mean.has_value() && !grad_var.has_value()) return torch::stable::zero_(grad_x);

@@ -15,6 +15,7 @@
 #include <string>
 #include <tuple>
 
+#include "core/checks.h"
 #include "core/cuda_binding.h"
 #include "core/tensors.h"
 #include "cuda/local_stats/local_stats.h"
@@ -63,7 +64,7 @@ std::tuple<Tensor, Tensor> local_stat_transform_backward_cuda(const Tensor& grad
                                                               double eps, bool need_x, bool need_guide) {
   const char* op = "_local_stat_transform_backward";
   const LocalStatsProblem p = check_local_stat_transform(op, x, guide, kernel_size, eps);
-  check_gradient_like(op, "grad_out", grad_out, x);
+  check_like(op, "grad_out", grad_out, "x", x, 4, "[B, C, H, W]");
   const torch::stable::accelerator::DeviceGuard device_guard(x.get_device_index());
   using torch::headeronly::IntHeaderOnlyArrayRef;
   Tensor grad_x = torch::stable::new_empty(x, need_x ? x.sizes() : IntHeaderOnlyArrayRef{0});
@@ -114,8 +115,8 @@ Tensor local_mean_var_backward_cuda(const std::optional<Tensor>& grad_mean,
                                     int64_t kernel_size) {
   const char* op = "_local_mean_var_backward";
   const LocalStatsProblem p = check_local_mean_var(op, x, kernel_size);
-  if (grad_mean.has_value()) check_gradient_like(op, "grad_mean", *grad_mean, x);
-  if (grad_var.has_value()) check_gradient_like(op, "grad_var", *grad_var, x);
+  if (grad_mean.has_value()) check_like(op, "grad_mean", *grad_mean, "x", x, 4, "[B, C, H, W]");
+  if (grad_var.has_value()) check_like(op, "grad_var", *grad_var, "x", x, 4, "[B, C, H, W]");
   const torch::stable::accelerator::DeviceGuard device_guard(x.get_device_index());
   Tensor grad_x = torch::stable::new_empty(x, x.sizes());
   if (x.numel() == 0) return grad_x;

@@ -44,15 +44,6 @@ void check_channel_vector(const char* op, const char* arg, const std::optional<T
   check_same_device(op, arg, *v, "u", u);
 }
 
-void check_like_u(const char* op, const char* arg, const Tensor& t, const Tensor& u) {
-  check_dim(op, arg, t, 3, "[B, D, L]");
-  bool same = true;
-  for (int64_t i = 0; i < 3; ++i) same = same && t.size(i) == u.size(i);
-  FK_CHECK(same, op, arg, " must have the shape of u ", shape_string(u), ", got ", shape_string(t));
-  check_same_dtype(op, arg, t, "u", u);
-  check_same_device(op, arg, t, "u", u);
-}
-
 }  // namespace
 
 SelectiveScanProblem check_selective_scan(const char* op, const Tensor& u, const Tensor& delta, const Tensor& A,
@@ -60,7 +51,7 @@ SelectiveScanProblem check_selective_scan(const char* op, const Tensor& u, const
                                           const std::optional<Tensor>& z, const std::optional<Tensor>& delta_bias) {
   check_dim(op, "u", u, 3, "[B, D, L]");
   check_floating_dtype(op, "u", u);
-  check_like_u(op, "delta", delta, u);
+  check_like(op, "delta", delta, "u", u, 3, "[B, D, L]");
   check_dim(op, "A", A, 2, "[D, N]");
   const int64_t state = A.size(1);
   FK_CHECK(A.size(0) == u.size(1) && state >= 1 && state <= kSelectiveScanMaxState, op,
@@ -71,7 +62,7 @@ SelectiveScanProblem check_selective_scan(const char* op, const Tensor& u, const
   const int64_t groups_b = check_input_matrix(op, "B", B, u, state);
   const int64_t groups_c = check_input_matrix(op, "C", C, u, state);
   check_channel_vector(op, "D", D, u);
-  if (z.has_value()) check_like_u(op, "z", *z, u);
+  if (z.has_value()) check_like(op, "z", *z, "u", u, 3, "[B, D, L]");
   check_channel_vector(op, "delta_bias", delta_bias, u);
   return {u.size(0), u.size(1), u.size(2), state, groups_b, groups_c};
 }
@@ -83,7 +74,7 @@ SelectiveScanProblem check_selective_scan_backward(const Tensor& grad_out, const
                                                    const std::optional<Tensor>& delta_bias) {
   const char* op = "_selective_scan_backward";
   const SelectiveScanProblem p = check_selective_scan(op, u, delta, A, B, C, D, z, delta_bias);
-  check_like_u(op, "grad_out", grad_out, u);
+  check_like(op, "grad_out", grad_out, "u", u, 3, "[B, D, L]");
   if (grad_last_state.has_value()) {
     const Tensor& g = *grad_last_state;
     FK_CHECK(g.dim() == 3 && g.size(0) == p.batch && g.size(1) == p.channels && g.size(2) == p.state, op,

@@ -135,12 +135,7 @@ TripletProblem check_triplet_gate_backward(const Tensor& grad_y, const Tensor& x
                                            const std::optional<Tensor>& scale) {
   const char* op = "_triplet_gate_backward";
   TripletProblem p = check_triplet_gate(op, x, gate_c, gate_h, gate_w, scale);
-  check_dim(op, "grad_y", grad_y, 4, "[B, C, H, W]");
-  bool same = true;
-  for (int64_t i = 0; i < 4; ++i) same = same && grad_y.size(i) == x.size(i);
-  FK_CHECK(same, op, "grad_y must have the shape of x ", shape_string(x), ", got ", shape_string(grad_y));
-  check_same_dtype(op, "grad_y", grad_y, "x", x);
-  check_same_device(op, "grad_y", grad_y, "x", x);
+  check_like(op, "grad_y", grad_y, "x", x, 4, "[B, C, H, W]");
   return p;
 }
 
