@@ -301,7 +301,11 @@ class MOL(nn.Module):
             c1, c2, c3 = self.flownet.encode(both.transpose(0, 1).reshape(2 * pairs * b, 1, h, w))
 
             def side(y: Tensor, s: int) -> Tensor:
-                return y.view(pairs, 2, b, *y.shape[1:])[:, s].reshape(pairs * b, *y.shape[1:])
+                # One side's rows, copied in y's channels-last memory order: a plain reshape would copy
+                # them into NCHW, and every convolution and concatenation after would convert them back.
+                nhwc = y.permute(0, 2, 3, 1)
+                picked = nhwc.view(pairs, 2, b, *nhwc.shape[1:])[:, s].reshape(pairs * b, *nhwc.shape[1:])
+                return picked.permute(0, 3, 1, 2)
 
             c1a, c2a, c3a, c3b = side(c1, 0), side(c2, 0), side(c3, 0), side(c3, 1)
             _set_groups(self.flownet, pairs)
@@ -309,7 +313,10 @@ class MOL(nn.Module):
             c1, c2, c3 = self.flownet.encode(frames)  # once per frame
             c1a, c2a, c3a, c3b = c1[: pairs * b], c2[: pairs * b], c3[: pairs * b], c3[b:]
         feat = torch.cat((feat1, feat2), 1).contiguous(memory_format=torch.channels_last)
-        flow = self.flownet.decode(frames[: pairs * b], c1a, c2a, c3a, c3b, feat)
+        # The first frames as a channels-last view (one channel: the same memory), so that FlowNet's last
+        # concatenation with channels-last features stays channels-last.
+        first_frames = frames[: pairs * b].view(pairs * b, h, w, 1).permute(0, 3, 1, 2)
+        flow = self.flownet.decode(first_frames, c1a, c2a, c3a, c3b, feat)
         _set_groups(self, 1)
         flows = flow.view(pairs, b, 2, h, w).permute(1, 2, 3, 4, 0)
         # The released cross feature: frame 1 and frame 2 features of each pair, in pair order, on a last axis.
