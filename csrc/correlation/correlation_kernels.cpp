@@ -392,7 +392,7 @@ inline void zero(T* p, int64_t n) {
 // dst[rw][ws] = src[(ws d + rw) * step] for the row's column classes (rw < classes): one pass over the row.
 // Dilation 2 of a contiguous row, MOL's case, is a plain even/odd split the compiler vectorises.
 template <typename T>
-inline void split_row(T* const* dst, int64_t at, const T* src, int64_t width, int64_t d, int64_t step,
+inline void split_row(T* const* dst, int64_t at, const T* __restrict src, int64_t width, int64_t d, int64_t step,
                       int64_t classes) {
   if (d == 2 && step == 1 && classes == 2) {
     T* __restrict even = dst[0] + at;
@@ -410,7 +410,7 @@ inline void split_row(T* const* dst, int64_t at, const T* src, int64_t width, in
 
 // The inverse: dst[ws d + rw] = src[rw][ws], dst contiguous.
 template <typename T>
-inline void merge_row(T* dst, const T* const* src, int64_t at, int64_t width, int64_t d, int64_t classes) {
+inline void merge_row(T* __restrict dst, const T* const* src, int64_t at, int64_t width, int64_t d, int64_t classes) {
   if (d == 2 && classes == 2) {
     const T* __restrict even = src[0] + at;
     const T* __restrict odd = src[1] + at;
@@ -426,6 +426,7 @@ inline void merge_row(T* dst, const T* const* src, int64_t at, int64_t width, in
 }
 
 constexpr int64_t kMaxClasses = 64;  // column classes per pass (pointer arrays on the stack); more take turns
+constexpr int64_t kMaxWholeClasses = 256;  // classes of a sample packed in one pass over its planes
 
 // Runs f(rh, c, rw_first, count, matrices) for every row class rh of the task, channel c and turn of its
 // column classes [rw_first, rw_first + count); matrices[r] points at channel c's row of class
@@ -473,14 +474,15 @@ void pack_classes(const CorrelationClasses& k, const CorrelationTask& task, cons
     }
     return;
   }
-  if (whole_sample(k, task) && k.residues_w <= kMaxClasses) {
+  if (whole_sample(k, task) && k.residues_h * k.residues_w <= kMaxWholeClasses) {
     // Plane by plane, row by row: every input line read once, in order.
+    // dst[rh][rw]: class (rh, rw)'s row of channel c, for the row classes in turn.
+    T* dst[kMaxWholeClasses];
     for (int64_t c = 0; c < C; ++c) {
       const T* src = sample + c * xs[1];
+      for (int64_t m = 0; m < k.residues_h * k.residues_w; ++m) dst[m] = packed + m * C * n + c * n;
       for (int64_t h = 0, hs = 0, rh = 0; h < k.height; ++h) {
-        T* dst[kMaxClasses];
-        for (int64_t rw = 0; rw < k.residues_w; ++rw) dst[rw] = packed + (rh * k.residues_w + rw) * C * n + c * n;
-        split_row(dst, hs * k.cols, src + h * xs[2], k.width, d, xs[3], k.residues_w);
+        split_row(dst + rh * k.residues_w, hs * k.cols, src + h * xs[2], k.width, d, xs[3], k.residues_w);
         if (++rh == d) rh = 0, ++hs;
       }
     }
