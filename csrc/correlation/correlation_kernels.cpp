@@ -577,9 +577,11 @@ void scatter_products(const CorrelationClasses& k, const CorrelationTask& task, 
             const int64_t lo = max64(0, R - j), hi = min64(cols, cols + R - j);
             const T* cls = products + (rh * k.residues_w + rw) * n * n;
             for (int64_t hs = hs_lo; hs < hs_hi; ++hs) {
-              const T* src = cls + hs * k.cols * n + (hs + i - R) * k.cols + (j - R);
+              // Column ws's product at src[ws (n + 1) + j - R] (>= 0 for ws >= lo): the offset is added to
+              // the index, never to a pointer that would then point before the buffer.
+              const T* src = cls + hs * k.cols * n + (hs + i - R) * k.cols;
               T* dst = buf + (hs * d + rh) * W + rw;
-              for (int64_t ws = lo; ws < hi; ++ws) dst[ws * d] = src[ws * step];
+              for (int64_t ws = lo; ws < hi; ++ws) dst[ws * d] = src[ws * step + j - R];
             }
           }
         }
@@ -624,9 +626,9 @@ void gather_products(const CorrelationClasses& k, const CorrelationTask& task, c
             for (int64_t rw = 0; rw < k.residues_w; ++rw) {
               const int64_t cols = class_size(k.width, d, rw);
               const int64_t lo = max64(0, R - j), hi = min64(cols, cols + R - j);
-              T* dst = products + (rh * k.residues_w + rw) * n * n + hs * k.cols * n + (hs + i - R) * k.cols + (j - R);
+              T* dst = products + (rh * k.residues_w + rw) * n * n + hs * k.cols * n + (hs + i - R) * k.cols;
               const T* src = plane + (hs * d + rh) * gs[3] + rw * gs[4];
-              for (int64_t ws = lo; ws < hi; ++ws) dst[ws * step] = src[ws * d * gs[4]];
+              for (int64_t ws = lo; ws < hi; ++ws) dst[ws * step + j - R] = src[ws * d * gs[4]];
             }
           }
         }
