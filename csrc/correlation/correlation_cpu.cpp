@@ -107,24 +107,38 @@ void run_tasks(const cpu::CorrelationClasses& k, const ClassPlan& plan, const Te
   });
 }
 
+// What the forward and the backward of one call share: the kernels, the plan, the inputs' strides, and
+// the device and dtype the GEMM views are made with.
+template <typename T>
+struct ClassCall {
+  const cpu::CorrelationKernels<T>& kernels = FK_CPU_KERNEL_TABLE(cpu::correlation_kernels, T);
+  const ClassPlan plan;
+  const int64_t operand;  // elements of a class's [C, n] matrix
+  const std::array<int64_t, 4> s1, s2;
+  const torch::stable::Device device;
+  const torch::headeronly::ScalarType dtype;
+  ClassCall(const cpu::CorrelationClasses& classes, const Tensor& x1, const Tensor& x2)
+      : plan(plan_classes(classes, 2)),
+        operand(classes.channels * classes.positions()),
+        s1(strides_of(x1)),
+        s2(strides_of(x2)),
+        device(x1.device()),
+        dtype(x1.scalar_type()) {}
+};
+
 // Forward: S = A^T B per class, scattered into out.
 template <typename T>
 void forward_by_classes(const cpu::CorrelationClasses& k, const Tensor& x1, const Tensor& x2, const Tensor& out) {
-  const auto& kernels = FK_CPU_KERNEL_TABLE(cpu::correlation_kernels, T);
-  const ClassPlan plan = plan_classes(k, 2);
-  const int64_t operand = k.channels * k.positions();
-  const auto s1 = strides_of(x1), s2 = strides_of(x2);
-  const auto device = x1.device();
-  const auto dtype = x1.scalar_type();
-  run_tasks<T>(k, plan, x1, [&](const cpu::CorrelationTask& task, T* scratch) {
+  const ClassCall<T> call(k, x1, x2);
+  run_tasks<T>(k, call.plan, x1, [&](const cpu::CorrelationTask& task, T* scratch) {
     T* a = scratch;
-    T* b = a + task.classes() * operand;
-    T* products = b + task.classes() * operand;
-    kernels.pack_classes(k, task, data_of<const T>(x1), s1.data(), a);
-    kernels.pack_classes(k, task, data_of<const T>(x2), s2.data(), b);
+    T* b = a + task.classes() * call.operand;
+    T* products = b + task.classes() * call.operand;
+    call.kernels.pack_classes(k, task, data_of<const T>(x1), call.s1.data(), a);
+    call.kernels.pack_classes(k, task, data_of<const T>(x2), call.s2.data(), b);
     gemm_into(class_products(products, k, task.classes()), class_operand(a, k, task.classes()).t(),
-              class_operand(b, k, task.classes()), device, dtype);
-    kernels.scatter_products(k, task, products, data_of<T>(out));
+              class_operand(b, k, task.classes()), call.device, call.dtype);
+    call.kernels.scatter_products(k, task, products, data_of<T>(out));
   });
 }
 
@@ -132,27 +146,23 @@ void forward_by_classes(const cpu::CorrelationClasses& k, const Tensor& x1, cons
 template <typename T>
 void backward_by_classes(const cpu::CorrelationClasses& k, const Tensor& grad_out, const Tensor& x1, const Tensor& x2,
                          Tensor& grad_x1, Tensor& grad_x2, bool need_x1, bool need_x2) {
-  const auto& kernels = FK_CPU_KERNEL_TABLE(cpu::correlation_kernels, T);
-  const ClassPlan plan = plan_classes(k, 2);
-  const int64_t operand = k.channels * k.positions();
+  const ClassCall<T> call(k, x1, x2);
   const int64_t gs[5] = {grad_out.stride(0), grad_out.stride(1), grad_out.stride(2), grad_out.stride(3),
                          grad_out.stride(4)};
-  const auto s1 = strides_of(x1), s2 = strides_of(x2);
-  const auto device = x1.device();
-  const auto dtype = x1.scalar_type();
-  run_tasks<T>(k, plan, x1, [&](const cpu::CorrelationTask& task, T* scratch) {
+  run_tasks<T>(k, call.plan, x1, [&](const cpu::CorrelationTask& task, T* scratch) {
     T* packed = scratch;
-    T* result = packed + task.classes() * operand;
-    T* ds = result + task.classes() * operand;
-    kernels.gather_products(k, task, data_of<const T>(grad_out), gs, ds);
+    T* result = packed + task.classes() * call.operand;
+    T* ds = result + task.classes() * call.operand;
+    call.kernels.gather_products(k, task, data_of<const T>(grad_out), gs, ds);
     const MatrixView dsv = class_products(ds, k, task.classes());
     // side 0: grad_x1 = unpack(B dS^T); side 1: grad_x2 = unpack(A dS).
     for (int side = 0; side < 2; ++side) {
       if (!(side == 0 ? need_x1 : need_x2)) continue;
-      kernels.pack_classes(k, task, data_of<const T>(side == 0 ? x2 : x1), side == 0 ? s2.data() : s1.data(), packed);
+      call.kernels.pack_classes(k, task, data_of<const T>(side == 0 ? x2 : x1), (side == 0 ? call.s2 : call.s1).data(),
+                                packed);
       gemm_into(class_operand(result, k, task.classes()), class_operand(packed, k, task.classes()),
-                side == 0 ? dsv.t() : dsv, device, dtype);
-      kernels.unpack_classes(k, task, result, data_of<T>(side == 0 ? grad_x1 : grad_x2));
+                side == 0 ? dsv.t() : dsv, call.device, call.dtype);
+      call.kernels.unpack_classes(k, task, result, data_of<T>(side == 0 ? grad_x1 : grad_x2));
     }
   });
 }

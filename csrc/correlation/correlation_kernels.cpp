@@ -426,7 +426,7 @@ inline void merge_row(T* __restrict dst, const T* const* src, int64_t at, int64_
 }
 
 constexpr int64_t kMaxClasses = 64;  // column classes per pass (pointer arrays on the stack); more take turns
-constexpr int64_t kMaxWholeClasses = 256;  // classes of a sample packed in one pass over its planes
+constexpr int64_t kMaxWholeClasses = 256;  // classes of a sample moved in one pass over its planes
 
 // Runs f(rh, c, rw_first, count, matrices) for every row class rh of the task, channel c and turn of its
 // column classes [rw_first, rw_first + count); matrices[r] points at channel c's row of class
@@ -447,9 +447,12 @@ void for_each_channel_turn(const CorrelationClasses& k, const CorrelationTask& t
   }
 }
 
-// Whether the task owns every class of its sample (then whole planes of the sample are its own).
+// The one rule for the fast paths: a task owning every class of its sample (so whole planes of the sample
+// are its own), with few enough classes for one pass over each plane, moves data plane by plane; other
+// tasks move only their own rows and columns.
 inline bool whole_sample(const CorrelationClasses& k, const CorrelationTask& task) {
-  return task.rh_count == k.residues_h && task.rw_count == k.residues_w;
+  return task.rh_count == k.residues_h && task.rw_count == k.residues_w &&
+         k.residues_h * k.residues_w <= kMaxWholeClasses;
 }
 
 template <typename T>
@@ -474,7 +477,7 @@ void pack_classes(const CorrelationClasses& k, const CorrelationTask& task, cons
     }
     return;
   }
-  if (whole_sample(k, task) && k.residues_h * k.residues_w <= kMaxWholeClasses) {
+  if (whole_sample(k, task)) {
     // Plane by plane, row by row: every input line read once, in order.
     // dst[rh][rw]: class (rh, rw)'s row of channel c, for the row classes in turn.
     T* dst[kMaxWholeClasses];
@@ -499,13 +502,13 @@ void pack_classes(const CorrelationClasses& k, const CorrelationTask& task, cons
 template <typename T>
 void unpack_classes(const CorrelationClasses& k, const CorrelationTask& task, const T* packed, T* x) {
   const int64_t d = k.dilation, H = k.height, W = k.width, n = k.positions(), C = k.channels;
-  if (whole_sample(k, task) && k.residues_w <= kMaxClasses) {
+  if (whole_sample(k, task)) {
     // Each plane assembled in L1, then streamed out: the gradient is fresh memory, and plain stores would
     // first read every line of it.
     Scratch<T> plane(H * W);
+    const T* src[kMaxWholeClasses];
     for (int64_t c = 0; c < C; ++c) {
       for (int64_t rh = 0; rh < k.residues_h; ++rh) {
-        const T* src[kMaxClasses];
         for (int64_t rw = 0; rw < k.residues_w; ++rw) src[rw] = packed + (rh * k.residues_w + rw) * C * n + c * n;
         for (int64_t hs = 0, rows = class_size(H, d, rh); hs < rows; ++hs)
           merge_row(plane.data() + (hs * d + rh) * W, src, hs * k.cols, W, d, k.residues_w);
@@ -523,33 +526,27 @@ void unpack_classes(const CorrelationClasses& k, const CorrelationTask& task, co
   });
 }
 
-// Walks the task's output elements: for each row class rh, displacement row i and class row hs (image row
-// h = hs d + rh), calls rows(h, i) (about to visit the P rows out[b, i, :, h, :]), then, when class row
-// hs + i - R exists (else nothing in those rows meets x2), for each displacement column j and each column
-// class rw of the task (whose `cols` columns are the pixels w = ws d + rw), run(h, i, j, rw, lo, hi,
-// offset): columns ws in [lo, hi) pair with products offset + ws (n + 1) of the task's products (the
-// products of a class row pair lie on a diagonal), its other columns meet nothing. For one (i, hs) the
-// writes stay within P output rows and the reads within two class rows.
-template <typename Rows, typename Run>
-void for_each_output_row(const CorrelationClasses& k, const CorrelationTask& task, const Rows& rows_fn,
-                         const Run& run) {
-  const int64_t P = k.patch, R = P / 2, d = k.dilation, n = k.positions();
+// The geometry scatter and gather share. Output plane (i, j) (displacement row i, column j) holds, for
+// every class, the products of class row hs with class row hs + i - R at column offset j - R: a diagonal
+// of each pair of class rows. For each row class rh of the task and class row hs whose partner row exists
+// (image row h = hs d + rh), and each column class rw of the task, calls run(h, rw, lo, hi, offset):
+// columns ws in [lo, hi) of that row (pixels w = ws d + rw) pair with the task's product at index
+// offset + ws (n + 1), the plane's other elements of those rows meet nothing (zero). offset itself may be
+// negative (the left displacements); offset + ws (n + 1) >= 0 for ws >= lo.
+template <typename Run>
+inline void for_each_plane_run(const CorrelationClasses& k, const CorrelationTask& task, int64_t i, int64_t j,
+                               const Run& run) {
+  const int64_t R = k.patch / 2, d = k.dilation, n = k.positions();
   for (int64_t rh = task.rh0; rh < task.rh0 + task.rh_count; ++rh) {
     const int64_t rows = class_size(k.height, d, rh);
+    const int64_t hs_lo = max64(0, R - i), hs_hi = min64(rows, rows + R - i);
     const int64_t first = (rh - task.rh0) * task.rw_count * n * n;
-    for (int64_t i = 0; i < P; ++i) {
-      for (int64_t hs = 0; hs < rows; ++hs) {
-        const int64_t hs2 = hs + i - R, h = hs * d + rh;
-        rows_fn(h, i);
-        if (hs2 < 0 || hs2 >= rows) continue;
-        for (int64_t j = 0; j < P; ++j) {
-          for (int64_t r = 0; r < task.rw_count; ++r) {
-            // Column ws meets x2 column q = ws + j - R of the class: inside when 0 <= q < cols.
-            const int64_t rw = task.rw0 + r, cols = class_size(k.width, d, rw);
-            const int64_t lo = max64(0, R - j), hi = min64(cols, cols + R - j);
-            if (lo < hi) run(h, i, j, rw, lo, hi, first + r * n * n + hs * k.cols * n + hs2 * k.cols + (j - R));
-          }
-        }
+    for (int64_t hs = hs_lo; hs < hs_hi; ++hs) {
+      const int64_t pair = hs * k.cols * n + (hs + i - R) * k.cols + (j - R);
+      for (int64_t r = 0; r < task.rw_count; ++r) {
+        const int64_t cols = class_size(k.width, d, task.rw0 + r);
+        const int64_t lo = max64(0, R - j), hi = min64(cols, cols + R - j);
+        if (lo < hi) run(hs * d + rh, task.rw0 + r, lo, hi, first + r * n * n + pair);
       }
     }
   }
@@ -557,91 +554,48 @@ void for_each_output_row(const CorrelationClasses& k, const CorrelationTask& tas
 
 template <typename T>
 void scatter_products(const CorrelationClasses& k, const CorrelationTask& task, const T* products, T* out) {
-  const int64_t P = k.patch, R = P / 2, W = k.width, d = k.dilation, plane = k.height * W;
-  const int64_t n = k.positions(), step = n + 1;
+  const int64_t P = k.patch, W = k.width, d = k.dilation, plane = k.height * W, step = k.positions() + 1;
   T* out_b = out + task.b * P * P * plane;
-  if (whole_sample(k, task)) {
-    // Plane by plane (i, j): zeroed and filled in L1, then streamed out (the output is fresh memory,
-    // written once). Plane (i, j) holds, for every class, the products of class row hs with row
-    // hs + i - R at column offset j - R: a diagonal of each 2-row block.
-    Scratch<T> buffer(plane);
-    T* buf = buffer.data();
-    for (int64_t i = 0; i < P; ++i) {
-      for (int64_t j = 0; j < P; ++j) {
-        zero(buf, plane);
-        for (int64_t rh = 0; rh < k.residues_h; ++rh) {
-          const int64_t rows = class_size(k.height, d, rh);
-          const int64_t hs_lo = max64(0, R - i), hs_hi = min64(rows, rows + R - i);
-          for (int64_t rw = 0; rw < k.residues_w; ++rw) {
-            const int64_t cols = class_size(W, d, rw);
-            const int64_t lo = max64(0, R - j), hi = min64(cols, cols + R - j);
-            const T* cls = products + (rh * k.residues_w + rw) * n * n;
-            for (int64_t hs = hs_lo; hs < hs_hi; ++hs) {
-              // Column ws's product at src[ws (n + 1) + j - R] (>= 0 for ws >= lo): the offset is added to
-              // the index, never to a pointer that would then point before the buffer.
-              const T* src = cls + hs * k.cols * n + (hs + i - R) * k.cols;
-              T* dst = buf + (hs * d + rh) * W + rw;
-              for (int64_t ws = lo; ws < hi; ++ws) dst[ws * d] = src[ws * step + j - R];
-            }
-          }
-        }
-        stream_copy(out_b + (i * P + j) * plane, buf, plane);
-      }
-    }
-    stream_fence();
-    return;
-  }
-  // Part of a sample: the task zeroes its own elements of each row before writing them.
-  for_each_output_row(
-      k, task,
-      [&](int64_t h, int64_t i) {
-        for (int64_t j = 0; j < P; ++j) {
-          T* row = out_b + (i * P + j) * plane + h * W;
+  // A whole sample's planes are zeroed and filled in L1, then streamed out (the output is fresh memory,
+  // written once); part of a sample is written in place, its own elements of each plane zeroed first.
+  const bool whole = whole_sample(k, task);
+  Scratch<T> buffer(whole ? plane : 0);
+  for (int64_t ij = 0; ij < P * P; ++ij) {
+    T* const target = whole ? buffer.data() : out_b + ij * plane;
+    if (whole) {
+      zero(target, plane);
+    } else {
+      for (int64_t rh = task.rh0; rh < task.rh0 + task.rh_count; ++rh)
+        for (int64_t h = rh; h < k.height; h += d)
           for (int64_t rw = task.rw0; rw < task.rw0 + task.rw_count; ++rw)
-            for (int64_t ws = 0, cols = class_size(W, d, rw); ws < cols; ++ws) row[ws * d + rw] = T(0);
-        }
-      },
-      [&](int64_t h, int64_t i, int64_t j, int64_t rw, int64_t lo, int64_t hi, int64_t offset) {
-        T* dst = out_b + (i * P + j) * plane + h * W + rw;
-        for (int64_t ws = lo; ws < hi; ++ws) dst[ws * d] = products[offset + ws * step];
-      });
+            for (int64_t w = rw; w < W; w += d) target[h * W + w] = T(0);
+    }
+    for_each_plane_run(k, task, ij / P, ij % P, [&](int64_t h, int64_t rw, int64_t lo, int64_t hi, int64_t offset) {
+      T* dst = target + h * W + rw;
+      for (int64_t ws = lo; ws < hi; ++ws) dst[ws * d] = products[offset + ws * step];
+    });
+    if (whole) stream_copy(out_b + ij * plane, target, plane);
+  }
+  if (whole) stream_fence();
 }
 
 template <typename T>
 void gather_products(const CorrelationClasses& k, const CorrelationTask& task, const T* grad, const int64_t* gs,
                      T* products) {
   // Every entry of a full class is some output's; a smaller class's missing ones are zeroed first.
-  const int64_t P = k.patch, R = P / 2, d = k.dilation, n = k.positions(), step = n + 1;
-  if (k.ragged()) zero(products, task.classes() * n * n);
+  const int64_t P = k.patch, d = k.dilation, step = k.positions() + 1;
+  if (k.ragged()) zero(products, task.classes() * (step - 1) * (step - 1));
   const T* grad_b = grad + task.b * gs[0];
-  if (whole_sample(k, task)) {
-    // Plane by plane (i, j), the inverse of scatter_products: grad_out read once, in order.
-    for (int64_t i = 0; i < P; ++i) {
-      for (int64_t j = 0; j < P; ++j) {
-        const T* plane = grad_b + i * gs[1] + j * gs[2];
-        for (int64_t rh = 0; rh < k.residues_h; ++rh) {
-          const int64_t rows = class_size(k.height, d, rh);
-          const int64_t hs_lo = max64(0, R - i), hs_hi = min64(rows, rows + R - i);
-          for (int64_t hs = hs_lo; hs < hs_hi; ++hs) {
-            for (int64_t rw = 0; rw < k.residues_w; ++rw) {
-              const int64_t cols = class_size(k.width, d, rw);
-              const int64_t lo = max64(0, R - j), hi = min64(cols, cols + R - j);
-              T* dst = products + (rh * k.residues_w + rw) * n * n + hs * k.cols * n + (hs + i - R) * k.cols;
-              const T* src = plane + (hs * d + rh) * gs[3] + rw * gs[4];
-              for (int64_t ws = lo; ws < hi; ++ws) dst[ws * step + j - R] = src[ws * d * gs[4]];
-            }
-          }
-        }
-      }
-    }
-    return;
-  }
-  for_each_output_row(
-      k, task, [](int64_t, int64_t) {},
-      [&](int64_t h, int64_t i, int64_t j, int64_t rw, int64_t lo, int64_t hi, int64_t offset) {
-        const T* src = grad_b + i * gs[1] + j * gs[2] + h * gs[3] + rw * gs[4];
+  // Plane by plane (i, j), the inverse of scatter_products: a whole sample's grad_out read once, in order.
+  for (int64_t i = 0; i < P; ++i) {
+    for (int64_t j = 0; j < P; ++j) {
+      const T* plane = grad_b + i * gs[1] + j * gs[2];
+      for_each_plane_run(k, task, i, j, [&](int64_t h, int64_t rw, int64_t lo, int64_t hi, int64_t offset) {
+        const T* src = plane + h * gs[3] + rw * gs[4];
         for (int64_t ws = lo; ws < hi; ++ws) products[offset + ws * step] = src[ws * d * gs[4]];
       });
+    }
+  }
 }
 
 template <typename T>

@@ -44,7 +44,6 @@ struct CorrelationClasses {
   int64_t batch = 0, channels = 0, height = 0, width = 0, patch = 1, dilation = 1;
   int64_t residues_h = 0, residues_w = 0;  // min(d, H), min(d, W)
   int64_t rows = 0, cols = 0;               // the largest class: ceil(H / d) x ceil(W / d)
-  int64_t count() const { return batch * residues_h * residues_w; }
   int64_t positions() const { return rows * cols; }
   // Whether some class is smaller than the largest (its matrices have zero columns).
   bool ragged() const { return (dilation < height && height % dilation) || (dilation < width && width % dilation); }
