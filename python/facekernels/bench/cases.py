@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
@@ -77,3 +78,15 @@ def module_case(device: str, ours: Callable[[], torch.nn.Module], peer: Callable
         candidates={"facekernels": fk, peer_name: other},
         params=[x, *fk.parameters(), *other.parameters()],
     )
+
+
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def with_swapped(model: M, module_type: type[torch.nn.Module], attribute: str, value: object) -> M:
+    """``model`` with ``attribute`` set to ``value`` on every submodule of ``module_type``: how a peer
+    model is made from ours by swapping one function (a kernel for its plain-PyTorch form)."""
+    for module in model.modules():
+        if isinstance(module, module_type):
+            setattr(module, attribute, value)
+    return model

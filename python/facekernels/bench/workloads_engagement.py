@@ -16,17 +16,14 @@ import torch
 
 from ..models.engagement import FACE_CONTOUR_NODES, EngagementSTGCN
 from ..nn.stgcn import STGCNBlock
-from .cases import Case, Workload
+from .cases import Case, Workload, with_swapped
 from .workloads_st_graph_conv import st_gcn_conv_einsum
 from .workloads_stgcn import model_workload, stgcn_encoder_cost
 
 
 def engagement_stgcn_einsum(model: EngagementSTGCN) -> EngagementSTGCN:
     """``model`` with every block's graph convolution swapped for :func:`st_gcn_conv_einsum`."""
-    for module in model.modules():
-        if isinstance(module, STGCNBlock):
-            module.graph_conv = st_gcn_conv_einsum
-    return model
+    return with_swapped(model, STGCNBlock, "graph_conv", st_gcn_conv_einsum)
 
 
 def synthetic_mask(b: int, t: int, generator: torch.Generator) -> torch.Tensor:

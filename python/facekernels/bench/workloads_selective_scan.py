@@ -31,7 +31,7 @@ from torch import Tensor
 from ..models.metst_sf import METST_SF, metst_sf_loss
 from ..nn.mamba import Mamba
 from ..ops.selective_scan import selective_scan
-from .cases import Case, Workload
+from .cases import Case, Workload, with_swapped
 
 
 def _per_channel(m: Tensor, channels: int) -> Tensor:
@@ -173,10 +173,7 @@ def _workload(name: str, batch: int, channels: int, length: int, state: int, wha
 
 def metst_sf_on_reference_scan(model: METST_SF) -> METST_SF:
     """``model`` with every Mamba block's scan swapped for :func:`selective_scan_reference`."""
-    for module in model.modules():
-        if isinstance(module, Mamba):
-            module.scan = selective_scan_reference
-    return model
+    return with_swapped(model, Mamba, "scan", selective_scan_reference)
 
 
 def _metst_sf_case(b: int, t: int, classes: int) -> Callable[[str], Case]:
