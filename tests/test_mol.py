@@ -256,3 +256,23 @@ def test_pair_batchnorm_equals_one_call_per_group(channels_last, momentum):
     torch.testing.assert_close(ours.bias.grad, plain.bias.grad)
     with pytest.raises(ValueError, match="not a multiple of groups"):
         ours(x[:-1])
+
+
+def test_pair_batchnorm_update_order_repeats_groups():
+    """update_order lists the groups whose statistics update the running ones, in order, a group possibly
+    twice (MOL's encoder: an interior frame that the released code passes through it in two calls)."""
+    from facekernels.models.mol import PairBatchNorm2d
+
+    torch.manual_seed(1)
+    g, m, c, order = 3, 4, 5, (0, 1, 1, 2)
+    ours = PairBatchNorm2d(c)
+    plain = torch.nn.BatchNorm2d(c)
+    ours.groups, ours.update_order = g, order
+    x = torch.randn(g * m, c, 3, 4) * 2 + 1
+    y = ours(x)
+    for k in order:
+        expected = plain(x[k * m:(k + 1) * m])
+        torch.testing.assert_close(y[k * m:(k + 1) * m], expected)
+    torch.testing.assert_close(ours.running_mean, plain.running_mean)
+    torch.testing.assert_close(ours.running_var, plain.running_var)
+    assert int(ours.num_batches_tracked) == len(order)

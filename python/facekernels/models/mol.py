@@ -24,10 +24,13 @@ PATCH_SIZE, DILATION = 21, 2  # FlowNet's correlation
 class PairBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose batch may hold ``groups`` equal consecutive groups (the frame pairs, stacked
     pair-major) normalised with statistics of their own, as if each had gone through the layer in a call
-    of its own; running statistics are updated once per group, in order. ``groups == 1``, or eval mode, is
-    plain BatchNorm2d. The parameters and buffers are BatchNorm2d's, so state_dicts load unchanged."""
+    of its own; running statistics are updated once per group, in order, or with the groups listed in
+    ``update_order`` (a group may be listed more than once: a frame that the released code passes through
+    the layer twice, in two calls that see the same batch). ``groups == 1``, or eval mode, is plain
+    BatchNorm2d. The parameters and buffers are BatchNorm2d's, so state_dicts load unchanged."""
 
     groups: int = 1
+    update_order: tuple[int, ...] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         g = self.groups
@@ -56,7 +59,7 @@ class PairBatchNorm2d(nn.BatchNorm2d):
         y = F.batch_norm(xs, mean, var, weight, bias, True, 1.0, self.eps)
         if stats:
             with torch.no_grad():
-                for k in range(g):
+                for k in range(g) if self.update_order is None else self.update_order:
                     self.num_batches_tracked.add_(1)
                     mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                     self.running_mean.mul_(1 - mom).add_(mean[k * c:(k + 1) * c], alpha=mom)
@@ -67,10 +70,11 @@ class PairBatchNorm2d(nn.BatchNorm2d):
         return y.unflatten(1, (g, c)).transpose(0, 1).reshape(x.shape)
 
 
-def _set_groups(module: nn.Module, groups: int) -> None:
+def _set_groups(module: nn.Module, groups: int, update_order: tuple[int, ...] | None = None) -> None:
     for m in module.modules():
         if isinstance(m, PairBatchNorm2d):
             m.groups = groups
+            m.update_order = update_order
 
 
 def _pair_batchnorm(module: nn.Module) -> None:
@@ -237,7 +241,7 @@ class MOL(nn.Module):
     ``CCC_1``/``CCC_2``, ``flownet``, ``mer_3dcnn``, ``ldm_predictor``), so ``load_state_dict(strict=True)``
     of a state_dict saved from the released model works. The computation is batched over the pairs: the
     stem runs once per frame, FCC/CCC once per side over all 7 positions, FlowNet's encoder once per
-    frame in eval mode, and the correlation (:func:`facekernels.ops.correlation`) and FlowNet's decoder
+    frame, and the correlation (:func:`facekernels.ops.correlation`) and FlowNet's decoder
     once over all pairs.
 
     BatchNorm in training mode: the released model runs each pair through FCC and FlowNet in a call of
@@ -245,8 +249,8 @@ class MOL(nn.Module):
     statistics and the running statistics are updated once per pair. That is the default here too
     (``shared_batchnorm=False``: one batched call whose BatchNorms keep per-pair statistics, updated in
     the released order), and training-mode outputs equal the released ones. ``shared_batchnorm=True``
-    normalises all pairs with one set of statistics and runs FlowNet's encoder once per frame in training
-    too: faster, and a different (also reasonable) training-mode function. Eval mode is identical either way.
+    normalises all pairs (and all frames in FlowNet's encoder) with one set of statistics: faster, and a
+    different (also reasonable) training-mode function. Eval mode is identical either way.
 
     FlowNet's weights and activations are kept channels-last (``torch.channels_last``): oneDNN's CPU
     convolutions (and cuDNN's) are faster in that layout for most of its layers, the 2-channel flow
@@ -293,25 +297,17 @@ class MOL(nn.Module):
         feat1 = self._block(self.FCC_1, self.CCC_1, first)
         feat2 = self._block(self.FCC_2, self.CCC_2, second)
         landmarks = self.ldm_predictor(feat2).view(pairs, b, -1).permute(1, 2, 0)
+        # FlowNet's encoder once per frame. With per-pair statistics this is still the released function:
+        # the released code passes an interior frame through the encoder twice (as x2 of one pair and x1 of
+        # the next), each time as a batch of its own, so both calls normalise it with the same statistics
+        # and give the same outputs; only the running statistics see it twice, and they are updated in
+        # the released order (frames 0, 1, 1, 2, 2, ..., pairs).
         if per_pair:
-            # Each pair's two frames through the encoder as the released code does (x1, then x2, each
-            # normalised on its own): the batch ordered (pair, side, sample), 2 * pairs groups.
-            both = torch.stack((frames[: pairs * b], frames[b:]), 0).view(2, pairs, b, 1, h, w)
-            _set_groups(self.flownet, 2 * pairs)
-            c1, c2, c3 = self.flownet.encode(both.transpose(0, 1).reshape(2 * pairs * b, 1, h, w))
-
-            def side(y: Tensor, s: int) -> Tensor:
-                # One side's rows, copied in y's channels-last memory order: a plain reshape would copy
-                # them into NCHW, and every convolution and concatenation after would convert them back.
-                nhwc = y.permute(0, 2, 3, 1)
-                picked = nhwc.view(pairs, 2, b, *nhwc.shape[1:])[:, s].reshape(pairs * b, *nhwc.shape[1:])
-                return picked.permute(0, 3, 1, 2)
-
-            c1a, c2a, c3a, c3b = side(c1, 0), side(c2, 0), side(c3, 0), side(c3, 1)
+            _set_groups(self.flownet, t, tuple(p + s for p in range(pairs) for s in (0, 1)))
+        c1, c2, c3 = self.flownet.encode(frames)
+        c1a, c2a, c3a, c3b = c1[: pairs * b], c2[: pairs * b], c3[: pairs * b], c3[b:]
+        if per_pair:
             _set_groups(self.flownet, pairs)
-        else:
-            c1, c2, c3 = self.flownet.encode(frames)  # once per frame
-            c1a, c2a, c3a, c3b = c1[: pairs * b], c2[: pairs * b], c3[: pairs * b], c3[b:]
         feat = torch.cat((feat1, feat2), 1).contiguous(memory_format=torch.channels_last)
         # The first frames as a channels-last view (one channel: the same memory), so that FlowNet's last
         # concatenation with channels-last features stays channels-last.
