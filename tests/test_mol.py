@@ -244,7 +244,9 @@ def test_pair_batchnorm_equals_one_call_per_group(channels_last, momentum):
     y = ours(x1)
     expected = torch.cat([plain(x2[k * m:(k + 1) * m]) for k in range(g)])
     torch.testing.assert_close(y, expected)
-    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert y.is_contiguous(memory_format=fmt)
+    assert y._base is None  # a tensor of its own: an in-place op after it (MOL's LeakyReLU) copies nothing
     torch.testing.assert_close(ours.running_mean, plain.running_mean)
     torch.testing.assert_close(ours.running_var, plain.running_var)
     assert int(ours.num_batches_tracked) == int(plain.num_batches_tracked) == g
@@ -252,6 +254,7 @@ def test_pair_batchnorm_equals_one_call_per_group(channels_last, momentum):
     y.backward(grad)
     expected.backward(grad)
     torch.testing.assert_close(x1.grad, x2.grad)
+    assert x1.grad.is_contiguous(memory_format=fmt)
     torch.testing.assert_close(ours.weight.grad, plain.weight.grad)
     torch.testing.assert_close(ours.bias.grad, plain.bias.grad)
     with pytest.raises(ValueError, match="not a multiple of groups"):

@@ -21,6 +21,43 @@ CLIP_LENGTH = 8  # frames per clip: 7 pairs
 PATCH_SIZE, DILATION = 21, 2  # FlowNet's correlation
 
 
+def _memory_format(x: Tensor) -> torch.memory_format:
+    last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if last else torch.contiguous_format
+
+
+def _move_groups(x: Tensor, g: int, into_channels: bool, memory_format: torch.memory_format) -> Tensor:
+    """``[g m, c, H, W] -> [m, g c, H, W]`` (into_channels) or back, as a new tensor (not a view) in
+    ``memory_format``: one copy between two 5-D views of the same [g, m, c, H, W] index space."""
+    if into_channels:
+        n, c, hh, ww = x.shape
+        m = n // g
+        out = torch.empty((m, g * c, hh, ww), dtype=x.dtype, device=x.device, memory_format=memory_format)
+        src, dst = x.unflatten(0, (g, m)), out.unflatten(1, (g, c)).transpose(0, 1)
+    else:
+        m, gc, hh, ww = x.shape
+        c = gc // g
+        out = torch.empty((g * m, c, hh, ww), dtype=x.dtype, device=x.device, memory_format=memory_format)
+        src, dst = x.unflatten(1, (g, c)).transpose(0, 1), out.unflatten(0, (g, m))
+    dst.copy_(src)
+    return out
+
+
+class _MoveGroups(torch.autograd.Function):
+    """_move_groups as one autograd node whose backward is the inverse move. Its output is a tensor of its
+    own, not a view: the in-place LeakyReLU after MOL's BatchNorms then costs nothing in the backward,
+    where on a view of the move's result autograd re-materialised the whole base (CopySlices)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, g: int, into_channels: bool) -> Tensor:
+        ctx.g, ctx.into_channels, ctx.memory_format = g, into_channels, _memory_format(x)
+        return _move_groups(x, g, into_channels, ctx.memory_format)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        return _move_groups(grad, ctx.g, not ctx.into_channels, ctx.memory_format), None, None
+
+
 class PairBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose batch may hold ``groups`` equal consecutive groups (the frame pairs, stacked
     pair-major) normalised with statistics of their own, as if each had gone through the layer in a call
@@ -44,13 +81,7 @@ class PairBatchNorm2d(nn.BatchNorm2d):
         # and backward, in one call. Its running buffers are scratch with momentum 1: they come back holding
         # each group's batch mean and unbiased variance, which then update the layer's running statistics
         # group by group.
-        m = n // g
-        last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        if last:  # memory (g, m, H, W, c) -> (m, H, W, g, c)
-            hh, ww = x.shape[2:]
-            xs = x.unflatten(0, (g, m)).permute(1, 3, 4, 0, 2).reshape(m, hh, ww, g * c).permute(0, 3, 1, 2)
-        else:
-            xs = x.unflatten(0, (g, m)).transpose(0, 1).flatten(1, 2)
+        xs = _MoveGroups.apply(x, g, True)
         weight = None if self.weight is None else self.weight.repeat(g)
         bias = None if self.bias is None else self.bias.repeat(g)
         stats = self.track_running_stats
@@ -64,10 +95,7 @@ class PairBatchNorm2d(nn.BatchNorm2d):
                     mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                     self.running_mean.mul_(1 - mom).add_(mean[k * c:(k + 1) * c], alpha=mom)
                     self.running_var.mul_(1 - mom).add_(var[k * c:(k + 1) * c], alpha=mom)
-        if last:  # back to memory (g, m, H, W, c)
-            return y.permute(0, 2, 3, 1).unflatten(3, (g, c)).permute(3, 0, 1, 2, 4).reshape(n, hh, ww, c) \
-                .permute(0, 3, 1, 2)
-        return y.unflatten(1, (g, c)).transpose(0, 1).reshape(x.shape)
+        return _MoveGroups.apply(y, g, False)
 
 
 def _set_groups(module: nn.Module, groups: int, update_order: tuple[int, ...] | None = None) -> None:
